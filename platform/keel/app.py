@@ -1,0 +1,83 @@
+"""The Flask app factory."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, jsonify
+
+from keel.config import KNOWN_DEFAULT_SECRETS, from_environment
+from keel.errors import KeelError
+from keel.runtime import Runtime
+from keel.storage.db import create_engine, create_system_tables
+
+log = logging.getLogger("keel")
+
+
+class ConfigError(KeelError):
+    pass
+
+
+def _secret_key(cfg: dict) -> str:
+    secret = cfg.get("KEEL_SECRET_KEY")
+    if cfg["KEEL_ENV"] == "production":
+        if not secret or secret in KNOWN_DEFAULT_SECRETS or len(secret) < 32:
+            raise ConfigError("KEEL_SECRET_KEY must be set to a random value of at least 32 characters "
+                              "in production (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        return secret
+    if secret:
+        return secret
+    # Development: one random secret per instance folder, created on first start, never a constant.
+    path = Path(cfg["KEEL_INSTANCE_PATH"]) / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
+def create_app(config: dict | None = None) -> Flask:
+    cfg = from_environment()
+    cfg.update(config or {})
+    Path(cfg["KEEL_INSTANCE_PATH"]).mkdir(parents=True, exist_ok=True)
+
+    app = Flask("keel", instance_path=cfg["KEEL_INSTANCE_PATH"])
+    app.config.update(cfg)
+    app.config["SECRET_KEY"] = _secret_key(cfg)
+    app.config.setdefault("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = cfg["KEEL_ENV"] == "production"
+
+    engine = create_engine(cfg["KEEL_DATABASE_URL"])
+    create_system_tables(engine)
+    runtime = Runtime(engine)
+    runtime.refresh()
+    app.extensions["keel"] = runtime
+
+    from keel import api, auth, web
+    from keel.web import i18n_setup, security
+
+    security.init_app(app)
+    i18n_setup.init_app(app)
+    auth.init_app(app)
+    api.init_app(app)
+    web.init_app(app)
+
+    @app.before_request
+    def _pick_up_new_versions():
+        runtime.refresh()
+
+    @app.get("/healthz")
+    def healthz():
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return jsonify(status="ok", apps={a.id: a.version for a in runtime.apps()})
+
+    healthz.keel_public = True
+    return app
+
+
+def runtime_of(app: Flask) -> Runtime:
+    return app.extensions["keel"]

@@ -1,0 +1,23 @@
+"""Writing the audit trail. Every write in Keel calls `record_event` inside the transaction of the
+write itself, so an event exists exactly when the change does."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.auth.actor import Actor
+from keel.storage.system import audit_events
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def record_event(conn: sa.Connection, actor: Actor, action: str, *, app: str | None = None,
+                 entity: str | None = None, record_id: int | None = None,
+                 detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> None:
+    conn.execute(audit_events.insert().values(
+        at=at or utcnow(), user_id=actor.user_id, action=action, app=app, entity=entity,
+        record_id=record_id, detail={"by": actor.username, **(detail or {})}))

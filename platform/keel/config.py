@@ -1,0 +1,24 @@
+"""Configuration from environment variables (the public contract) with defaults for the embedded
+set-up. `create_app(config)` lets tests and tools override any key."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Secrets that must never run in production: the ones any checkout or tutorial would know.
+KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
+
+
+def from_environment(env: os._Environ | dict | None = None) -> dict:
+    env = os.environ if env is None else env
+    instance = Path(env.get("KEEL_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+    return {
+        "KEEL_INSTANCE_PATH": str(instance),
+        "KEEL_DATABASE_URL": env.get("KEEL_DATABASE_URL") or f"sqlite:///{instance / 'keel.db'}",
+        "KEEL_REDIS_URL": env.get("KEEL_REDIS_URL") or None,
+        "KEEL_APPS_PATH": env.get("KEEL_APPS_PATH") or "app_definitions",
+        "KEEL_SECRET_KEY": env.get("KEEL_SECRET_KEY") or None,
+        # production refuses to start without a strong secret; `development` generates one per instance
+        "KEEL_ENV": env.get("KEEL_ENV") or "development",
+        "KEEL_BASE_URL": env.get("KEEL_BASE_URL") or None,
+    }

@@ -1,0 +1,62 @@
+"""Errors as values: a place and a message, collected and carried to the edge where the CLI, a page
+or the API formats them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Message:
+    """A translatable message: an English msgid (the gettext key) and its parameters."""
+
+    msgid: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, msgid: str, **params: Any) -> "Message":
+        return cls(msgid, tuple(sorted(params.items())))
+
+    def render(self) -> str:
+        from keel.i18n import translate
+
+        return translate(self.msgid, **dict(self.params))
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class KeelError(Exception):
+    """Base of every error Keel reports to a user (never shown with a traceback)."""
+
+
+@dataclass
+class FieldErrors(KeelError):
+    """Per-field validation errors of one write; `errors` maps field id -> messages.
+    The key "_record" holds errors about the record as a whole."""
+
+    errors: dict[str, list[Message]] = field(default_factory=dict)
+
+    def add(self, field_id: str, msgid: str, **params: Any) -> None:
+        self.errors.setdefault(field_id, []).append(Message.of(msgid, **params))
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def rendered(self) -> dict[str, list[str]]:
+        return {k: [m.render() for m in v] for k, v in self.errors.items()}
+
+    def __str__(self) -> str:
+        return "; ".join(f"{k}: {', '.join(v)}" for k, v in self.rendered().items())
+
+
+class NotFound(KeelError):
+    pass
+
+
+class PermissionDenied(KeelError):
+    pass
+
+
+class Conflict(KeelError):
+    """A write based on a stale version, or a transition that is no longer possible."""

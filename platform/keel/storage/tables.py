@@ -1,0 +1,38 @@
+"""A real table per entity, built with SQLAlchemy Core from its definition."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from keel.definitions.model import AppDef, EntityDef
+from keel.fieldtypes import registry
+
+# Columns every entity table has; a field may not use these names (definitions.checks refuses it).
+SYSTEM_COLUMNS = ("id", "row_version", "created_at", "created_by", "updated_at", "updated_by", "deleted_at")
+
+
+def table_name(app_id: str, entity_id: str) -> str:
+    return f"{app_id}__{entity_id}"
+
+
+def entity_table(metadata: sa.MetaData, app_id: str, entity: EntityDef) -> sa.Table:
+    cols = [
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("row_version", sa.Integer(), nullable=False, server_default="1"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.BigInteger()),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_by", sa.BigInteger()),
+        sa.Column("deleted_at", sa.DateTime(timezone=True)),
+    ]
+    name = table_name(app_id, entity.id)
+    for f in entity.fields:
+        # Columns are nullable in SQL: `required` is enforced on write, and a field added to a table
+        # that already has rows must not fail on them.
+        cols.append(sa.Column(f.id, registry.get(f.type).column_type(f), nullable=True))
+    indexes = [sa.Index(f"ix_{name}_{f.id}", f.id) for f in entity.fields if f.type in ("link", "user")]
+    return sa.Table(name, metadata, *cols, *indexes)
+
+
+def app_tables(app: AppDef) -> tuple[sa.MetaData, dict[str, sa.Table]]:
+    md = sa.MetaData()
+    return md, {eid: entity_table(md, app.id, e) for eid, e in app.entities.items()}

@@ -1,0 +1,127 @@
+"""Demo data: the case from the seed — an 80-person SaaS company in Q4 2025 whose sales team is still
+measured on new customers while upsell has become what matters. Created once per instance through the
+same directory and record write paths as any user's data (so it is versioned and audited)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from keel.auth.actor import SYSTEM
+from keel.auth.directory import add_department, add_user, find_user
+
+DEMO_PASSWORD = "keel-demo-2025"
+APP = "goal_agility"
+
+# code, zh name, en name, parent code
+DEPARTMENTS = [
+    ("ceo_office", "总经办", "CEO office", None),
+    ("strategy", "战略部", "Strategy", "ceo_office"),
+    ("sales", "销售部", "Sales", "ceo_office"),
+    ("sales_east", "华东大区", "Sales East", "sales"),
+    ("sales_north", "华北大区", "Sales North", "sales"),
+    ("sales_south", "华南大区", "Sales South", "sales"),
+    ("cs", "客户成功部", "Customer Success", "ceo_office"),
+    ("marketing", "市场部", "Marketing", "ceo_office"),
+    ("rnd", "产品研发部", "Product & Engineering", "ceo_office"),
+    ("finance", "财务部", "Finance", "ceo_office"),
+    ("hr", "人力资源部", "HR", "ceo_office"),
+]
+
+# Users who can log in: username, display name, title, department, manager, roles, admin
+LOGINS = [
+    ("admin", "系统管理员", "platform admin", "ceo_office", None, (), True),
+    ("ceo", "周总", "CEO", "ceo_office", None, ("executive",), False),
+    ("cro", "陈立", "CRO (chief revenue officer)", "sales", "ceo", ("executive", "manager"), False),
+    ("strategy_lead", "林晓", "head of strategy", "strategy", "ceo", ("strategy", "manager"), False),
+    ("east_mgr", "王磊", "sales manager, East", "sales_east", "cro", ("manager", "employee"), False),
+    ("north_mgr", "赵敏", "sales manager, North", "sales_north", "cro", ("manager", "employee"), False),
+    ("rep_li", "李娜", "sales rep, East", "sales_east", "east_mgr", ("employee",), False),
+    ("rep_zhang", "张伟", "sales rep, East", "sales_east", "east_mgr", ("employee",), False),
+    ("cs_lead", "刘洋", "head of customer success", "cs", "cro", ("manager", "employee"), False),
+]
+
+# The rest of the 80 people: department, manager, how many (directory entries without a password).
+STAFF = [
+    ("sales_east", "east_mgr", 6), ("sales_north", "north_mgr", 8), ("sales_south", "cro", 9),
+    ("cs", "cs_lead", 9), ("marketing", "ceo", 8), ("rnd", "ceo", 24), ("finance", "ceo", 3),
+    ("hr", "ceo", 2), ("strategy", "strategy_lead", 2),
+]
+HEADS = {"ceo_office": "ceo", "strategy": "strategy_lead", "sales": "cro", "sales_east": "east_mgr",
+         "sales_north": "north_mgr", "cs": "cs_lead"}
+
+
+def seed_demo(app) -> list[tuple[str, str]]:
+    """Create the demo org and goals unless they exist; return the logins (username, title)."""
+    runtime = app.extensions["keel"]
+    engine = runtime.engine
+    logins = [(u[0], u[2]) for u in LOGINS]
+    with engine.begin() as conn:
+        if find_user(conn, "cro") is not None:
+            return logins
+        for code, zh, en, parent in DEPARTMENTS:
+            add_department(conn, code, zh, SYSTEM, parent_code=parent, name_en=en)
+        for username, name, _title, dept, manager, roles, admin in LOGINS:
+            add_user(conn, username, name, SYSTEM, password=DEMO_PASSWORD, roles=roles, department_code=dept,
+                     manager_username=manager, is_admin=admin)
+        n = 0
+        for dept, manager, count in STAFF:
+            for _ in range(count):
+                n += 1
+                add_user(conn, f"staff{n:02d}", f"员工{n:02d}", SYSTEM, roles=("employee",),
+                         department_code=dept, manager_username=manager)
+        from keel.storage.system import departments, users
+        import sqlalchemy as sa
+
+        for code, head in HEADS.items():
+            head_id = conn.execute(sa.select(users.c.id).where(users.c.username == head)).scalar_one()
+            conn.execute(departments.update().where(departments.c.code == code).values(head_id=head_id))
+    runtime.refresh()
+    if APP in {a.id for a in runtime.apps()}:
+        _seed_goals(runtime)
+    return logins
+
+
+def _seed_goals(runtime) -> None:
+    from keel.storage import records
+
+    built = runtime.get(APP)
+    with runtime.engine.begin() as conn:
+        uid = {u: find_user(conn, u).id for u in ("ceo", "cro", "strategy_lead", "east_mgr", "north_mgr",
+                                                  "rep_li", "rep_zhang", "cs_lead")}
+
+        def create(entity, **values):
+            return records.create(conn, built, entity, values, SYSTEM)["id"]
+
+        card = create("strategy_card", title="高客单价客户深耕", period="2025-Q4", owner=uid["ceo"], priority=1,
+                      keywords="高客单价,增购,续约,客户成功,LTV",
+                      description="9 月起公司战略转向高客单价客户深耕：提升存量客户增购与续约。")
+        create("strategy_card", title="产品化交付提效", period="2025-Q4", owner=uid["strategy_lead"], priority=2,
+               keywords="交付,标准化,实施周期")
+        company = create("goal", title="Q4 营收 1,200 万元", owner=uid["ceo"], level="company", category="other",
+                         metric="季度营收", unit="cny", target=Decimal("12000000"), strategy_card=card,
+                         period_start="2025-10-01", period_end="2025-12-31")
+        sales = create("goal", title="Q4 新增客户数 ≥ 40", owner=uid["cro"], level="department",
+                       category="new_business", metric="新增客户数", unit="count", target=Decimal("40"),
+                       parent=company, strategy_card=card, incentive_weight=Decimal("0.70"),
+                       resources="线索分配优先", period_start="2025-10-01", period_end="2025-12-31",
+                       dimensions=[{"dimension": "core_metric", "value": "新增客户数≥40",
+                                    "rationale": "年初计划"},
+                                   {"dimension": "incentive_weight", "value": "拓新占比70%",
+                                    "rationale": "年初计划"},
+                                   {"dimension": "resource_allocation", "value": "线索分配优先",
+                                    "rationale": "年初计划"}])
+        east = create("goal", title="华东新增客户 ≥ 14", owner=uid["east_mgr"], level="team",
+                      category="new_business", metric="新增客户数", unit="count", target=Decimal("14"),
+                      parent=sales, strategy_card=card)
+        create("goal", title="华北新增客户 ≥ 13", owner=uid["north_mgr"], level="team",
+               category="new_business", metric="新增客户数", unit="count", target=Decimal("13"),
+               parent=sales, strategy_card=card)
+        li = create("goal", title="李娜：新增客户 ≥ 5", owner=uid["rep_li"], level="personal",
+                    category="new_business", metric="新增客户数", unit="count", target=Decimal("5"), parent=east)
+        create("goal", title="续约率 ≥ 90%", owner=uid["cs_lead"], level="department", category="renewal",
+               metric="续约率", unit="percent", target=Decimal("90"), parent=company, strategy_card=card)
+        create("task", title="每日寻找 3 条新线索", owner=uid["rep_li"], goal=li, status="doing",
+               estimate_hours=Decimal("3"))
+        create("task", title="回访 TOP50 存量客户", owner=uid["rep_zhang"], goal=east, status="todo",
+               due="2025-10-31")
+        create("task", title="整理 12 家扩容咨询客户清单", owner=uid["east_mgr"], goal=east, status="done")
+        create("task", title="周报", owner=uid["rep_zhang"], status="todo")

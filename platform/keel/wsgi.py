@@ -1,0 +1,4 @@
+"""WSGI entry point for gunicorn: `gunicorn keel.wsgi:app`."""
+from keel import create_app
+
+app = create_app()

@@ -1,0 +1,102 @@
+"""Applying a version of an app: the one place above storage that does it (the CLI's `keel app
+apply/diff/rollback` and the admin page call these). In one transaction: lock the app, compare with the
+latest stored version, plan and run the schema sync, store the version, write the audit event. A
+refused sync rolls all of it back, so a version is stored exactly when its schema is in place. A
+running server picks the new version up through `Runtime.refresh`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from keel.audit.log import record_event
+from keel.auth.actor import Actor
+from keel.definitions.model import AppDef
+from keel.storage import sync, versions
+from keel.storage.sync import SyncPlan
+from keel.storage.system import app_versions
+from keel.storage.system import metadata as system_metadata
+
+SYSTEM_TABLES_LOCK = "(keel system tables)"  # not a valid app id, so never an app's lock
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: int | None   # the version now current: the new one, or the unchanged one
+    plan: SyncPlan
+    changed: bool         # False: the definition equals the latest stored version; nothing written
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    plan: SyncPlan
+    changes: list[str]            # versions.bundle_diff lines against the latest stored version
+    current_version: int | None   # None: the app has never been applied
+
+
+def ensure_system_tables(engine: sa.Engine) -> None:
+    """Keel's own tables, created under a lock: two processes applying to a fresh PostgreSQL
+    database at once would otherwise both try to create them (`create_system_tables` does the same
+    without the lock)."""
+    with engine.begin() as conn:
+        sync.lock_app(conn, SYSTEM_TABLES_LOCK)
+        system_metadata.create_all(conn)
+
+
+def apply_app(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str = "") -> ApplyResult:
+    """Apply `app_def` as the app's next version. Raises `SyncRefused` (nothing written) when the
+    schema change would lose data."""
+    return _apply(engine, app_def, actor, note, "app.apply", {})
+
+
+def rollback_app(engine: sa.Engine, app_id: str, version: int, actor: Actor) -> ApplyResult:
+    """Re-apply the stored bundle of `version` as a new version, through the same path as any apply:
+    a rollback that would need an impossible conversion is refused the same way. Raises NotFound for
+    an unknown app or version."""
+    ensure_system_tables(engine)
+    with engine.connect() as conn:
+        bundle = versions.get_bundle(conn, app_id, version)
+    app_def = versions.load(bundle)
+    return _apply(engine, app_def, actor, f"rollback to v{version}", "app.rollback",
+                  {"rollback_to": version})
+
+
+def _apply(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str, action: str,
+           detail: dict) -> ApplyResult:
+    ensure_system_tables(engine)
+    checksum = versions.checksum_of(app_def)
+    with engine.begin() as conn:
+        # Under this lock nobody else plans, syncs or stores a version of this app until we commit.
+        sync.lock_app(conn, app_def.id)
+        current = versions.latest_row(conn, app_def.id)
+        if current is not None and current.checksum == checksum:
+            return ApplyResult(current.version, SyncPlan(app_def.id, current.version), False,
+                               f"{app_def.id} is already at version {current.version}")
+        old = versions.load(current.bundle) if current is not None else None
+        number = current.version + 1 if current is not None else 1
+        sync_plan = sync.plan(conn, old, app_def, version=number)
+        sync.apply(conn, sync_plan)  # SyncRefused leaves the `with` block: everything rolls back
+        stored = versions.store(conn, app_def, actor.user_id, note)
+        record_event(conn, actor, action, app=app_def.id,
+                     detail={"version": stored, "checksum": checksum, "label": str(app_def.version),
+                             "note": note, "steps": sync_plan.descriptions(), **detail})
+    return ApplyResult(stored, sync_plan, True, f"{app_def.id} applied as version {stored}")
+
+
+def diff_app(engine: sa.Engine, app_def: AppDef) -> DiffResult:
+    """What applying `app_def` would do, without writing anything: the schema steps (and refusals)
+    and the definition changes against the latest stored version."""
+    with engine.connect() as conn:
+        try:
+            has_versions = sa.inspect(conn).has_table(app_versions.name)
+            current = versions.latest_row(conn, app_def.id) if has_versions else None
+            if current is not None and current.checksum == versions.checksum_of(app_def):
+                return DiffResult(SyncPlan(app_def.id, current.version), [], current.version)
+            old = versions.load(current.bundle) if current is not None else None
+            number = current.version + 1 if current is not None else 1
+            sync_plan = sync.plan(conn, old, app_def, version=number)
+            changes = versions.bundle_diff(current.bundle if current is not None else None, app_def.bundle)
+            return DiffResult(sync_plan, changes, current.version if current is not None else None)
+        finally:
+            conn.rollback()

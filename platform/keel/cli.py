@@ -192,7 +192,10 @@ def app_rollback(app_id: str, version: int) -> None:
     from keel.apply import rollback_app
 
     result = rollback_app(_engine(), app_id, version, cli_actor())
-    click.echo(f"rolled back: app '{app_id}' is now at version {result.version} (content of v{version})")
+    if result.changed:
+        click.echo(f"rolled back: app '{app_id}' is now at version {result.version} (content of v{version})")
+    else:
+        click.echo(f"unchanged: app '{app_id}' already matches version {version} (current: v{result.version})")
 
 
 # -- users ------------------------------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""The only authentication routes: the login page, logout, and the API's token endpoints and "who am I".
+Both faces use `throttle.attempt_login`, so the page and the API share one lock per username."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import InputRequired, Length
+
+from keel.audit.log import record_event
+from keel.auth import SessionUser, current_actor, public, safe_next
+from keel.auth.directory import get_actor, get_user, manager_of, roles_of
+from keel.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
+from keel.auth.throttle import LoginOutcome, attempt_login
+from keel.auth.tokens import issue_token, revoke_token
+from keel.i18n import translate
+from keel.storage.system import departments, users
+
+# The app's own template folder is set by keel.web; pointing the blueprint at the same folder lets the
+# login page render whatever order the parts are initialised in.
+TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
+
+bp = Blueprint("auth", __name__, template_folder=str(TEMPLATES))
+
+TOKEN_BODY_KEYS = frozenset({"username", "password", "name"})
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("Username"), validators=[InputRequired(), Length(max=150)])
+    password = PasswordField(_l("Password"),
+                             validators=[InputRequired(), Length(max=MAX_PASSWORD_LENGTH)])
+
+
+def _engine() -> sa.Engine:
+    return current_app.extensions["keel"].engine
+
+
+def _home() -> str:
+    """Where a login without `next` lands: the workbench when the web part serves one."""
+    for rule in current_app.url_map.iter_rules():
+        if rule.rule == "/workbench":
+            return "/workbench"
+    return "/"
+
+
+def _locked_message(outcome: LoginOutcome) -> str:
+    minutes = max(1, math.ceil(outcome.retry_after() / 60))
+    return translate("Too many failed logins for this username. Try again in %(minutes)s minutes.",
+                     minutes=minutes)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    next_url = safe_next(request.args.get("next"))
+    if request.method == "GET" and current_user.is_authenticated:
+        return redirect(next_url or _home())
+    form = LoginForm()
+    error, status = None, 200
+    if form.validate_on_submit():
+        outcome = attempt_login(_engine(), form.username.data, form.password.data)
+        if outcome.ok:
+            with _engine().begin() as conn:
+                actor = get_actor(conn, outcome.user_id)
+                record_event(conn, actor, "auth.login", detail={"via": "page"})
+            # A fresh session for the signed-in user: nothing from before the login carries over.
+            lang = session.get("lang")
+            session.clear()
+            if lang:
+                session["lang"] = lang
+            login_user(SessionUser(actor))
+            return redirect(next_url or _home())
+        if outcome.locked:
+            error, status = _locked_message(outcome), 429
+        else:
+            error, status = translate("Wrong username or password."), 401
+    elif request.method == "POST":
+        status = 422
+    form.password.data = ""  # never echo a password back into the page
+    return render_template("auth/login.html", form=form, error=error, next=next_url), status
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    return redirect(url_for("auth.login"))
+
+
+def _json_error(status: int, message: str, **extra):
+    resp = jsonify(error=message, **extra)
+    resp.status_code = status
+    return resp
+
+
+@bp.post("/api/v1/auth/token")
+@public
+def create_token():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _json_error(400, translate("Send a JSON object with username and password."))
+    errors: dict[str, list[str]] = {}
+    for key in sorted(set(body) - TOKEN_BODY_KEYS):
+        errors.setdefault(key, []).append(translate("Unknown field."))
+    for key in ("username", "password"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            errors.setdefault(key, []).append(translate("This field is required."))
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 200:
+        errors.setdefault("name", []).append(translate("Must be text of at most %(max)s characters.", max=200))
+    if errors:
+        return jsonify(errors=errors), 422
+
+    outcome = attempt_login(_engine(), body["username"], body["password"])
+    if outcome.locked:
+        resp = _json_error(429, _locked_message(outcome))
+        resp.headers["Retry-After"] = str(outcome.retry_after())
+        return resp
+    if not outcome.ok:
+        return _json_error(401, translate("Wrong username or password."))
+    with _engine().begin() as conn:
+        token = issue_token(conn, outcome.user_id, name)
+        user = describe_user(conn, outcome.user_id)
+    resp = jsonify(token=token, user=user)
+    resp.status_code = 201
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.delete("/api/v1/auth/token")
+def delete_token():
+    """Revoke the token this request was made with (signing out an API client)."""
+    actor = current_actor()
+    with _engine().begin() as conn:
+        revoke_token(conn, g.token_id, actor)
+    return "", 204
+
+
+@bp.get("/api/v1/me")
+def me():
+    actor = current_actor()
+    with _engine().connect() as conn:
+        return jsonify(describe_user(conn, actor.user_id))
+
+
+def describe_user(conn: sa.Connection, user_id: int) -> dict:
+    """Who a user is, as the API shows it (no credentials, no hashes)."""
+    user = get_user(conn, user_id)
+    dept = None
+    if user.department_id is not None:
+        d = conn.execute(sa.select(departments.c.id, departments.c.code, departments.c.name,
+                                   departments.c.name_en).where(departments.c.id == user.department_id)).first()
+        dept = {"id": d.id, "code": d.code, "name": d.name, "name_en": d.name_en} if d else None
+    manager = None
+    manager_id = manager_of(conn, user_id)
+    if manager_id is not None:
+        m = conn.execute(sa.select(users.c.id, users.c.username, users.c.display_name)
+                         .where(users.c.id == manager_id)).first()
+        manager = {"id": m.id, "username": m.username, "display_name": m.display_name}
+    roles = sorted(roles_of(conn, user_id))
+    return {"id": user.id, "username": user.username, "display_name": user.display_name,
+            "email": user.email, "locale": user.locale, "is_admin": bool(user.is_admin), "roles": roles,
+            "department": dept, "manager": manager}

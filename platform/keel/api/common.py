@@ -1,0 +1,102 @@
+"""What every API module needs: the runtime, the built app of a URL, the acting user, a JSON body that
+must be an object, JSON-ready values, and the If-Match version of a write."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+from flask import Response, current_app, request
+
+from keel.api.errors import BadRequestBody, PreconditionRequired
+from keel.auth import current_actor
+from keel.auth.actor import Actor
+from keel.errors import FieldErrors
+from keel.i18n import translate
+from keel.runtime import BuiltApp, Runtime
+from keel.web.security import json_body
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["keel"]
+
+
+def built_app(app_id: str) -> BuiltApp:
+    return runtime().get(app_id)  # NotFound → 404 JSON
+
+
+def built_entity(app_id: str, entity_id: str) -> BuiltApp:
+    built = built_app(app_id)
+    built.entity(entity_id)  # NotFound → 404 JSON
+    return built
+
+
+def actor() -> Actor:
+    return current_actor()
+
+
+def json_object() -> dict[str, Any]:
+    """The request body, parsed with the platform's size and depth limits, which must be an object."""
+    data = json_body()
+    if not isinstance(data, dict):
+        raise BadRequestBody(translate("The request body must be a JSON object."))
+    return data
+
+
+def jsonable(value: Any) -> Any:
+    """JSON values for a response. Decimals stay exact as strings; dates and times are ISO 8601 (Flask's
+    default would write dates as HTTP dates and has no rule for naive datetimes)."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:  # SQLite gives back naive values; Keel stores UTC
+            value = value.replace(tzinfo=dt.UTC)
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response that keeps the order of keys (fields in definition order, as a form shows them;
+    Flask's provider would sort them) and writes Chinese text as itself, not as escapes."""
+    text = json.dumps(jsonable(body), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(text, status=status, headers=headers, mimetype="application/json")
+
+
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
+
+
+def if_match_version(required: bool) -> int | None:
+    """The row_version a write is based on, from If-Match (`W/"3"`, `"3"` or `3`)."""
+    raw = request.headers.get("If-Match", "").strip()
+    if not raw:
+        if required:
+            raise PreconditionRequired(translate(
+                "This update needs an If-Match header with the record's ETag (e.g. If-Match: W/\"3\"), "
+                "so it cannot overwrite a change made since you read the record."))
+        return None
+    m = _ETAG.match(raw)
+    if not m:
+        raise BadRequestBody(translate('If-Match must be the ETag of one record version, e.g. W/"3".'))
+    return int(m.group(1))
+
+
+def int_arg(name: str, value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        errors = FieldErrors()
+        errors.add(name, "Must be a whole number of at least 1.")
+        raise errors
+    return n

@@ -45,7 +45,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask("keel", instance_path=cfg["KEEL_INSTANCE_PATH"])
     app.config.update(cfg)
     app.config["SECRET_KEY"] = _secret_key(cfg)
-    app.config.setdefault("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = cfg.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = cfg["KEEL_ENV"] == "production"
@@ -56,13 +56,15 @@ def create_app(config: dict | None = None) -> Flask:
     runtime.refresh()
     app.extensions["keel"] = runtime
 
-    from keel import api, auth, web
+    from keel import api, auth, jobs, plugins, web
     from keel.web import i18n_setup, security
 
+    plugins.init_app(app)
     security.init_app(app)
     i18n_setup.init_app(app)
     auth.init_app(app)
     api.init_app(app)
+    jobs.init_app(app)
     web.init_app(app)
 
     @app.before_request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import has_request_context
+from flask import current_app, has_request_context
 
 DEFAULT_LOCALE = "zh_CN"
 LOCALES = ("zh_CN", "en")
@@ -12,7 +12,7 @@ LOCALES = ("zh_CN", "en")
 
 def translate(msgid: str, **params: Any) -> str:
     text = msgid
-    if has_request_context():
+    if has_request_context() and "babel" in current_app.extensions:
         from flask_babel import gettext
 
         text = gettext(msgid)
@@ -21,7 +21,7 @@ def translate(msgid: str, **params: Any) -> str:
 
 def current_lang() -> str:
     """'zh' or 'en', for picking a definition label."""
-    if has_request_context():
+    if has_request_context() and "babel" in current_app.extensions:
         from flask_babel import get_locale
 
         loc = get_locale()

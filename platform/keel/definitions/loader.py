@@ -1,5 +1,297 @@
-"""placeholder: the definitions helper replaces this."""
+"""Reading an app definition: a folder of JSON files, or the bundle stored as a definition version.
+
+Both roads meet in `_load`, so a stored bundle is validated exactly like a folder on disk:
+layout -> JSON Schema per file -> the model (model.py) -> cross-reference checks (checks.py).
+Every error of every file is collected and raised together as one `DefinitionErrors`.
+Nothing here touches a database.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urldefrag, urljoin
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+from keel.definitions import build
+from keel.definitions.checks import check_app
+from keel.definitions.errors import DefinitionError, DefinitionErrors, pointer
+from keel.definitions.model import AppDef, freeze, thaw
+
+APP_FILE = "app.json"
+# Sub-folder -> the kind of definition each of its files holds (and the schema it is checked with).
+FOLDERS = {"entities": "entity", "forms": "form", "workflows": "workflow", "dashboards": "dashboard",
+           "jobs": "job", "connectors": "connector", "notifications": "notification"}
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 64  # nesting of one JSON document; real definitions need about ten levels
+MAX_MESSAGE = 300
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+SCHEMA_BASE = "https://keel.dev/schemas/"
 
 
-def load_bundle(bundle):
-    raise NotImplementedError
+# -- reading a folder --------------------------------------------------------------------------------
+
+def read_bundle(path: str | Path) -> dict[str, Any]:
+    """Every definition file of the app folder at `path`, parsed: relative posix path -> JSON.
+    Raises DefinitionErrors for unreadable files (malformed JSON, not UTF-8, too large, a missing
+    app.json, an unknown folder)."""
+    bundle, errors = _read_folder(Path(path))
+    if errors:
+        raise DefinitionErrors(errors)
+    return bundle
+
+
+def _read_folder(root: Path) -> tuple[dict[str, Any], list[DefinitionError]]:
+    """Files that do not end in .json (a README, notes) and hidden entries are ignored. A folder Keel
+    does not know, or a folder inside a kind folder, is an error: a typo like `entites/` must not
+    silently drop every entity."""
+    if not root.is_dir():
+        return {}, [DefinitionError(str(root), "", "not a folder (an app definition is a folder with app.json)")]
+    bundle: dict[str, Any] = {}
+    errors: list[DefinitionError] = []
+    for entry in sorted(root.iterdir()):
+        name = entry.name
+        if name.startswith("."):
+            continue
+        if entry.is_symlink():
+            errors.append(DefinitionError(name, "", "symbolic links are not followed; copy the file in"))
+        elif entry.is_dir():
+            if name not in FOLDERS:
+                errors.append(DefinitionError(name + "/", "", "unknown folder; an app folder may contain "
+                                              + ", ".join(f"{f}/" for f in FOLDERS)))
+                continue
+            for sub in sorted(entry.iterdir()):
+                rel = f"{name}/{sub.name}"
+                if sub.name.startswith("."):
+                    continue
+                if sub.is_symlink():
+                    errors.append(DefinitionError(rel, "", "symbolic links are not followed; copy the file in"))
+                elif sub.is_dir():
+                    errors.append(DefinitionError(rel + "/", "", f"folders inside {name}/ are not read; "
+                                                  f"put the files directly in {name}/"))
+                elif sub.suffix == ".json":
+                    _read_file(sub, rel, bundle, errors)
+        elif name == APP_FILE:
+            _read_file(entry, name, bundle, errors)
+        elif entry.suffix == ".json":
+            errors.append(DefinitionError(name, "", "unexpected file: only app.json belongs at the top of "
+                                          "the app folder; other definitions go in their sub-folder"))
+    if APP_FILE not in bundle and not any(e.file == APP_FILE for e in errors):
+        errors.append(DefinitionError(APP_FILE, "", "missing: every app folder needs an app.json"))
+    return bundle, errors
+
+
+def _read_file(path: Path, rel: str, bundle: dict[str, Any], errors: list[DefinitionError]) -> None:
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        errors.append(DefinitionError(rel, "", f"file too large: {size} bytes (at most {MAX_FILE_BYTES})"))
+        return
+    try:
+        bundle[rel] = parse_json(path.read_bytes())
+    except ValueError as e:
+        errors.append(DefinitionError(rel, "", str(e)))
+
+
+def parse_json(data: bytes) -> Any:
+    """Strict JSON: UTF-8 (a byte-order mark is tolerated), no NaN/Infinity, no key given twice in one
+    object (JSON parsers silently keep the last one, which hides a mistake). Raises ValueError with a
+    message that says where."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} "
+                         f"(save the file as UTF-8)") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"invalid JSON: the key '{key}' appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON: {name} is not a number JSON allows")
+
+
+# -- loading --------------------------------------------------------------------------------------------
+
+def load_bundle(bundle: Mapping[str, Any]) -> AppDef:
+    """Validate a bundle (relative path -> parsed JSON) and build the app model from it."""
+    return _load(bundle, [])
+
+
+def load_app_dir(path: str | Path) -> AppDef:
+    """load_bundle(read_bundle(path)), except that errors from unreadable files are reported together
+    with the errors found in the readable ones."""
+    bundle, errors = _read_folder(Path(path))
+    return _load(bundle, errors)
+
+
+def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError]) -> AppDef:
+    if not isinstance(bundle, Mapping):
+        raise DefinitionErrors([DefinitionError("", "", "a definition bundle maps file paths to JSON documents")])
+    errors = list(file_errors)
+    # Files that could not be used: a reference to their id is not reported a second time.
+    broken = {(_kind_of(e.file) or "", Path(e.file).stem) for e in file_errors}
+    docs: dict[str, tuple[str, Any]] = {}
+    for path in sorted(bundle, key=str):
+        kind = _kind_of(path) if isinstance(path, str) else None
+        if kind is None:
+            errors.append(DefinitionError(str(path), "", "unexpected file: definitions are app.json and "
+                                          + ", ".join(f"{f}/<id>.json" for f in FOLDERS)))
+        elif _depth_exceeds(bundle[path], MAX_DEPTH):  # checked before anything recurses into it
+            errors.append(DefinitionError(path, "", f"nested more than {MAX_DEPTH} levels deep"))
+            broken.add((kind, Path(path).stem))
+        else:
+            docs[path] = (kind, thaw(bundle[path]))  # a frozen bundle (AppDef.bundle) loads like a fresh one
+    frozen = freeze({path: doc for path, (_, doc) in docs.items()})  # once; the model's `raw` views it
+    canonical: dict[str, str] = {}
+    valid: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for path, (kind, doc) in docs.items():
+        problems = _document_errors(path, kind, doc, canonical)
+        if problems:
+            errors.extend(problems)
+            ident = doc.get("id") if isinstance(doc, dict) else None
+            broken.add((kind, ident if isinstance(ident, str) else Path(path).stem))
+        else:
+            valid[path] = (kind, frozen[path])
+    if APP_FILE not in bundle and not any(e.file == APP_FILE for e in errors):
+        errors.append(DefinitionError(APP_FILE, "", "missing: every app folder needs an app.json"))
+
+    app_doc = docs.get(APP_FILE, (None, None))[1]
+    sources = build.sources(valid, broken, app_doc)
+    errors.extend(check_app(sources))
+    if errors:
+        raise DefinitionErrors(errors)
+    return build.app(sources, bundle=frozen, checksum=_checksum(canonical))
+
+
+def _kind_of(path: str) -> str | None:
+    if path == APP_FILE:
+        return "app"
+    parts = path.split("/")
+    if len(parts) == 2 and parts[0] in FOLDERS and parts[1].endswith(".json") \
+            and not parts[1].startswith(".") and len(parts[1]) > len(".json"):
+        return FOLDERS[parts[0]]
+    return None
+
+
+def _document_errors(path: str, kind: str, doc: Any, canonical: dict[str, str]) -> list[DefinitionError]:
+    """Size and schema of one document; records its canonical JSON for the checksum."""
+    try:
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        return [DefinitionError(path, "", f"not a JSON document: {e}"[:MAX_MESSAGE])]
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+        return [DefinitionError(path, "", f"file too large (at most {MAX_FILE_BYTES} bytes)")]
+    canonical[path] = text
+    return list(schema_errors(path, kind, doc))
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
+def _checksum(canonical: Mapping[str, str]) -> str:
+    """sha256 of the canonical JSON of the whole bundle (sorted keys, compact, UTF-8), assembled from
+    the per-file texts: identical to json.dumps(bundle, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)."""
+    body = ",".join(json.dumps(p, ensure_ascii=False) + ":" + canonical[p] for p in sorted(canonical))
+    return hashlib.sha256(("{" + body + "}").encode("utf-8")).hexdigest()
+
+
+# -- JSON Schemas -----------------------------------------------------------------------------------------
+
+@cache
+def validators() -> Mapping[str, Draft202012Validator]:
+    """One validator per kind, built once per process (building one per file would cost more than
+    validating it). References between the schema files are inlined first: a `$ref` lookup per value
+    was half the validation time of a large app."""
+    schemas = {}
+    for p in SCHEMA_DIR.glob("*.json"):
+        s = json.loads(p.read_text("utf-8"))
+        schemas[s["$id"]] = s
+    registry: Registry = Registry().with_resources((i, Resource.from_contents(s)) for i, s in schemas.items())
+    checker = FormatChecker()
+    out = {}
+    for kind in ("app", *FOLDERS.values()):
+        schema_id = f"{SCHEMA_BASE}{kind}.json"
+        out[kind] = Draft202012Validator(_inline(schemas[schema_id], schema_id, schemas, ()),
+                                         registry=registry, format_checker=checker)
+    return MappingProxyType(out)
+
+
+def _inline(node: Any, base: str, schemas: Mapping[str, dict], expanding: tuple[str, ...]) -> Any:
+    """A copy of `node` with each `$ref` replaced by the schema it names. A reference back into the
+    schema being expanded (a table field's columns are fields) stays a `$ref`, made absolute."""
+    if isinstance(node, list):
+        return [_inline(v, base, schemas, expanding) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if not isinstance(ref, str):
+        return {k: _inline(v, base, schemas, expanding) for k, v in node.items()}
+    target = urljoin(base, ref)
+    doc, fragment = urldefrag(target)
+    if target in expanding or doc not in schemas or (not fragment and doc == base):
+        return {**node, "$ref": target}
+    sub: Any = schemas[doc]
+    for part in filter(None, fragment.split("/")):
+        sub = sub[part.replace("~1", "/").replace("~0", "~")]
+    sub = {k: v for k, v in sub.items() if k not in ("$id", "$schema", "$defs")}
+    rest = {k: v for k, v in node.items() if k != "$ref"}
+    return {**_inline(sub, doc, schemas, expanding + (target,)), **_inline(rest, base, schemas, expanding)}
+
+
+def schema_errors(path: str, kind: str, doc: Any) -> Iterable[DefinitionError]:
+    for err in validators()[kind].iter_errors(doc):
+        where = pointer(*err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = sorted(err.schema.get("properties", {}))
+            for key in sorted(set(err.instance) - set(allowed)):
+                yield DefinitionError(path, where + pointer(key),
+                                      f"unknown key '{key}'; allowed here: {', '.join(allowed)}")
+        elif err.validator == "pattern" and "x-pattern-message" in err.schema:
+            yield DefinitionError(path, where, f"{_short(err.instance)} {err.schema['x-pattern-message']}")
+        else:
+            yield DefinitionError(path, where, _short_message(_shorten_instance(err.message, err.instance)))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _shorten_instance(message: str, instance: Any) -> str:
+    """jsonschema messages start with the offending value; a long one would push out the reason."""
+    text = repr(instance)
+    return _short(instance) + message[len(text):] if message.startswith(text) else message
+
+
+def _short_message(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 3] + "..."

@@ -190,6 +190,9 @@ class AppDef:
     # relative file path -> parsed JSON, exactly what was loaded; stored as the version's bundle
     bundle: Mapping[str, Any] = field(compare=False, repr=False, default_factory=lambda: MappingProxyType({}))
     checksum: str = ""
+    description: Label | None = None
+    # notifications/ files; modelled in full by the notifications part
+    notifications: Mapping[str, Definition] = field(default_factory=lambda: MappingProxyType({}))
 
     def role_ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self.roles)

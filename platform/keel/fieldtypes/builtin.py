@@ -175,12 +175,12 @@ class DecimalType(FieldType):
         if not d.is_finite():
             raise FieldValueError("Must be a number.")
         p, s = self.digits(f)
-        if d.as_tuple().exponent < -s and d != d.quantize(Decimal(1).scaleb(-s)):
-            raise FieldValueError("At most %(n)s digits after the decimal point.", n=s)
-        d = d.quantize(Decimal(1).scaleb(-s))
-        if len(d.as_tuple().digits) > p:
+        if d.adjusted() >= p - s:  # more integer digits than the column holds
             raise FieldValueError("The number is too large.")
-        return d
+        quantum = Decimal(1).scaleb(-s)
+        if d.as_tuple().exponent < -s and d != d.quantize(quantum):
+            raise FieldValueError("At most %(n)s digits after the decimal point.", n=s)
+        return d.quantize(quantum)
 
     def check(self, f, value):
         return _range_checks(value, f.min, f.max)

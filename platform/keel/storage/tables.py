@@ -1,6 +1,8 @@
 """A real table per entity, built with SQLAlchemy Core from its definition."""
 from __future__ import annotations
 
+import hashlib
+
 import sqlalchemy as sa
 
 from keel.definitions.model import AppDef, EntityDef
@@ -12,6 +14,14 @@ SYSTEM_COLUMNS = ("id", "row_version", "created_at", "created_by", "updated_at",
 
 def table_name(app_id: str, entity_id: str) -> str:
     return f"{app_id}__{entity_id}"
+
+
+def index_name(table: str, column: str) -> str:
+    """`ix_<table>_<column>`, shortened with a hash where it would pass PostgreSQL's 63-byte limit."""
+    name = f"ix_{table}_{column}"
+    if len(name) <= 63:
+        return name
+    return f"{name[:50]}_{hashlib.sha1(name.encode()).hexdigest()[:12]}"
 
 
 def entity_table(metadata: sa.MetaData, app_id: str, entity: EntityDef) -> sa.Table:
@@ -29,7 +39,7 @@ def entity_table(metadata: sa.MetaData, app_id: str, entity: EntityDef) -> sa.Ta
         # Columns are nullable in SQL: `required` is enforced on write, and a field added to a table
         # that already has rows must not fail on them.
         cols.append(sa.Column(f.id, registry.get(f.type).column_type(f), nullable=True))
-    indexes = [sa.Index(f"ix_{name}_{f.id}", f.id) for f in entity.fields if f.type in ("link", "user")]
+    indexes = [sa.Index(index_name(name, f.id), f.id) for f in entity.fields if f.type in ("link", "user")]
     return sa.Table(name, metadata, *cols, *indexes)
 
 

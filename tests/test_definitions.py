@@ -578,3 +578,29 @@ def test_the_admin_guide_lists_every_built_in_field_type_with_its_keys():
     assert set(rows) == {t.name for t in BUILTIN_TYPES}
     for t in BUILTIN_TYPES:
         assert all(f"`{key}`" in rows[t.name] for key in t.keys), t.name
+
+
+def test_entity_ids_that_name_api_paths_are_reserved(tmp_path):
+    import json as _json
+    import shutil as _shutil
+
+    from conftest import APPS
+    from keel.definitions.errors import DefinitionErrors as _Errors
+    from keel.definitions.loader import load_app_dir as _load
+
+    app = tmp_path / "goal_agility"
+    _shutil.copytree(APPS / "goal_agility", app)
+    task = _json.loads((app / "entities" / "task.json").read_text())
+    task["id"] = "forms"
+    (app / "entities" / "task.json").unlink()
+    (app / "entities" / "forms.json").write_text(_json.dumps(task))
+    form = _json.loads((app / "forms" / "task.json").read_text())
+    form["entity"] = "forms"
+    (app / "forms" / "task.json").write_text(_json.dumps(form))
+    try:
+        _load(app)
+    except _Errors as e:
+        assert any(err.file == "entities/forms.json" and err.pointer == "/id" and "reserved" in err.message
+                   for err in e.errors), [str(x) for x in e.errors]
+    else:
+        raise AssertionError("an entity named 'forms' was accepted")

@@ -22,6 +22,8 @@ from keel.fieldtypes import FieldValueError, registry
 from keel.storage.tables import SYSTEM_COLUMNS
 
 RESERVED_WORDS = frozenset(SQL_RESERVED | PG_RESERVED)
+# Path segments the API and pages use under /apps/{app}/ besides entity ids.
+RESERVED_ENTITY_IDS = frozenset({"forms", "graph", "workflows", "dashboards", "jobs"})
 BUILTIN_ROLES = frozenset({"admin"})
 MAX_IDENTIFIER = 63  # PostgreSQL's limit for a table or column name
 # Keys every field may use, whatever its type; a type adds its own (FieldType.keys).
@@ -115,6 +117,9 @@ def _entity_errors(ctx: _Context, path: str, e: EntityDef, app_id: str | None) -
     if "__" in e.id:
         yield DefinitionError(path, "/id", "must not contain '__' (Keel joins the app and entity ids with "
                               "'__' to name tables)")
+    if e.id in RESERVED_ENTITY_IDS:
+        yield DefinitionError(path, "/id", f"'{e.id}' is reserved: the API uses /apps/{{app}}/{e.id}/... for "
+                              "something else; choose another id")
     if app_id is not None and len(f"{app_id}__{e.id}") > MAX_IDENTIFIER:
         yield DefinitionError(path, "/id", f"too long: the table name '{app_id}__{e.id}' would exceed "
                               f"{MAX_IDENTIFIER} characters; shorten the entity id")

@@ -1,0 +1,107 @@
+"""What every page's header shows: the user, the apps and forms they can use, the language switch and the
+unread count, computed once per rendered page."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, request, url_for
+from flask_wtf.csrf import generate_csrf
+
+from keel.i18n import current_lang
+from keel.web.i18n_setup import SESSION_KEY, normalise
+
+
+@dataclass(frozen=True)
+class NavLink:
+    href: str
+    text: str
+
+
+def signed_in_actor():
+    """The actor of a signed-in user, or None (login and error pages render without one)."""
+    try:
+        from keel.auth import current_actor
+
+        who = current_actor()
+    except Exception:  # noqa: BLE001 - not signed in, or auth not set up
+        return None
+    if who is None or getattr(who, "user_id", None) is None:
+        return None
+    return who
+
+
+def usable_forms(built, who, lang: str) -> list[NavLink]:
+    """The app's forms this user may submit: the form's roles, else whoever may create its entity."""
+    from keel.storage.permissions import can_create
+
+    out = []
+    for form in built.definition.forms.values():
+        if form.roles is not None:
+            ok = who.is_admin or bool(set(form.roles) & set(who.roles))
+        else:
+            entity = built.definition.entities.get(form.entity)
+            ok = entity is not None and can_create(entity, who)
+        if ok:
+            out.append(NavLink(url_for("web.form_page", app_id=built.id, form_id=form.id),
+                               form.label.get(lang)))
+    return out
+
+
+def _lang_links() -> list[NavLink]:
+    args = request.args.to_dict()
+    out = []
+    for code, text in (("zh", "中文"), ("en", "English")):
+        args["lang"] = code
+        out.append(NavLink(request.path + "?" + "&".join(f"{k}={v}" for k, v in _quoted(args)), text))
+    return out
+
+
+def _quoted(args: dict):
+    from urllib.parse import quote
+
+    return [(quote(k, safe=""), quote(str(v), safe="")) for k, v in args.items()]
+
+
+def _context() -> dict:
+    lang = current_lang()
+    who = signed_in_actor()
+    nav: list[tuple[str, list[NavLink]]] = []
+    if who is not None:
+        from keel.web.pages import runtime
+
+        for built in sorted(runtime().apps(), key=lambda b: b.id):
+            forms = usable_forms(built, who, lang)
+            if forms:
+                nav.append((built.definition.label.get(lang), forms))
+    return {"lang": lang, "html_lang": "en" if lang == "en" else "zh-CN", "actor": who,
+            "user_name": _display_name(who),
+            "nav_forms": nav, "lang_links": _lang_links(), "unread_count": 0}
+
+
+def _display_name(who) -> str:
+    if who is None:
+        return ""
+    import sqlalchemy as sa
+
+    from keel.storage.system import users
+    from keel.web.pages import runtime
+
+    with runtime().engine.connect() as conn:
+        name = conn.execute(sa.select(users.c.display_name).where(users.c.id == who.user_id)).scalar()
+    return name or who.username
+
+
+def _remember_lang() -> None:
+    # Flask-Babel asks for the locale lazily; store an explicit choice even on a page that
+    # translates nothing, so the next page keeps it.
+    chosen = normalise(request.args.get("lang"))
+    if chosen:
+        from flask import session
+
+        session[SESSION_KEY] = chosen
+
+
+def init_app(app: Flask) -> None:
+    app.context_processor(_context)
+    app.jinja_env.globals.setdefault("csrf_token", generate_csrf)
+    app.before_request(_remember_lang)

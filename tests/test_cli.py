@@ -1,0 +1,199 @@
+"""The `keel` command: help, validate/apply/diff/history/rollback, users and tokens, the demo, serving,
+and errors printed without a traceback."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from keel.cli import cli
+
+from conftest import APPS, REPO
+
+DEMO = APPS / "goal_agility"
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"KEEL_INSTANCE_PATH": str(tmp_path / "inst"), "KEEL_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}",
+            "KEEL_APPS_PATH": str(APPS), "KEEL_ENV": "development"}
+
+
+def run(env, *args, input=None):
+    return CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
+
+
+def keel(env, *args, timeout=60):
+    """The real console entry point in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "keel.cli", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_every_command_has_help(env):
+    for args in (["--help"], ["init", "--help"], ["serve", "--help"], ["demo", "--help"],
+                 ["app", "--help"], ["app", "validate", "--help"], ["app", "apply", "--help"],
+                 ["app", "diff", "--help"], ["app", "history", "--help"], ["app", "rollback", "--help"],
+                 ["user", "add", "--help"], ["user", "token", "--help"]):
+        r = run(env, *args)
+        assert r.exit_code == 0, (args, r.output)
+        assert "Usage:" in r.output
+    assert "--port" in run(env, "serve", "--help").output
+    assert "--host" in run(env, "demo", "--help").output
+
+
+def test_validate_demo_definition_is_ok(env):
+    r = run(env, "app", "validate", str(DEMO))
+    assert r.exit_code == 0
+    assert r.output.startswith("ok: app 'goal_agility'")
+
+
+def test_validate_reports_every_error_with_file_and_pointer(env, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(DEMO, bad)
+    goal = json.loads((bad / "entities" / "goal.json").read_text())
+    goal["fields"][0]["type"] = "no_such_type"
+    (bad / "entities" / "goal.json").write_text(json.dumps(goal))
+    (bad / "entities" / "task.json").write_text('{"id": "task", "fields": [}')
+    p = keel(env, "app", "validate", str(bad))
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr + p.stdout
+    lines = p.stderr.splitlines()
+    assert any(line.startswith("entities/goal.json: /fields/0/type:") and "no_such_type" in line for line in lines)
+    assert any(line.startswith("entities/task.json:") and "line 1" in line and "column" in line for line in lines)
+
+
+def test_apply_diff_history_rollback(env, tmp_path):
+    r = run(env, "app", "apply", str(DEMO), "--note", "first")
+    assert r.exit_code == 0, r.output
+    assert "version 1" in r.output
+    assert "unchanged" in run(env, "app", "apply", str(DEMO)).output
+
+    v2 = tmp_path / "v2"
+    shutil.copytree(DEMO, v2)
+    task = json.loads((v2 / "entities" / "task.json").read_text())
+    task["fields"].append({"id": "effort_points", "type": "integer", "label": {"zh": "点数", "en": "Points"}})
+    (v2 / "entities" / "task.json").write_text(json.dumps(task))
+    diff = run(env, "app", "diff", str(v2))
+    assert diff.exit_code == 0 and "effort_points" in diff.output
+    assert "version 2" in run(env, "app", "apply", str(v2)).output
+
+    hist = run(env, "app", "history", "goal_agility")
+    assert hist.exit_code == 0
+    assert "v1" in hist.output and "v2" in hist.output and "first" in hist.output
+
+    rb = run(env, "app", "rollback", "goal_agility", "1")
+    assert rb.exit_code == 0 and "version 3" in rb.output
+    engine = sa.create_engine(env["KEEL_DATABASE_URL"])
+    with engine.connect() as c:
+        cols = {col["name"] for col in sa.inspect(c).get_columns("goal_agility__task")}
+        audit = c.exec_driver_sql("SELECT action, detail FROM keel_audit_events WHERE action LIKE 'app.%'").all()
+    engine.dispose()
+    assert "effort_points" in cols  # retired, not dropped: the data is kept
+    assert [a for a, _ in audit].count("app.apply") >= 2 and "app.rollback" in [a for a, _ in audit]
+
+
+def test_rollback_to_unknown_version_is_a_clear_error(env):
+    run(env, "app", "apply", str(DEMO))
+    p = keel(env, "app", "rollback", "goal_agility", "99")
+    assert p.returncode == 1
+    assert "error:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_user_add_and_token_authenticate_the_api(env):
+    run(env, "init")
+    r = run(env, "user", "add", "mei", "--name", "Mei", "--password", "a-long-password", "--role", "employee")
+    assert r.exit_code == 0, r.output
+    tok = run(env, "user", "token", "mei")
+    assert tok.exit_code == 0
+    token = tok.output.strip().splitlines()[-1]
+    from keel import create_app
+
+    app = create_app({"KEEL_INSTANCE_PATH": env["KEEL_INSTANCE_PATH"], "KEEL_DATABASE_URL": env["KEEL_DATABASE_URL"]})
+    me = app.test_client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json["username"] == "mei"
+    with app.extensions["keel"].engine.connect() as c:
+        stored = c.exec_driver_sql("SELECT token_hash FROM keel_api_tokens").scalars().all()
+    assert token not in stored
+
+
+def test_user_add_duplicate_and_unknown_manager_fail_cleanly(env):
+    run(env, "init")
+    assert run(env, "user", "add", "mei", "--password", "a-long-password").exit_code == 0
+    dup = keel(env, "user", "add", "mei", "--password", "a-long-password")
+    assert dup.returncode == 1 and "Traceback" not in dup.stderr and "mei" in dup.stderr
+    boss = keel(env, "user", "add", "kai", "--password", "a-long-password", "--manager", "nobody")
+    assert boss.returncode == 1 and "nobody" in boss.stderr
+    assert keel(env, "user", "token", "ghost").returncode == 1
+
+
+def test_demo_creates_the_case_once(env):
+    first = run(env, "demo", "--no-serve")
+    assert first.exit_code == 0, first.output
+    assert "cro" in first.output and "keel-demo-2025" in first.output
+    again = run(env, "demo", "--no-serve")
+    assert again.exit_code == 0
+    engine = sa.create_engine(env["KEEL_DATABASE_URL"])
+    with engine.connect() as c:
+        people = c.exec_driver_sql("SELECT count(*) FROM keel_users").scalar()
+        goals = c.exec_driver_sql("SELECT title, target FROM goal_agility__goal").all()
+        versions = c.exec_driver_sql("SELECT count(*) FROM keel_record_versions").scalar()
+    engine.dispose()
+    assert people == 80
+    assert any("新增客户数 ≥ 40" in t for t, _ in goals)
+    assert versions >= len(goals)  # demo records went through the write path, with history
+
+
+def test_database_unreachable_is_a_message_not_a_traceback(env):
+    bad = {**env, "KEEL_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    p = keel(bad, "app", "history", "goal_agility")
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and "database" in p.stderr.lower()
+
+
+def test_production_refuses_a_missing_or_default_secret(env):
+    for secret in ("", "change-me"):
+        p = keel({**env, "KEEL_ENV": "production", "KEEL_SECRET_KEY": secret}, "init")
+        assert p.returncode == 1 and "KEEL_SECRET_KEY" in p.stderr and "Traceback" not in p.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_listens_on_the_given_port(env):
+    run(env, "init")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "serve", "--port", str(port)],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    body = json.loads(resp.read())
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        assert body["status"] == "ok" and body["apps"] == {"goal_agility": 1}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_apps_folder_missing_is_reported(env):
+    p = keel({**env, "KEEL_APPS_PATH": str(Path(env["KEEL_INSTANCE_PATH"]) / "nowhere")}, "init")
+    assert p.returncode == 1 and "apps folder not found" in p.stderr

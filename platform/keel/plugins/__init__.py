@@ -1,0 +1,5 @@
+"""placeholder until its owner fills it."""
+
+
+def init_app(app):
+    pass

@@ -396,8 +396,8 @@ def test_bounds_and_defaults_must_fit_the_field(valid_bundle):
         "/fields/17/min": "invalid min: Must be a date (YYYY-MM-DD).",
         "/fields/18": got["/fields/18"],
         "/fields/19/min": "invalid min: Must be a whole number.",
-        "/fields/20/min": "invalid min: not a value this field can hold",
-        "/fields/20/default": "invalid default: not a value this field can hold",
+        "/fields/20/min": "invalid min: The number is too large.",
+        "/fields/20/default": "invalid default: The number is too large.",
     }
     assert "scale (6) is greater than the precision (4)" in got["/fields/16/scale"]
     assert "not a valid RE2 expression" in got["/fields/18"]

@@ -52,14 +52,15 @@ def create_app(config: dict | None = None) -> Flask:
 
     engine = create_engine(cfg["KEEL_DATABASE_URL"])
     create_system_tables(engine)
+    from keel import api, auth, jobs, plugins, web
+    from keel.web import i18n_setup, security
+
+    # Plugins first: stored definitions may use field types that plugins register.
+    plugins.init_app(app)
     runtime = Runtime(engine)
     runtime.refresh()
     app.extensions["keel"] = runtime
 
-    from keel import api, auth, jobs, plugins, web
-    from keel.web import i18n_setup, security
-
-    plugins.init_app(app)
     security.init_app(app)
     i18n_setup.init_app(app)
     auth.init_app(app)

@@ -244,6 +244,15 @@ def user_token(username: str, name: str) -> None:
     click.echo(token)
 
 
+def _attach_subcommands() -> None:
+    from keel.plugins.cli import plugin_group
+
+    cli.add_command(plugin_group)
+
+
+_attach_subcommands()
+
+
 def main() -> None:
     from keel.definitions.errors import DefinitionErrors
     from keel.errors import FieldErrors

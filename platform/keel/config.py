@@ -21,4 +21,6 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         # production refuses to start without a strong secret; `development` generates one per instance
         "KEEL_ENV": env.get("KEEL_ENV") or "development",
         "KEEL_BASE_URL": env.get("KEEL_BASE_URL") or None,
+        # None: the `plugins` folder next to the apps folder; "" turns folder discovery off
+        "KEEL_PLUGINS_PATH": env.get("KEEL_PLUGINS_PATH"),
     }

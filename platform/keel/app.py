@@ -76,7 +76,10 @@ def create_app(config: dict | None = None) -> Flask:
     def healthz():
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-        return jsonify(status="ok", apps={a.id: a.version for a in runtime.apps()})
+        from keel.jobs import queue_status
+
+        # The web app keeps serving when Redis is down: the queue's state is reported, not fatal.
+        return jsonify(status="ok", apps={a.id: a.version for a in runtime.apps()}, queue=queue_status())
 
     healthz.keel_public = True
     return app

@@ -19,7 +19,7 @@ def cli_actor() -> Actor:
     """Who runs a CLI command: recorded in the audit trail as `cli:<os user>`."""
     try:
         who = getpass.getuser()
-    except Exception:  # no passwd entry (some containers)
+    except (KeyError, OSError):  # no passwd entry (some containers)
         who = "unknown"
     return Actor(user_id=None, username=f"cli:{who}", roles=frozenset(), is_admin=True)
 
@@ -82,6 +82,10 @@ def apply_all(app, apps_path: str) -> list[str]:
 
 
 def _serve(app, host: str, port: int) -> None:
+    from keel.jobs.embedded import start_background_services
+
+    # Jobs run even without KEEL_REDIS_URL: a private redis-server, or in process (logged).
+    start_background_services(app)
     click.echo(f"Keel is running at http://{host}:{port}/  (Ctrl+C to stop)")
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
@@ -126,7 +130,14 @@ def app_group() -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 def app_validate(path: str) -> None:
     """Check an app folder; print every error as `file: /pointer: message`."""
+    from keel.definitions.errors import DefinitionErrors
+    from keel.jobs.definition import job_definition_errors
+    from keel.jobs.types import collect_job_types, default_plugin_manager
+
     d = _load(path)
+    errors = job_definition_errors(d, collect_job_types(default_plugin_manager()))
+    if errors:
+        raise DefinitionErrors(errors)
     click.echo(f"ok: app '{d.id}' version {d.version}: {len(d.entities)} entities, {len(d.forms)} forms, "
                f"{len(d.workflows)} workflows, {len(d.jobs)} jobs, {len(d.connectors)} connectors")
 
@@ -245,9 +256,11 @@ def user_token(username: str, name: str) -> None:
 
 
 def _attach_subcommands() -> None:
+    from keel.jobs.cli import jobs_group, scheduler, worker
     from keel.plugins.cli import plugin_group
 
-    cli.add_command(plugin_group)
+    for command in (plugin_group, worker, scheduler, jobs_group):
+        cli.add_command(command)
 
 
 _attach_subcommands()

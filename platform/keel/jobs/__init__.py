@@ -1,5 +1,58 @@
-"""placeholder until its owner fills it."""
+"""Background jobs: definitions in `jobs/*.json`, runs recorded in the database, executed by RQ workers
+on Redis (or, embedded without Redis, on threads of the server).
+
+    definition.py  JobSpec and the job-definition checks (`job_definition_errors`)
+    types.py       JobType, JobContext, the registry filled through the `keel_job_types` hook
+    builtin_types  the job types Keel ships (`diagnostic`, `touch_records`)
+    schedule.py    cron in the definition's time zone; idempotency keys
+    runs.py        asking for a run (once per key), skipped runs, reading runs
+    execute.py     starting a run, running a chunk, taking back lost work
+    queue.py       dispatchers: RQ (queue "keel") and in-process
+    tasks.py       what an RQ worker executes
+    scheduler.py   `keel scheduler`
+    embedded.py    a private redis-server, or in-process jobs, for `keel serve` / `keel demo`
+    cli.py         `keel worker`, `keel scheduler`, `keel jobs list|run`
+    api.py/pages.py  /api/v1/jobs... and /admin/jobs
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, current_app
+
+from keel.jobs.execute import JobEnv
+
+EXTENSION = "keel.jobs"
 
 
-def init_app(app):
-    pass
+def init_app(app: Flask) -> None:
+    from keel.jobs import api, pages
+    from keel.jobs.queue import QUEUE_NAME, RQDispatcher
+    from keel.jobs.types import collect_job_types, default_plugin_manager, find_plugin_manager
+
+    runtime = app.extensions["keel"]
+    pm = find_plugin_manager(app.extensions) or default_plugin_manager()
+    env = JobEnv(runtime.engine, runtime, collect_job_types(pm))
+    # KEEL_JOB_QUEUE (default "keel"): lets two Keel instances (or tests) share one Redis.
+    app.config.setdefault("KEEL_JOB_QUEUE", os.environ.get("KEEL_JOB_QUEUE") or QUEUE_NAME)
+    if app.config.get("KEEL_REDIS_URL"):
+        env.dispatcher = RQDispatcher(app.config["KEEL_REDIS_URL"], app.config["KEEL_JOB_QUEUE"])
+    app.extensions[EXTENSION] = env
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+
+
+def jobs_env(app: Flask | None = None) -> JobEnv:
+    return (app or current_app).extensions[EXTENSION]
+
+
+def queue_status(app: Flask | None = None) -> dict[str, Any]:
+    """{"status": "ok" | "unavailable" | "in-process", "detail": ...} for health checks and pages."""
+    dispatcher = jobs_env(app).dispatcher
+    if dispatcher is None:
+        return {"status": "unavailable", "detail": "no job queue: KEEL_REDIS_URL is not set"}
+    ok, detail = dispatcher.status()
+    if dispatcher.kind == "in-process":
+        return {"status": "in-process", "detail": "no Redis: running jobs in process"}
+    return {"status": "ok" if ok else "unavailable", "detail": detail}

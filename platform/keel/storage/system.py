@@ -109,3 +109,7 @@ audit_events = sa.Table(
     sa.Index("ix_keel_audit_record", "app", "entity", "record_id"),
     sa.Index("ix_keel_audit_at", "at"),
 )
+
+
+# Tables of other parts, defined on this metadata so `create_system_tables` creates them all.
+from keel.storage import job_tables  # noqa: E402,F401

@@ -1,0 +1,187 @@
+"""`keel worker`, `keel scheduler` and `keel jobs list|run`. The lead's `keel.cli` attaches them:
+
+    cli.add_command(worker); cli.add_command(scheduler); cli.add_command(jobs_group)
+
+Each command builds the app from the environment (KEEL_DATABASE_URL, KEEL_REDIS_URL ...), or uses the
+Flask app in `ctx.obj["app"]` when one is given (tests, embedding). `python -m keel.jobs.cli worker`
+works as well (the embedded set-up starts its worker that way)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sys
+
+import click
+
+from keel.errors import FieldErrors, KeelError
+
+
+def _flask_app():
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(dict) if ctx is not None else None
+    if obj and obj.get("app") is not None:
+        return obj["app"]
+    from keel import create_app
+
+    return create_app()
+
+
+def _logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("keel").setLevel(logging.INFO)
+
+
+def _redis_dispatcher(app, for_worker: bool = False):
+    from keel.jobs.queue import QueueUnavailable, RQDispatcher, redis_connection
+
+    url = app.config.get("KEEL_REDIS_URL")
+    if not url:
+        raise click.ClickException("KEEL_REDIS_URL is not set: workers and the scheduler share jobs through "
+                                   "Redis (`keel serve` runs jobs without it; `keel jobs run` needs none)")
+    conn = redis_connection(url, timeout=None if for_worker else 5.0)
+    dispatcher = RQDispatcher(url, app.config.get("KEEL_JOB_QUEUE", "keel"), connection=conn)
+    try:
+        dispatcher.require()
+    except QueueUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    return dispatcher
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--name", default=None, help="Worker name (default: host and pid).")
+@click.option("--no-scheduler", is_flag=True,
+              help="Do not move delayed retries to the queue in this worker (another worker must).")
+def worker(burst: bool, name: str | None, no_scheduler: bool) -> None:
+    """Run an RQ worker on the "keel" queue: takes job runs and their chunks."""
+    from rq import Worker
+
+    from keel.jobs import jobs_env
+    from keel.jobs.tasks import set_worker_env
+
+    _logging()
+    app = _flask_app()
+    dispatcher = _redis_dispatcher(app, for_worker=True)
+    env = jobs_env(app)
+    env.dispatcher = dispatcher
+    set_worker_env(env)
+    name = name or f"{socket.gethostname()}-{os.getpid()}-{dispatcher.queue_name}"
+    w = Worker([dispatcher.queue], connection=dispatcher.connection, name=name)
+    w.work(burst=burst, with_scheduler=not no_scheduler)
+
+
+def _parse_now(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from None
+    if t.tzinfo is None:
+        raise click.BadParameter("give the time zone, e.g. 2025-11-01T02:00+08:00")
+    return t
+
+
+@click.command("scheduler")
+@click.option("--once", is_flag=True, help="One tick, then exit.")
+@click.option("--interval", default=15.0, show_default=True, type=float, help="Seconds between ticks.")
+@click.option("--now", "now_text", default=None, help="With --once: the time to act at (ISO 8601 with zone).")
+def scheduler(once: bool, interval: float, now_text: str | None) -> None:
+    """Enqueue due job runs (cron in each job's time zone); catch up missed ones; reap lost work."""
+    from keel.jobs import jobs_env
+    from keel.jobs.scheduler import Scheduler
+
+    _logging()
+    now = _parse_now(now_text)
+    if now is not None and not once:
+        raise click.UsageError("--now only goes with --once")
+    app = _flask_app()
+    env = jobs_env(app)
+    env.dispatcher = _redis_dispatcher(app)
+    sched = Scheduler(env, env.dispatcher, interval=interval, clock=(lambda: now) if now else None)
+    if once:
+        report = sched.tick(now)
+        click.echo(f"queued {len(report.queued)} run(s), skipped {len(report.skipped)}, re-sent {report.resent}")
+        for e in report.errors:
+            click.echo(f"error: {e}", err=True)
+        if report.errors:
+            sys.exit(1)
+        return
+    sched.run_forever()
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """List job definitions and run one now."""
+
+
+@jobs_group.command("list")
+def jobs_list() -> None:
+    """Every job: app, job, type, cron, time zone, next run, last status."""
+    from keel.jobs import jobs_env
+    from keel.jobs.catalog import job_rows
+
+    env = jobs_env(_flask_app())
+    rows = job_rows(env, env.clock())
+    header = ("APP", "JOB", "TYPE", "CRON", "TZ", "NEXT RUN", "LAST")
+    table = [header] + [(r["app"], r["job"], r["type"], r["cron"] or "-", r["timezone"] if r["cron"] else "-",
+                         r["next_run_local"] or "-",
+                         f"{r['last_run']['status']} #{r['last_run']['id']}" if r["last_run"] else "-")
+                        for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    if not rows:
+        click.echo("(no app defines a job)")
+
+
+def _param(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)  # numbers, true/false, lists and objects; anything else is text
+    except ValueError:
+        return key, raw
+
+
+@jobs_group.command("run")
+@click.argument("name")
+@click.option("--app", "app_id", default=None, help="The app, when several define NAME.")
+@click.option("--param", "params", multiple=True, help="KEY=VALUE (JSON or text); repeat for several.")
+def jobs_run(name: str, app_id: str | None, params: tuple[str, ...]) -> None:
+    """Run job NAME now, here, in the foreground (no Redis needed); recorded like any run."""
+    from keel.jobs import jobs_env
+    from keel.jobs.catalog import ask, find_spec, merged_params, run_in_foreground
+
+    override = dict(_param(p) for p in params)
+    env = jobs_env(_flask_app())
+    try:
+        spec = find_spec(env, name, app_id)
+        merged = merged_params(env, spec, override)
+    except FieldErrors as e:
+        raise click.ClickException("; ".join(f"{k}: {' '.join(v)}" for k, v in e.rendered().items())) from None
+    except KeelError as e:
+        raise click.ClickException(str(e)) from None
+    asked = ask(env, spec, merged, trigger="cli", user_id=None)
+    if asked.outcome != "queued":
+        raise click.ClickException(asked.message or f"{spec.app_id}/{spec.id} already has a run for {asked.key}")
+    click.echo(f"run #{asked.run_id}: {spec.app_id}/{spec.id} ({spec.type})")
+    with click.progressbar(length=1, label="chunks", show_pos=True) as bar:
+        def on_chunk(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        run = run_in_foreground(env, asked.run_id, on_chunk)
+    counts = ", ".join(f"{k}: {v}" for k, v in (run["counts"] or {}).items()) or "-"
+    click.echo(f"run #{run['id']} {run['status']} in {run['duration_seconds']} s; counts: {counts}")
+    if run["status"] != "succeeded":
+        raise click.ClickException(run["error"] or f"run ended {run['status']}")
+
+
+if __name__ == "__main__":  # `python -m keel.jobs.cli worker` (the embedded set-up's worker)
+    click.Group(commands=[worker, scheduler, jobs_group])()

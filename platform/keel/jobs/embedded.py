@@ -1,0 +1,152 @@
+"""Jobs without any set-up, for `keel serve` and `keel demo`.
+
+`start_background_services(app)`:
+1. KEEL_REDIS_URL set: use that Redis; start a scheduler thread here (workers run separately, e.g.
+   `keel worker` or the compose file's worker service).
+2. Not set, `redis-server` on PATH: start a private one on a unix socket in the instance folder (no TCP
+   port, no persistence), one `keel worker` process and a scheduler thread; all stop at exit.
+3. Neither: run jobs on threads of this process, with the log line "no Redis: running jobs in process".
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Flask
+
+log = logging.getLogger("keel.jobs")
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+@dataclass
+class BackgroundServices:
+    mode: str                      # "redis" | "embedded-redis" | "in-process"
+    redis_url: str | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    dispatcher: object = None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        close = getattr(self.dispatcher, "close", None)
+        if close is not None:
+            close(wait=False)
+        for p in self.processes:
+            _stop_process(p)
+        for t in self.threads:
+            t.join(timeout=5)
+
+
+def _stop_process(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _socket_path(instance: Path) -> Path:
+    path = instance / "redis.sock"
+    if len(str(path)) <= SOCKET_PATH_MAX:
+        return path
+    return Path(tempfile.mkdtemp(prefix="keel-redis-")) / "redis.sock"
+
+
+def ensure_redis(app: Flask, started: list[subprocess.Popen] | None = None) -> str | None:
+    """KEEL_REDIS_URL when configured; else the URL of a private redis-server started now (stopped at
+    exit; its process is appended to `started`); else None (no redis-server on PATH)."""
+    url = app.config.get("KEEL_REDIS_URL")
+    if url:
+        return url
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    sock = _socket_path(Path(app.config["KEEL_INSTANCE_PATH"]))
+    if sock.exists():
+        sock.unlink()  # left by a server that did not stop cleanly
+    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                             "--save", "", "--appendonly", "no", "--dir", str(sock.parent)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    atexit.register(_stop_process, proc)
+    url = f"unix://{sock}"
+    if not _wait_for(url, proc):
+        _stop_process(proc)
+        err = proc.stderr.read().decode("utf-8", "replace")[-500:] if proc.stderr else ""
+        log.error("a private redis-server did not start (%s); running jobs in process", err.strip())
+        return None
+    if started is not None:
+        started.append(proc)
+    log.info("started a private redis-server at %s (pid %s)", url, proc.pid)
+    app.config["KEEL_REDIS_URL"] = url
+    return url
+
+
+def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 10.0) -> bool:
+    from keel.jobs.queue import redis_connection
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            redis_connection(url, timeout=1).ping()
+            return True
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.05)
+    return False
+
+
+def _worker_process(app: Flask, redis_url: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    for key in ("KEEL_DATABASE_URL", "KEEL_INSTANCE_PATH", "KEEL_APPS_PATH", "KEEL_ENV", "KEEL_JOB_QUEUE"):
+        if app.config.get(key):
+            env[key] = str(app.config[key])
+    env["KEEL_REDIS_URL"] = redis_url
+    proc = subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker"], env=env)
+    atexit.register(_stop_process, proc)
+    return proc
+
+
+def start_background_services(app: Flask, *, worker: bool | None = None,
+                              scheduler_interval: float | None = None) -> BackgroundServices:
+    """Start what runs jobs for this server (see the module doc). `worker`: start a worker process
+    (default: only for a private redis-server). Returns a handle whose `stop()` ends it all."""
+    from keel.jobs import jobs_env
+    from keel.jobs.queue import InProcessDispatcher, RQDispatcher
+    from keel.jobs.scheduler import DEFAULT_INTERVAL, Scheduler
+
+    env = jobs_env(app)
+    configured = bool(app.config.get("KEEL_REDIS_URL"))
+    services = BackgroundServices(mode="redis" if configured else "embedded-redis")
+    url = ensure_redis(app, services.processes)
+    if url is None:
+        log.warning("no Redis: running jobs in process (install redis-server or set KEEL_REDIS_URL to run "
+                    "them on workers)")
+        services.mode = "in-process"
+        env.dispatcher = InProcessDispatcher(env)
+    else:
+        services.redis_url = url
+        if not isinstance(env.dispatcher, RQDispatcher) or env.dispatcher.url != url:
+            env.dispatcher = RQDispatcher(url, app.config.get("KEEL_JOB_QUEUE", "keel"))
+        if worker if worker is not None else not configured:
+            services.processes.append(_worker_process(app, url))
+    services.dispatcher = env.dispatcher
+    scheduler = Scheduler(env, env.dispatcher, interval=scheduler_interval or DEFAULT_INTERVAL)
+    thread = threading.Thread(target=scheduler.run_forever, args=(services.stop_event,), daemon=True,
+                              name="keel-scheduler")
+    thread.start()
+    services.threads.append(thread)
+    atexit.register(services.stop)
+    return services

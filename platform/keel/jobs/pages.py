@@ -1,0 +1,27 @@
+"""/admin/jobs: every job with its schedule and next run, the queue's state, and the recent runs with
+status, counts, error and duration. Administrators only (the API explains why)."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from keel.auth import require_admin
+from keel.i18n import current_lang
+from keel.jobs import jobs_env, queue_status
+from keel.jobs.catalog import job_rows
+from keel.jobs.runs import list_runs
+
+bp = Blueprint("jobs_pages", __name__)
+RECENT = 50
+
+
+@bp.get("/admin/jobs")
+def jobs_page():
+    require_admin()
+    env = jobs_env()
+    jobs = job_rows(env, env.clock())
+    with env.engine.connect() as conn:
+        runs = list_runs(conn, limit=RECENT)
+    lang = current_lang()
+    for j in jobs:
+        j["title"] = j["label"]["en" if lang == "en" else "zh"]
+    return render_template("jobs/index.html", title="Jobs", jobs=jobs, runs=runs, queue=queue_status())

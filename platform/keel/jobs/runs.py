@@ -1,0 +1,173 @@
+"""Recording runs: asking for one (once per idempotency key), recording a skipped one, reading them.
+
+Every function takes the caller's connection and never enqueues anything: the caller commits first and
+only then hands the new run ids to a dispatcher, so a worker never sees a run that was rolled back."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.jobs import schedule
+from keel.jobs.clock import aware, utc
+from keel.jobs.definition import JobSpec
+from keel.storage.job_tables import job_chunks, job_runs
+
+log = logging.getLogger("keel.jobs")
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Requested:
+    """What became of a request for a run.
+
+    outcome: `queued` (a new run, `run_id`; enqueue it after commit), `active` (a run with this key is
+    already queued or running: `existing`), `skipped` (the key already succeeded; the skipped request
+    is recorded as `run_id`), `exists` (the scheduler lost a race or the period already has a run)."""
+
+    outcome: str
+    run_id: int | None
+    key: str
+    existing: dict[str, Any] | None = None
+    message: str = ""
+
+
+def _insert_unless_key_taken(conn: sa.Connection, values: dict[str, Any]) -> int | None:
+    """INSERT ... ON CONFLICT DO NOTHING on (app, job, idempotency_key): the id, or None when another
+    run holds the key. Unlike catching IntegrityError, this leaves a PostgreSQL transaction usable."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - Keel supports these two
+        raise RuntimeError(f"unsupported database {name}")
+    stmt = (insert(job_runs).values(**values)
+            .on_conflict_do_nothing(index_elements=["app", "job", "idempotency_key"])
+            .returning(job_runs.c.id))
+    return conn.execute(stmt).scalar()
+
+
+def _values(spec: JobSpec, key: str | None, period_key: str, status: str, trigger: str,
+            user_id: int | None, now: dt.datetime, scheduled_for: dt.datetime | None,
+            params: dict[str, Any] | None, reason: str | None = None) -> dict[str, Any]:
+    return {"app": spec.app_id, "job": spec.id, "type": spec.type, "idempotency_key": key,
+            "period_key": period_key, "scheduled_for": utc(scheduled_for) if scheduled_for else None,
+            "status": status, "reason": reason,
+            "params": params if params is not None else dict(spec.params), "options": spec.options(),
+            "run_as": spec.run_as, "triggered_by": trigger, "triggered_by_user": user_id,
+            "created_at": utc(now), "enqueued_at": utc(now) if status == "queued" else None,
+            "finished_at": utc(now) if status == "skipped" else None}
+
+
+def request_run(conn: sa.Connection, spec: JobSpec, *, trigger: str, now: dt.datetime,
+                scheduled_for: dt.datetime | None = None, user_id: int | None = None,
+                params: dict[str, Any] | None = None) -> Requested:
+    """Ask for a run of `spec`. `scheduled_for` is the fire time for the scheduler; None means "now"
+    (CLI, API), which for a `period` job means the period of its latest fire time."""
+    manual = scheduled_for is None
+    if manual and spec.idempotency == "period":
+        scheduled_for = schedule.latest_fire(spec.cron, spec.timezone, now)
+    elif manual and spec.idempotency != "run":
+        scheduled_for = now
+    key = schedule.idempotency_key(spec.idempotency, spec.timezone, scheduled_for, manual)
+    values = _values(spec, key, key, "queued", trigger, user_id, now, scheduled_for, params)
+    for _ in range(2):
+        run_id = _insert_unless_key_taken(conn, values)
+        if run_id is not None:
+            return Requested("queued", run_id, key)
+        existing = conn.execute(sa.select(job_runs).where(
+            job_runs.c.app == spec.app_id, job_runs.c.job == spec.id, job_runs.c.idempotency_key == key)).first()
+        if existing is None:  # the holder freed the key between our two statements: try once more
+            continue
+        if existing.status in ACTIVE:
+            return Requested("active", None, key, run_json(existing),
+                             f"run #{existing.id} of {spec.app_id}/{spec.id} is already {existing.status} "
+                             f"for key {key}")
+        if not manual:
+            log.info("job %s/%s: %s already has run #%s (%s); not enqueued again",
+                     spec.app_id, spec.id, key, existing.id, existing.status)
+            return Requested("exists", None, key, run_json(existing))
+        if existing.status == "failed":
+            # Asking again for a failed period is a re-run: the failed run keeps its record but gives
+            # up the key. Guarded by status, so two admins re-running at once still collide on insert.
+            conn.execute(job_runs.update().where(job_runs.c.id == existing.id, job_runs.c.status == "failed")
+                         .values(idempotency_key=None))
+            continue
+        reason = (f"key {key} already {existing.status} in run #{existing.id}; "
+                  f"the idempotency policy '{spec.idempotency}' runs it once")
+        skipped = conn.execute(job_runs.insert().values(
+            **_values(spec, None, key, "skipped", trigger, user_id, now, scheduled_for, params, reason))
+            .returning(job_runs.c.id)).scalar()
+        log.info("job %s/%s: run #%s skipped: %s", spec.app_id, spec.id, skipped, reason)
+        return Requested("skipped", skipped, key, run_json(existing), reason)
+    return Requested("active", None, key, None, f"key {key} is contended; try again")
+
+
+def record_skipped(conn: sa.Connection, spec: JobSpec, scheduled_for: dt.datetime, reason: str,
+                   now: dt.datetime) -> int | None:
+    """A fire time the scheduler decided not to run (catch-up policy), recorded under its own key so
+    nothing runs it later and two schedulers record it once."""
+    key = schedule.idempotency_key(spec.idempotency, spec.timezone, scheduled_for, manual=False)
+    run_id = _insert_unless_key_taken(conn, _values(spec, key, key, "skipped", "scheduler", None, now,
+                                                    scheduled_for, None, reason))
+    if run_id is not None:
+        log.warning("job %s/%s: run for %s skipped (run #%s): %s", spec.app_id, spec.id,
+                    scheduled_for.isoformat(), run_id, reason)
+    return run_id
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def _iso(value: dt.datetime | None) -> str | None:
+    value = aware(value)
+    return value.isoformat() if value else None
+
+
+def run_json(row: Any) -> dict[str, Any]:
+    started, finished = aware(row.started_at), aware(row.finished_at)
+    return {
+        "id": row.id, "app": row.app, "job": row.job, "type": row.type, "status": row.status,
+        "idempotency_key": row.period_key, "scheduled_for": _iso(row.scheduled_for),
+        "triggered_by": row.triggered_by, "run_as": row.run_as, "attempts": row.attempts,
+        "created_at": _iso(row.created_at), "started_at": _iso(started), "finished_at": _iso(finished),
+        "duration_seconds": round((finished - started).total_seconds(), 3) if started and finished else None,
+        "progress": {"done": row.progress_done, "total": row.progress_total},
+        "counts": row.counts, "error": row.error, "reason": row.reason, "params": row.params,
+    }
+
+
+def get_run(conn: sa.Connection, run_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(job_runs).where(job_runs.c.id == run_id)).first()
+    return run_json(row) if row is not None else None
+
+
+def list_runs(conn: sa.Connection, *, app: str | None = None, job: str | None = None,
+              status: str | None = None, limit: int = 50, apps: list[str] | None = None) -> list[dict[str, Any]]:
+    stmt = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
+    if app is not None:
+        stmt = stmt.where(job_runs.c.app == app)
+    if apps is not None:
+        stmt = stmt.where(job_runs.c.app.in_(apps))
+    if job is not None:
+        stmt = stmt.where(job_runs.c.job == job)
+    if status is not None:
+        stmt = stmt.where(job_runs.c.status == status)
+    return [run_json(r) for r in conn.execute(stmt)]
+
+
+def last_runs(conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest run of every job, by (app, job)."""
+    newest = sa.select(sa.func.max(job_runs.c.id)).group_by(job_runs.c.app, job_runs.c.job)
+    rows = conn.execute(sa.select(job_runs).where(job_runs.c.id.in_(newest)))
+    return {(r.app, r.job): run_json(r) for r in rows}
+
+
+def chunks_of(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(job_chunks).where(job_chunks.c.run_id == run_id).order_by(job_chunks.c.idx))
+    return [{"index": r.idx, "status": r.status, "attempts": r.attempts, "counts": r.counts, "error": r.error,
+             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at)} for r in rows]

@@ -1,0 +1,85 @@
+"""The tables of background jobs: every run (queued, running, finished or skipped), the chunks a run is
+split into, and the last time the scheduler fired each job. They live on the system metadata, so
+`create_system_tables` creates them with the rest of Keel's own tables.
+
+Times are stored in UTC. SQLite keeps no time zone with a value, so every writer converts to UTC first
+(`keel.jobs.clock.utc`) and every reader reads values back as UTC (`keel.jobs.clock.aware`)."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from keel.storage.system import metadata
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _ts(name: str, **kw) -> sa.Column:
+    return sa.Column(name, sa.DateTime(timezone=True), **kw)
+
+
+# Run statuses, in the order a run moves through them; `skipped` runs never start.
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
+CHUNK_STATUSES = ("queued", "running", "done", "failed")
+
+job_runs = sa.Table(
+    "keel_job_runs", metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("app", sa.String(64), nullable=False),
+    sa.Column("job", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(100), nullable=False),
+    # The key that makes a period run once: UNIQUE with app and job, so two schedulers (or a scheduler
+    # and an admin) asking for the same period collide here and only one of them enqueues. NULL for a
+    # skipped request that lost to an existing run (NULLs never collide), which keeps it on record.
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("period_key", sa.String(200), nullable=False),  # the key asked for, kept for every row
+    _ts("scheduled_for"),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(500)),        # why a run was skipped
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("params", sa.JSON(), nullable=False),
+    # What the definition said when the run was asked for (timeout, retries, chunk size, run_as), so a
+    # definition changed mid-run does not change a run already under way.
+    sa.Column("options", sa.JSON(), nullable=False),
+    sa.Column("run_as", sa.String(150)),
+    sa.Column("triggered_by", sa.String(64), nullable=False),  # "scheduler", "cli", "user:<id>"
+    sa.Column("triggered_by_user", sa.BigInteger()),
+    _ts("created_at", nullable=False),
+    _ts("enqueued_at"),   # last handed to the queue; the reaper re-sends a run stuck in `queued`
+    _ts("started_at"),
+    _ts("finished_at"),
+    sa.Column("counts", sa.JSON()),
+    sa.Column("error", sa.Text()),
+    sa.Column("progress_done", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("progress_total", sa.Integer()),
+    sa.UniqueConstraint("app", "job", "idempotency_key", name="uq_keel_job_runs_key"),
+    sa.Index("ix_keel_job_runs_job", "app", "job", "id"),
+    sa.Index("ix_keel_job_runs_status", "status"),
+)
+
+job_chunks = sa.Table(
+    "keel_job_chunks", metadata,
+    sa.Column("run_id", sa.ForeignKey("keel_job_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True),
+    sa.Column("descriptor", sa.JSON(), nullable=False),  # what the job type's plan() returned
+    sa.Column("status", sa.String(16), nullable=False),
+    # Incremented by every claim; a worker's "done" mark only lands when attempts still equals its own
+    # claim, so a worker presumed dead (lease expired, chunk re-claimed) cannot commit a second time.
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    _ts("lease_until"),   # a running chunk past this is a lost worker's: the reaper takes it back
+    _ts("available_at"),  # a retried chunk waits for its back-off until then
+    _ts("enqueued_at"),
+    _ts("started_at"),
+    _ts("finished_at"),
+    sa.Column("counts", sa.JSON()),
+    sa.Column("error", sa.Text()),
+    sa.Index("ix_keel_job_chunks_status", "status"),
+)
+
+job_schedules = sa.Table(
+    "keel_job_schedules", metadata,
+    sa.Column("app", sa.String(64), primary_key=True),
+    sa.Column("job", sa.String(64), primary_key=True),
+    # The last due time handled (run, or recorded as skipped); catch-up starts after it.
+    _ts("last_fired_at", nullable=False),
+    _ts("updated_at", nullable=False),
+)

@@ -1,0 +1,160 @@
+"""Shared set-up for the job tests (no tests here): an app folder with job definitions, a running Keel
+on it with an admin and a viewer, a real Redis with a queue of the test's own, and a loop that works
+that queue with an RQ worker in this process until a condition holds.
+
+Redis: KEEL_TEST_REDIS_URL (default redis://127.0.0.1:6379/15). Each test uses its own queue name and
+deletes only the keys carrying it; nothing else in that database is touched. Without a reachable
+server the Redis tests are skipped, unless KEEL_REQUIRE_REDIS=1 (CI), which makes them fail."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import make_app
+
+REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TRACKER = Path(__file__).resolve().parent / "fixtures" / "api_app"
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        return True
+    except redis.RedisError:
+        if os.environ.get("KEEL_REQUIRE_REDIS") == "1":
+            raise RuntimeError(f"Redis is required (KEEL_REQUIRE_REDIS=1) but {REDIS_URL} is unreachable")
+        return False
+
+
+@pytest.fixture(name="redis_queue")
+def redis_queue_fixture():
+    """(url, queue name) of a queue only this test uses; its keys are deleted afterwards."""
+    if not redis_available():
+        pytest.skip(f"Redis not reachable at {REDIS_URL} (set KEEL_TEST_REDIS_URL)")
+    name = f"keeltest-{uuid.uuid4().hex[:10]}"
+    yield REDIS_URL, name
+    import redis
+
+    from keel.jobs.queue import forget_queue
+
+    forget_queue(redis.Redis.from_url(REDIS_URL), name)
+
+
+def write_app(root: Path, jobs: dict[str, dict]) -> Path:
+    """The tracker app (project, task) with these job definitions, as a folder under `root`."""
+    folder = root / "tracker_app"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(TRACKER, folder)
+    (folder / "jobs").mkdir()
+    for job_id, body in jobs.items():
+        (folder / "jobs" / f"{job_id}.json").write_text(json.dumps({"id": job_id, **body}), "utf-8")
+    return folder
+
+
+@dataclass
+class JobWorld:
+    app: object
+    client: object
+    engine: sa.Engine
+    env: object
+    folder: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+    user_ids: dict[str, int] = field(default_factory=dict)
+
+    def headers(self, who: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def runs(self) -> list[sa.Row]:
+        from keel.storage.job_tables import job_runs
+
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(job_runs).order_by(job_runs.c.id)).all()
+
+    def chunks(self, run_id: int) -> list[sa.Row]:
+        from keel.storage.job_tables import job_chunks
+
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(job_chunks).where(job_chunks.c.run_id == run_id)
+                                .order_by(job_chunks.c.idx)).all()
+
+    def add_projects(self, n: int) -> None:
+        from keel.auth.actor import SYSTEM
+        from keel.storage import records
+
+        self.env.runtime.refresh()
+        built = self.env.runtime.get("tracker")
+        with self.engine.begin() as conn:
+            for i in range(n):
+                records.create(conn, built, "project", {"name": f"project {i}"}, SYSTEM)
+
+    def reapply(self, jobs: dict[str, dict]) -> None:
+        from keel.apply import apply_app
+        from keel.auth.actor import SYSTEM
+        from keel.definitions.loader import load_app_dir
+
+        self.folder = write_app(self.folder.parent, jobs)
+        apply_app(self.engine, load_app_dir(self.folder), SYSTEM)
+        self.env.runtime.refresh()
+
+
+def make_job_world(tmp_path: Path, db_url: str, jobs: dict[str, dict], **config) -> JobWorld:
+    from keel.apply import apply_app
+    from keel.auth.actor import SYSTEM
+    from keel.auth.directory import add_user
+    from keel.auth.tokens import issue_token
+    from keel.definitions.loader import load_app_dir
+    from keel.jobs import jobs_env
+
+    folder = write_app(tmp_path, jobs)
+    flask_app = make_app(tmp_path, db_url, **config)
+    env = jobs_env(flask_app)
+    apply_app(env.engine, load_app_dir(folder), SYSTEM)
+    env.runtime.refresh()
+    with env.engine.begin() as conn:
+        ids = {"admin": add_user(conn, "ada", "Ada Admin", SYSTEM, is_admin=True),
+               "manager": add_user(conn, "mia", "Mia Manager", SYSTEM, roles=["manager"]),
+               "nobody": add_user(conn, "ned", "Ned Nobody", SYSTEM, roles=[])}
+        tokens = {who: issue_token(conn, uid) for who, uid in ids.items()}
+    return JobWorld(flask_app, flask_app.test_client(), env.engine, env, folder, tokens, ids)
+
+
+def rq_dispatcher(env, redis_queue):
+    from keel.jobs.queue import RQDispatcher
+
+    url, name = redis_queue
+    env.dispatcher = RQDispatcher(url, name)
+    return env.dispatcher
+
+
+def work_until(env, condition, timeout: float = 20.0) -> None:
+    """Work the env's queue with an RQ SimpleWorker in this process (burst, with the scheduler so
+    retries waiting out their back-off get moved in) until `condition()` holds."""
+    from rq import SimpleWorker
+
+    from keel.jobs.tasks import set_worker_env
+
+    set_worker_env(env)
+    dispatcher = env.dispatcher
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the queue did not get the work done in time")
+        worker = SimpleWorker([dispatcher.queue], connection=dispatcher.connection,
+                              name=f"{dispatcher.queue_name}-{uuid.uuid4().hex[:6]}")
+        if not worker.work(burst=True, with_scheduler=True, logging_level="WARNING"):
+            time.sleep(0.05)
+
+
+def run_status(world: JobWorld, run_id: int) -> str:
+    return next(r.status for r in world.runs() if r.id == run_id)

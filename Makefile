@@ -3,10 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint
+.PHONY: demo test bench lint redis
 
-demo: $(STAMP)
+demo: $(STAMP) redis
 	$(VENV)/bin/keel demo
+
+# Jobs use a private redis-server when one is installed; without it they run in process (slower, logged).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get install -y -qq redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)) \
+	  || echo "note: redis-server not installed; jobs will run in process"; }
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -52,7 +52,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     engine = create_engine(cfg["KEEL_DATABASE_URL"])
     create_system_tables(engine)
-    from keel import api, auth, jobs, plugins, web
+    from keel import api, auth, jobs, notify, plugins, web
     from keel.web import i18n_setup, security
 
     # Plugins first: stored definitions may use field types that plugins register.
@@ -67,6 +67,7 @@ def create_app(config: dict | None = None) -> Flask:
     api.init_app(app)
     jobs.init_app(app)
     web.init_app(app)
+    notify.init_app(app)  # after web: its unread count replaces the page default
 
     @app.before_request
     def _pick_up_new_versions():

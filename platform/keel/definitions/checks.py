@@ -368,5 +368,32 @@ def _other_errors(ctx: _Context, d: Definition) -> Iterator[DefinitionError]:
             ref = starts.get(key)
             if isinstance(ref, str) and not ctx.known(kind, ref):
                 yield DefinitionError(d.file, pointer("starts_on", key), f"no {kind} '{ref}' in this app")
+        yield from _workflow_errors(ctx, d)
+        yield from _sla_errors(d)
+    if d.kind == "notification":
+        from keel.notify import notification_problems
+
+        for where, message in notification_problems(data):
+            yield DefinitionError(d.file, where, message)
     if d.kind == "dashboard":
         yield from ctx.role_errors(d.file, "/roles", data.get("roles"))
+
+
+def _sla_errors(d: Definition) -> Iterator[DefinitionError]:
+    from keel.workflow.timers import sla_problem
+
+    for n, step in enumerate(d.data.get("steps") or ()):
+        sla = step.get("sla") if isinstance(step, Mapping) else None
+        problem = None if sla is None else sla_problem(sla)
+        if problem:
+            yield DefinitionError(d.file, pointer("steps", n, "sla"), problem)
+
+
+def _workflow_errors(ctx: _Context, d: Definition) -> list[DefinitionError]:
+    """The workflow engine's own checks (states, transitions, approver rules, actions)."""
+    from keel.workflow.definition import Scope, workflow_errors
+
+    notifications = frozenset(n.id for n in ctx.src.others if n.kind == "notification")
+    broken = any(kind == "notification" for kind, _ in ctx.src.broken)
+    return workflow_errors(d, Scope(ctx.entities, {f.id: f.entity for _, f in ctx.src.forms}, ctx.roles,
+                                    None if broken else notifications))

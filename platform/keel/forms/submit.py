@@ -135,4 +135,9 @@ def submit_form(conn: sa.Connection, built, form_id: str, data: Mapping[str, Any
     form = form_def(built, form_id)
     check_roles(built, form_id, actor)
     values = form_values(built, form_id, data)
-    return records.create(conn, built, form.entity, values, actor)
+    record = records.create(conn, built, form.entity, values, actor)
+    from keel.workflow.engine import start_for  # the workflows this form starts (422 when nobody can approve)
+
+    if start_for(conn, built, record, actor, form_id=form_id):
+        record = records._result(conn, built, form.entity, record["id"], actor)  # as the workflow left it
+    return record

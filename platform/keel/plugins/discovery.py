@@ -34,7 +34,8 @@ FOLDER = "folder"
 
 # The modules holding Keel's own implementations, registered first and in this order, like plugins.
 # A module that does not exist is left out (a part of Keel not installed in this build).
-BUILTIN_PLUGINS = (("keel", "keel.plugins.builtins"), ("keel.jobs", "keel.jobs.builtin_types"))
+BUILTIN_PLUGINS = (("keel", "keel.plugins.builtins"), ("keel.jobs", "keel.jobs.builtin_types"),
+                   ("keel.workflow", "keel.workflow.builtins"))
 
 
 @dataclass(frozen=True)

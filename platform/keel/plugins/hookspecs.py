@@ -42,5 +42,10 @@ def keel_dashboard_widgets() -> list[Any]:
 
 
 @hookspec
+def keel_delivery_channels() -> list[Any]:
+    """Add channels (keel.notify.delivery.Channel) that deliver inbox messages outside Keel."""
+
+
+@hookspec
 def keel_startup(app: Any) -> None:
     """Do one-time set-up for a Flask app (register a blueprint, read config); called once per app."""

@@ -104,6 +104,7 @@ KINDS = (
     Kind("workflow_actions", "keel_workflow_actions", "workflow action"),
     Kind("approver_rules", "keel_approver_rules", "approver rule"),
     Kind("dashboard_widgets", "keel_dashboard_widgets", "dashboard widget"),
+    Kind("delivery_channels", "keel_delivery_channels", "delivery channel"),
 )
 
 
@@ -135,6 +136,7 @@ class PluginHost:
         self.workflow_actions: dict[str, Any] = {}
         self.approver_rules: dict[str, Any] = {}
         self.dashboard_widgets: dict[str, Any] = {}
+        self.delivery_channels: dict[str, Any] = {}
         self._owners: dict[tuple[str, str], str] = {}
 
     @classmethod

@@ -25,6 +25,7 @@ from keel.storage.permissions import can_create, readable_fields, row_filter, wr
 from keel.storage.query import fetch_row, read_condition, to_json
 from keel.storage.system import record_versions, users
 from keel.storage.tables import SYSTEM_COLUMNS
+from keel.workflow import guards as workflow_guards
 
 # ---------------------------------------------------------------- validation
 
@@ -217,6 +218,7 @@ def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping
     entity, table = built.entity(entity_id), built.table(entity_id)
     if not can_create(entity, actor):
         raise PermissionDenied(f"you may not create {entity_id} records")
+    workflow_guards.check_create(built, entity_id, values, actor)  # fields a workflow keeps: 422
     errors = FieldErrors()
     sent = _parse_values(entity, actor, values, errors)
     record = {f.id: None for f in entity.fields}
@@ -241,6 +243,7 @@ def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping
     record_id = result.inserted_primary_key[0]
     changes = {f.id: [None, _as_json(f, record[f.id])] for f in entity.fields if record[f.id] is not None}
     _store(conn, built, entity_id, record_id, 1, "create", changes, actor, now)
+    workflow_guards.after_create(conn, built, entity_id, {"id": record_id}, actor)  # workflows on this entity
     return _result(conn, built, entity_id, record_id, actor)
 
 
@@ -250,6 +253,7 @@ def update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
     expected = _check_expected(expected_version)
     row = fetch_row(conn, built, entity_id, record_id, actor, for_update=True)
     _require(conn, table, entity, actor, "update", row.id)
+    workflow_guards.check_update(conn, built, entity_id, row.id, values, actor)  # under approval/approved: 409
     if row.row_version != expected:
         raise _conflict(conn, table, row.id, expected)
     errors = FieldErrors()
@@ -288,6 +292,7 @@ def delete(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
     entity, table = built.entity(entity_id), built.table(entity_id)
     row = fetch_row(conn, built, entity_id, record_id, actor, for_update=True)
     _require(conn, table, entity, actor, "delete", row.id)
+    workflow_guards.check_delete(conn, built, entity_id, row.id, actor)
     if expected_version is not None and row.row_version != _check_expected(expected_version):
         raise _conflict(conn, table, row.id, expected_version)
     now = utcnow()

@@ -112,4 +112,4 @@ audit_events = sa.Table(
 
 
 # Tables of other parts, defined on this metadata so `create_system_tables` creates them all.
-from keel.storage import job_tables  # noqa: E402,F401
+from keel.storage import job_tables, notify_tables, workflow_tables  # noqa: E402,F401

@@ -1,0 +1,175 @@
+"""Workflows over the API: my tasks, deciding on them, the submitter's actions and one instance with its
+timeline. Every action is one call into `keel.workflow.engine` inside one transaction; refusals come back
+through the API's error handlers (422 / 403 / 404 / 409) with the database unchanged."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import current_app, g, request
+
+from keel.api import bp
+from keel.api.common import actor, int_arg, json_object, json_response, runtime
+from keel.errors import FieldErrors
+from keel.i18n import current_lang
+from keel.workflow import bulk, delegation, engine, queries
+
+# What each task action takes in its body besides `comment`.
+TASK_ACTIONS: dict[str, tuple[str, ...]] = {
+    "approve": (), "reject": (), "send_back": ("to_step",), "transfer": ("to_user",),
+    "add_approvers": ("users",), "cc": ("users",)}
+INSTANCE_ACTIONS = ("withdraw", "remind", "resubmit")
+
+
+def _body(allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON body (empty allowed when nothing is required); unknown keys and missing ones are 422."""
+    data = json_object() if (request.get_data(cache=True) or required) else {}
+    errors = FieldErrors()
+    for key in sorted(set(data) - set(allowed)):
+        errors.add(str(key)[:100], "Unknown field.")
+    for key in required:
+        if data.get(key) in (None, "", []):
+            errors.add(key, "This field is required.")
+    if errors:
+        raise errors
+    return data
+
+
+@bp.get("/workflows/tasks")
+def list_my_tasks():
+    who = actor()
+    status = request.args.get("status", "pending")
+    page = int_arg("page", request.args.get("page")) or 1
+    per_page = int_arg("per_page", request.args.get("per_page")) or 50
+    with runtime().engine.connect() as conn:
+        return json_response(queries.list_tasks(conn, who, status, page, per_page, current_lang()))
+
+
+def _task_action(action: str, task_id: int):
+    extra = TASK_ACTIONS[action]
+    data = _body(("comment", *extra), extra)
+    who = actor()
+    with runtime().engine.begin() as conn:
+        fn = getattr(engine, action)
+        result = fn(conn, task_id, who, *(data[k] for k in extra), comment=data.get("comment"))
+    return json_response(result)
+
+
+def _route_task_action(action: str) -> None:
+    def view(task_id: int):
+        return _task_action(action, task_id)
+
+    view.__name__ = f"task_{action}"
+    bp.add_url_rule(f"/workflows/tasks/<int:task_id>/{action}", view_func=view, methods=["POST"])
+
+
+for _action in TASK_ACTIONS:
+    _route_task_action(_action)
+
+
+@bp.post("/workflows/tasks/bulk_approve")
+def bulk_approve():
+    data = _body(("task_ids", "comment"), ("task_ids",))
+    ids = bulk.task_ids_of(data["task_ids"])
+    comment = engine._comment(data.get("comment"))
+    who = actor()
+    eng = runtime().engine
+    with eng.connect() as conn:
+        limit = bulk.threshold(conn, ids)
+    if len(ids) > limit:
+        from keel.jobs import EXTENSION
+
+        env = current_app.extensions.get(EXTENSION)
+        run_id = bulk.queue(env, _app_of(ids), ids, who, comment) if env is not None else None
+        if run_id is not None:
+            return json_response({"queued": True, "run_id": run_id, "count": len(ids)}, 202)
+    results = bulk.run_inline(eng, ids, who, comment)
+    return json_response({"queued": False, "count": len(ids), "threshold": limit,
+                          "approved": sum(r["status"] == 200 for r in results), "results": results})
+
+
+def _app_of(ids: list[int]) -> str:
+    import sqlalchemy as sa
+
+    from keel.storage.workflow_tables import wf_instances, wf_tasks
+
+    with runtime().engine.connect() as conn:
+        app = conn.execute(sa.select(wf_instances.c.app).select_from(
+            wf_tasks.join(wf_instances, wf_instances.c.id == wf_tasks.c.instance_id))
+            .where(wf_tasks.c.id.in_(ids)).limit(1)).scalar()
+    return app or "keel"
+
+
+def _instance_action(action: str, instance_id: int):
+    data = _body(("comment",))
+    who = actor()
+    with runtime().engine.begin() as conn:
+        result = getattr(engine, action)(conn, instance_id, who, comment=data.get("comment"))
+    return json_response(result)
+
+
+def _route_instance_action(action: str) -> None:
+    def view(instance_id: int):
+        return _instance_action(action, instance_id)
+
+    view.__name__ = f"instance_{action}"
+    bp.add_url_rule(f"/workflows/instances/<int:instance_id>/{action}", view_func=view, methods=["POST"])
+
+
+for _action in INSTANCE_ACTIONS:
+    _route_instance_action(_action)
+
+
+@bp.get("/workflows/instances/<int:instance_id>")
+def get_instance(instance_id: int):
+    with runtime().engine.connect() as conn:
+        return json_response(queries.instance_view(conn, instance_id, actor(), current_lang()))
+
+
+@bp.put("/workflows/delegation")
+def set_delegation():
+    data = _body(("to_user", "until"), ("to_user",))
+    until = data.get("until")
+    if until is not None:
+        try:
+            until = dt.datetime.fromisoformat(until) if isinstance(until, str) else None
+        except ValueError:
+            until = None
+        if until is None:
+            errors = FieldErrors()
+            errors.add("until", "Give a date and time such as 2025-10-31T18:00:00+08:00.")
+            raise errors
+        until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)
+    with runtime().engine.begin() as conn:
+        return json_response(delegation.set_delegation(conn, actor(), data["to_user"], until))
+
+
+@bp.delete("/workflows/delegation")
+def clear_delegation():
+    with runtime().engine.begin() as conn:
+        delegation.clear_delegation(conn, actor())
+    return json_response({"to_user": None})
+
+
+@bp.record_once
+def _create_tables(state) -> None:
+    # create_app made the system tables before this module was imported; make ours too (a no-op once
+    # storage.db imports workflow_tables itself).
+    from keel.workflow import ensure_tables
+
+    ensure_tables(state.app.extensions["keel"].engine)
+
+
+@bp.after_app_request
+def _record_unresolved(response):
+    """A request nobody could approve was refused (422) and its transaction rolled back; the event that
+    tells the administrators is written now, in a transaction of its own."""
+    pending = g.pop("keel_workflow_unresolved", None)
+    if pending:
+        from keel.audit.log import record_event
+        from keel.auth.actor import SYSTEM
+
+        with runtime().engine.begin() as conn:
+            for item in pending:
+                record_event(conn, g.get("actor") or SYSTEM, "workflow.unresolved", app=item["app"], detail=item)
+    return response

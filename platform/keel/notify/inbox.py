@@ -1,0 +1,210 @@
+"""The inbox (站内信): one message per recipient, read/unread, a link to the record, and the deliveries
+of the same message to outside channels.
+
+`send` is called inside the transaction of whatever caused the message (an approval, a timer, a
+cascade): the inbox rows, their deliveries and the audit event commit with it or not at all. Outside
+channels are sent to only after that commit (see `delivery`)."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.audit.log import record_event
+from keel.auth.actor import Actor
+from keel.definitions.model import AppDef, thaw
+from keel.errors import FieldErrors, NotFound
+from keel.notify import delivery
+from keel.notify.render import literal_message, pick, render_message
+from keel.storage.notify_tables import inbox
+from keel.storage.system import app_versions, users
+
+log = logging.getLogger("keel.notify")
+
+MAX_RECIPIENTS = 5000
+MAX_LINK = 1000
+MAX_PAGE = 200
+CHANNELS_SETTING = "notification_channels"  # app.json settings: channels for notifications without their own
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- the notification definitions of an app's current version -------------------------------------------
+
+_defs: dict[tuple[str, int, str], AppDef] = {}
+
+
+def current_app_def(conn: sa.Connection, app: str) -> AppDef:
+    """The app's latest stored version, loaded once per (version, checksum) per process."""
+    row = conn.execute(sa.select(app_versions.c.version, app_versions.c.checksum)
+                       .where(app_versions.c.app == app)
+                       .order_by(app_versions.c.version.desc()).limit(1)).first()
+    if row is None:
+        raise NotFound(f"no app '{app}'")
+    key = (app, row.version, row.checksum)
+    found = _defs.get(key)
+    if found is None:
+        from keel.storage.versions import get
+
+        found = get(conn, app, row.version)
+        if len(_defs) > 64:
+            _defs.clear()
+        _defs[key] = found
+    return found
+
+
+def notification(app_def: AppDef, template: str) -> Mapping[str, Any]:
+    found = app_def.notifications.get(template)
+    if found is None:
+        raise NotFound(f"app '{app_def.id}' has no notification '{template}' "
+                       f"(notifications/{template}.json)")
+    return found.data
+
+
+def _channels(app_def: AppDef | None, definition: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    if definition is not None and "channels" in definition:
+        raw = definition["channels"]
+    elif app_def is not None:
+        raw = app_def.settings.get(CHANNELS_SETTING) or ()
+    else:
+        raw = ()
+    return [{"type": c} if isinstance(c, str) else thaw(c) for c in raw
+            if not (c == "inbox" or (isinstance(c, Mapping) and c.get("type") == "inbox"))]
+
+
+# -- sending -----------------------------------------------------------------------------------------
+
+def _recipient_ids(recipients: Iterable[Any]) -> list[int]:
+    out: dict[int, None] = {}
+    for r in recipients:
+        if r is None:
+            continue
+        if isinstance(r, bool) or not isinstance(r, int):
+            errors = FieldErrors()
+            errors.add("recipients", "Recipients must be user ids.")
+            raise errors
+        out[r] = None
+    if len(out) > MAX_RECIPIENTS:
+        errors = FieldErrors()
+        errors.add("recipients", "At most %(n)s recipients per message.", n=MAX_RECIPIENTS)
+        raise errors
+    return list(out)
+
+
+def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Iterable[int],
+         context: Mapping[str, Any], link: str | None, actor: Actor,
+         subject: Mapping[str, str] | None = None, body: Mapping[str, str] | None = None,
+         entity: str | None = None, record_id: int | None = None) -> list[int]:
+    """Write one inbox message per recipient (deduplicated; unknown or inactive users are skipped and
+    named in the audit event) and queue its deliveries. `template` names a notification definition of
+    the app's current version, rendered once per language with `context` as data; without one,
+    `subject`/`body` ({zh, en}) are the text itself. Returns the inbox ids, in recipient order."""
+    ids = _recipient_ids(recipients)
+    if link is not None and (not isinstance(link, str) or len(link) > MAX_LINK
+                             or not link.startswith(("/", "https://"))
+                             or link.startswith("//")):
+        errors = FieldErrors()
+        errors.add("link", "A link must be a path on this site or an https:// address.")
+        raise errors
+    app_def, definition = None, None
+    if template is not None:
+        app_def = current_app_def(conn, app)
+        definition = notification(app_def, template)
+        subjects, bodies = render_message(definition["subject"], definition["body"], context,
+                                          where=f"notifications/{template}.json")
+    else:
+        if subject is None:
+            errors = FieldErrors()
+            errors.add("subject", "A message needs a template or a subject.")
+            raise errors
+        subjects, bodies = literal_message(subject, body)
+        try:
+            app_def = current_app_def(conn, app) if app else None
+        except NotFound:
+            app_def = None  # a system message about something outside any app
+    active = set(conn.execute(sa.select(users.c.id).where(users.c.id.in_(ids), users.c.active.is_(True)))
+                 .scalars()) if ids else set()
+    skipped = [i for i in ids if i not in active]
+    now = _now()
+    inbox_ids: dict[int, int] = {}
+    for user_id in (i for i in ids if i in active):
+        inbox_ids[user_id] = conn.execute(inbox.insert().values(
+            user_id=user_id, app=app, template=template, subject=subjects, body=bodies, link=link,
+            entity=entity, record_id=record_id, sent_by=actor.user_id, created_at=now)).inserted_primary_key[0]
+    queued = delivery.queue(conn, app=app, channels=_channels(app_def, definition),
+                            recipient_ids=list(inbox_ids), inbox_ids=inbox_ids,
+                            payload={"subject": subjects, "body": bodies, "link": link}, now=now) \
+        if inbox_ids else []
+    record_event(conn, actor, "inbox.send", app=app, entity=entity, record_id=record_id, at=now, detail={
+        "template": template, "recipients": list(inbox_ids), "skipped": skipped,
+        "inbox_ids": list(inbox_ids.values()), "deliveries": queued, "link": link})
+    if queued:
+        _after_commit(queued)
+    return list(inbox_ids.values())
+
+
+def _after_commit(delivery_ids: list[int]) -> None:
+    """In a request, remember the deliveries so the request's teardown sends them (after the view's
+    transaction committed; if it rolled back, the rows are not there and nothing is sent). Elsewhere
+    the timers job sends whatever is pending."""
+    try:
+        from flask import g, has_request_context
+    except ImportError:  # pragma: no cover
+        return
+    if has_request_context():
+        g.setdefault("keel_pending_deliveries", []).extend(delivery_ids)
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+def as_dict(row: sa.Row, lang: str | None) -> dict[str, Any]:
+    from keel.notify.render import plain_text
+
+    body = pick(row.body, lang)
+    return {"id": row.id, "app": row.app, "template": row.template, "subject": pick(row.subject, lang),
+            "body": body, "text": plain_text(body), "link": row.link, "entity": row.entity,
+            "record_id": row.record_id, "created_at": row.created_at, "read_at": row.read_at,
+            "unread": row.read_at is None}
+
+
+def list_messages(conn: sa.Connection, user_id: int, *, unread_only: bool = False, page: int = 1,
+                  per_page: int = 20, lang: str | None = None) -> dict[str, Any]:
+    """A user's messages, newest first: {items, total, unread, page, per_page}."""
+    page, per_page = max(1, int(page)), max(1, min(int(per_page), MAX_PAGE))
+    where = [inbox.c.user_id == user_id]
+    if unread_only:
+        where.append(inbox.c.read_at.is_(None))
+    total = conn.execute(sa.select(sa.func.count()).select_from(inbox).where(*where)).scalar()
+    rows = conn.execute(sa.select(inbox).where(*where).order_by(inbox.c.id.desc())
+                        .limit(per_page).offset((page - 1) * per_page)).all()
+    return {"items": [as_dict(r, lang) for r in rows], "total": total,
+            "unread": unread_count(conn, user_id), "page": page, "per_page": per_page}
+
+
+def unread_count(conn: sa.Connection, user_id: int) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(inbox)
+                        .where(inbox.c.user_id == user_id, inbox.c.read_at.is_(None))).scalar()
+
+
+def mark_read(conn: sa.Connection, user_id: int, message_id: int) -> dt.datetime:
+    """Mark one of the user's messages read (idempotent: the first read time stays). Someone else's
+    message is NotFound, the same answer as a message that does not exist."""
+    row = conn.execute(sa.select(inbox.c.read_at).where(inbox.c.id == message_id, inbox.c.user_id == user_id)
+                       ).first()
+    if row is None:
+        raise NotFound(f"no message {message_id} in your inbox")
+    if row.read_at is not None:
+        return row.read_at
+    now = _now()
+    conn.execute(inbox.update().where(inbox.c.id == message_id, inbox.c.read_at.is_(None)).values(read_at=now))
+    return now
+
+
+def mark_all_read(conn: sa.Connection, user_id: int) -> int:
+    return conn.execute(inbox.update().where(inbox.c.user_id == user_id, inbox.c.read_at.is_(None))
+                        .values(read_at=_now())).rowcount

@@ -1,0 +1,225 @@
+"""Actions a workflow runs on entering a state or completing a step, inside the transition's transaction:
+
+    {"action": "set_fields", "values": {"status": "approved"}}
+    {"action": "create_record", "entity": "task", "values": {"title": "Follow up"}, "from": {"goal": "goal"}}
+    {"action": "notify", "template": "goal_changed", "to": ["submitter", "approvers", {"rule": "role", ...}]}
+                    (without a template: the engine's own message about the request's status)
+
+`from` maps a field of the new record to a safe expression over the workflow's record. Any other name
+is looked up among the plugins' `keel_workflow_actions` (objects with `name`, `params_schema` and
+`run(context, params)`); the built-ins are offered through the same hook below. Writes go through
+`storage.records` as the system actor, so they are validated, versioned and audited like any other.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from keel.auth.actor import SYSTEM, Actor
+from keel.definitions.model import thaw
+from keel.expressions import ExpressionError, compile_expression
+from keel.fieldtypes import FieldValueError, registry
+from keel.storage.tables import SYSTEM_COLUMNS
+
+log = logging.getLogger("keel.workflow")
+RECIPIENT_WORDS = ("submitter", "approvers", "participants")
+
+
+@dataclass
+class ActionContext:
+    """What an action may use: the transaction, who triggered the transition, the app as built now
+    (records are written to today's tables), the instance row, its workflow and the record's values."""
+
+    conn: sa.Connection
+    actor: Actor
+    built: Any                 # keel.runtime.BuiltApp of the app's latest version
+    instance: Mapping[str, Any]
+    workflow: Any              # keel.workflow.definition.Workflow (of the pinned version)
+    record: Mapping[str, Any]
+    app_def: Any = None        # the pinned AppDef
+
+
+def _field_value_problems(entity, fid: str, value: Any) -> list[str]:
+    f = entity.field(fid)
+    if f is None:
+        return [f"no field '{fid}' in entity '{entity.id}'"]
+    if f.computed:
+        return [f"'{fid}' is computed and cannot be set"]
+    if value is None:
+        return []
+    ftype = registry.get(f.type)
+    try:
+        parsed = ftype.parse(f, thaw(value))
+    except FieldValueError as e:
+        return [f"invalid value for '{fid}': " + "; ".join(m.render() for m in e.messages)]
+    except (TypeError, ValueError, ArithmeticError):
+        return [f"invalid value for '{fid}'"]
+    return [f"invalid value for '{fid}': {m.render()}" for m in ftype.check(f, parsed)]
+
+
+def _unknown_keys(params, allowed: set[str]) -> list[tuple[str, str]]:
+    return [(f"/{k}", f"unknown key '{k}'; this action takes: {', '.join(sorted(allowed))}")
+            for k in sorted(set(params) - allowed - {"action"})]
+
+
+class SetFields:
+    name = "set_fields"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["values"], "properties": {"values": {"type": "object"}}}
+
+    def check(self, params, scope):
+        out = _unknown_keys(params, {"values"})
+        values = params.get("values")
+        if not isinstance(values, Mapping) or not values:
+            return out + [("/values", "give the fields to set, {\"field\": value}")]
+        if scope.entity is not None:
+            for fid, value in values.items():
+                out += [(f"/values/{fid}", m) for m in _field_value_problems(scope.entity, fid, value)]
+        return out
+
+    def run(self, ctx: ActionContext, params):
+        from keel.storage import records
+
+        inst = ctx.instance
+        table = ctx.built.table(inst["entity"])
+        version = ctx.conn.execute(sa.select(table.c.row_version).where(table.c.id == inst["record_id"])).scalar()
+        records.update(ctx.conn, ctx.built, inst["entity"], inst["record_id"], thaw(params["values"]), SYSTEM,
+                       version)
+
+
+class CreateRecord:
+    name = "create_record"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["entity"],
+                     "properties": {"entity": {"type": "string"}, "values": {"type": "object"},
+                                    "from": {"type": "object"}}}
+
+    def check(self, params, scope):
+        out = _unknown_keys(params, {"entity", "values", "from"})
+        target = scope.entities.get(params.get("entity"))
+        if target is None:
+            return out + [("/entity", f"no entity '{params.get('entity')}' in this app")]
+        for fid, value in (params.get("values") or {}).items():
+            out += [(f"/values/{fid}", m) for m in _field_value_problems(target, fid, value)]
+        known = {f.id for f in scope.entity.fields} | set(SYSTEM_COLUMNS) if scope.entity else None
+        for fid, source in (params.get("from") or {}).items():
+            if target.field(fid) is None:
+                out.append((f"/from/{fid}", f"no field '{fid}' in entity '{target.id}'"))
+            try:
+                names = compile_expression(source).names if isinstance(source, str) else None
+            except ExpressionError as e:
+                out.append((f"/from/{fid}", f"invalid expression: {e}"))
+                continue
+            if names is None:
+                out.append((f"/from/{fid}", "give an expression over the workflow's record"))
+            elif known is not None:
+                out += [(f"/from/{fid}", f"unknown name '{n}' in expression {source!r}") for n in sorted(names - known)]
+        return out
+
+    def run(self, ctx: ActionContext, params):
+        from keel.storage import records
+
+        values = dict(thaw(params.get("values") or {}))
+        for fid, source in (params.get("from") or {}).items():
+            values[fid] = _jsonish(compile_expression(source).evaluate(ctx.record))
+        records.create(ctx.conn, ctx.built, params["entity"], values, SYSTEM)
+
+
+def _jsonish(value: Any) -> Any:
+    """A computed value as the write path takes it (dates as ISO text, Decimals as text)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+class Notify:
+    name = "notify"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object",
+                     "properties": {"template": {"type": "string"}, "to": {"type": "array"}}}
+
+    def check(self, params, scope):
+        from keel.workflow.resolvers import rule_errors
+
+        out = _unknown_keys(params, {"template", "to"})
+        template = params.get("template")
+        if template is None:
+            pass  # the engine's own message about the request's status
+        elif not isinstance(template, str):
+            out.append(("/template", "give the id of a notification in notifications/"))
+        elif scope.notifications is not None and template not in scope.notifications:
+            listing = ", ".join(sorted(scope.notifications)) or "none"
+            out.append(("/template", f"no notification '{template}' in this app (notifications: {listing})"))
+        to = params.get("to", ["submitter"])
+        if not isinstance(to, (list, tuple)) or not to:
+            return out + [("/to", "give a list of recipients")]
+        for i, item in enumerate(to):
+            if isinstance(item, Mapping):
+                out += [(f"/to/{i}{p}", m) for p, m in rule_errors(item, scope)]
+            elif item not in RECIPIENT_WORDS:
+                words = ", ".join(RECIPIENT_WORDS)
+                out.append((f"/to/{i}", f"unknown recipient {item!r}: use {words} or an approver rule"))
+        return out
+
+    def run(self, ctx: ActionContext, params):
+        from keel.workflow import notices
+
+        recipients = notices.recipients(ctx, params.get("to", ["submitter"]))
+        if params.get("template"):
+            notices.send_template(ctx, params["template"], recipients)
+        elif ctx.instance["status"] in notices.MESSAGES:  # no template: the engine's message of the status
+            notices.send_engine_message(ctx.conn, ctx.instance["status"], app=ctx.instance["app"],
+                                        recipients=recipients, instance_id=ctx.instance["id"],
+                                        workflow_label=ctx.workflow.label, step_label=None, actor=ctx.actor)
+
+
+BUILTIN_ACTIONS = {a.name: a for a in (SetFields(), CreateRecord(), Notify())}
+
+
+
+def _plugin_actions() -> Mapping[str, Any]:
+    try:
+        from keel.plugins.manager import get_host
+
+        return get_host().workflow_actions
+    except Exception:
+        log.exception("the plugin host is unavailable; only built-in workflow actions are known")
+        return {}
+
+
+def action_for(name: str) -> Any | None:
+    return BUILTIN_ACTIONS.get(name) or _plugin_actions().get(name)
+
+
+def action_errors(spec: Mapping[str, Any], scope) -> list[tuple[str, str]]:
+    impl = action_for(spec.get("action"))
+    if impl is None:
+        known = sorted(set(BUILTIN_ACTIONS) | set(_plugin_actions()))
+        return [("/action", f"unknown action '{spec.get('action')}' (known: {', '.join(known)})")]
+    check = getattr(impl, "check", None)
+    if check is not None:
+        return list(check(spec, scope))
+    from jsonschema import Draft202012Validator
+
+    params = {k: v for k, v in thaw(spec).items() if k != "action"}
+    return [("".join(f"/{p}" for p in e.absolute_path), e.message)
+            for e in Draft202012Validator(getattr(impl, "params_schema", {})).iter_errors(params)]
+
+
+def run_actions(ctx: ActionContext, specs) -> None:
+    """Run a list of actions in order. An action that fails fails the transition: its transaction rolls
+    back whole, and the error reaches the person who acted."""
+    for spec in specs:
+        impl = action_for(spec["action"])
+        if impl is None:  # checked when the definition was applied; a plugin uninstalled since?
+            from keel.errors import Conflict
+
+            raise Conflict(f"workflow action '{spec['action']}' is not available (is its plugin installed?)")
+        params = spec if spec["action"] in BUILTIN_ACTIONS else {k: v for k, v in spec.items() if k != "action"}
+        impl.run(ctx, params)

@@ -1,0 +1,123 @@
+"""Bulk approval: many tasks approved with one click. Each task is still its own transition (its own
+lock, checks and audit event); one refused task does not stop the others, and the answer says, task by
+task, what happened.
+
+Above the smallest `bulk_queue_threshold` of the workflows involved, the work is queued as a background
+job run (type `workflow.bulk_approve`, acting as the user who asked, whose permissions the job re-checks)
+when the server has a job queue; without one it runs here and says so (`"queued": false`)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from keel.api.errors import STATUS_BY_ERROR
+from keel.auth.actor import Actor
+from keel.definitions.model import Label
+from keel.errors import FieldErrors, KeelError
+from keel.jobs.types import JobContext, JobFailed, JobType
+from keel.storage.workflow_tables import wf_instances, wf_tasks
+from keel.workflow import steps as machine
+from keel.workflow.definition import DEFAULT_BULK_THRESHOLD, workflows_of
+
+log = logging.getLogger("keel.workflow")
+MAX_BULK = 5000
+CHUNK = 50
+JOB_ID = "workflow_bulk_approve"
+
+
+def task_ids_of(raw: Any) -> list[int]:
+    if (not isinstance(raw, list) or not raw or len(raw) > MAX_BULK
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw)):
+        errors = FieldErrors()
+        errors.add("task_ids", "Give a list of 1 to %(max)s task ids.", max=MAX_BULK)
+        raise errors
+    return list(dict.fromkeys(raw))
+
+
+def threshold(conn: sa.Connection, ids: list[int]) -> int:
+    """The smallest bulk_queue_threshold of the workflows these tasks belong to."""
+    rows = conn.execute(sa.select(wf_instances.c.app, wf_instances.c.app_version, wf_instances.c.workflow)
+                        .select_from(wf_tasks.join(wf_instances, wf_instances.c.id == wf_tasks.c.instance_id))
+                        .where(wf_tasks.c.id.in_(ids)).distinct()).all()
+    found = []
+    for app, version, workflow in rows:
+        wf = workflows_of(machine.pinned_app(conn, app, version)).get(workflow)
+        if wf is not None:
+            found.append(wf.bulk_queue_threshold)
+    return min(found, default=DEFAULT_BULK_THRESHOLD)
+
+
+def approve_one(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None) -> dict[str, Any]:
+    from keel.workflow.engine import approve
+
+    try:
+        with conn.begin_nested():  # a refused task rolls back alone
+            approve(conn, task_id, actor, comment, bulk=True)
+        return {"task": task_id, "status": 200, "result": "approved"}
+    except KeelError as e:
+        if isinstance(e, FieldErrors):
+            return {"task": task_id, "status": 422, "errors": e.rendered()}
+        status = next(code for cls, code in STATUS_BY_ERROR if isinstance(e, cls))
+        return {"task": task_id, "status": status, "error": str(e)}
+
+
+def run_inline(engine: sa.Engine, ids: list[int], actor: Actor, comment: str | None) -> list[dict[str, Any]]:
+    out = []
+    for task_id in ids:
+        with engine.begin() as conn:
+            out.append(approve_one(conn, task_id, actor, comment))
+    return out
+
+
+def job_spec(app_id: str, actor: Actor):
+    from keel.jobs.definition import JobSpec
+
+    return JobSpec(app_id=app_id, id=JOB_ID, file="", type=BulkApproveJob.name,
+                   label=Label("批量审批", "Bulk approval"), cron=None, timezone="UTC", timeout_seconds=600,
+                   max_retries=0, backoff_seconds=(0,), idempotency="run", catch_up="none", chunk_size=CHUNK,
+                   params={}, run_as=actor.username, enabled=True)
+
+
+def queue(env, app_id: str, ids: list[int], actor: Actor, comment: str | None) -> int | None:
+    """Record and dispatch a job run; None when there is no usable queue."""
+    from keel.jobs.catalog import ask
+    from keel.jobs.execute import Dispatch
+
+    dispatcher = getattr(env, "dispatcher", None)
+    if dispatcher is None or not dispatcher.status()[0]:
+        return None
+    if BulkApproveJob.name not in env.types:
+        env.types.register(BulkApproveJob())
+    asked = ask(env, job_spec(app_id, actor), {"task_ids": ids, "comment": comment},
+                trigger=f"user:{actor.user_id}", user_id=actor.user_id)
+    if asked.run_id is None:
+        return None
+    dispatcher.send(Dispatch(asked.run_id, timeout=600))
+    return asked.run_id
+
+
+class BulkApproveJob(JobType):
+    """Approves a list of tasks as the user who asked; each chunk approves up to 50 of them."""
+
+    name = "workflow.bulk_approve"
+    label = "Bulk approval"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["task_ids"],
+                     "properties": {"task_ids": {"type": "array", "items": {"type": "integer"}},
+                                    "comment": {"type": ["string", "null"]}}}
+
+    def authorize(self, ctx: JobContext, params: Mapping[str, Any]) -> str | None:
+        return "the system cannot approve tasks in bulk" if ctx.actor.is_system else None
+
+    def plan(self, ctx: JobContext, params: Mapping[str, Any]) -> list[Any]:
+        ids = list(params["task_ids"])
+        return [{"task_ids": ids[i:i + CHUNK]} for i in range(0, len(ids), CHUNK)]
+
+    def run_chunk(self, ctx: JobContext, params: Mapping[str, Any], chunk: Any) -> dict[str, int | float]:
+        if ctx.actor.is_system:
+            raise JobFailed("the system cannot approve tasks in bulk")
+        results = [approve_one(ctx.conn, task_id, ctx.actor, params.get("comment")) for task_id in chunk["task_ids"]]
+        return {"approved": sum(r["status"] == 200 for r in results),
+                "refused": sum(r["status"] != 200 for r in results)}

@@ -1,0 +1,89 @@
+"""What the record write path asks the workflow engine (storage.records calls these).
+
+- A field a workflow keeps (its `status_field`) is written by the engine only: a user sending it gets a
+  422, on create and update alike, through every channel (form, API, import).
+- While a request is pending its record is frozen (the approvers decide on what they saw), and once
+  approved it is immutable: a change needs a new revision request. Both are a 409 with a message that
+  says so. A request returned for changes, rejected or withdrawn leaves the record editable again.
+- A record created by a user starts the workflows that start on its entity.
+
+The system actor (the engine's own actions, migrations) is never stopped here."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.auth.actor import Actor
+from keel.errors import Conflict, FieldErrors
+from keel.storage.workflow_tables import wf_instances
+
+
+def managed_fields(built, entity_id: str) -> set[str]:
+    def build() -> set[str]:
+        from keel.workflow.definition import workflows_of
+
+        return {w.status_field for w in workflows_of(built.definition).values()
+                if w.entity == entity_id and w.status_field}
+
+    if not built.definition.workflows:
+        return set()
+    return built.product(("workflow_managed_fields", entity_id), build)
+
+
+def _check_managed(built, entity_id: str, values: Any, actor: Actor) -> None:
+    if actor.is_system or not isinstance(values, Mapping):
+        return
+    managed = managed_fields(built, entity_id) & set(values)
+    if managed:
+        errors = FieldErrors()
+        for fid in sorted(managed):
+            errors.add(fid, "This field is managed by the workflow.")
+        raise errors
+
+
+def check_create(built, entity_id: str, values: Any, actor: Actor) -> None:
+    _check_managed(built, entity_id, values, actor)
+
+
+def _latest_status(conn: sa.Connection, built, entity_id: str, record_id: int) -> tuple[int, str] | None:
+    if not built.definition.workflows:
+        return None
+    row = conn.execute(sa.select(wf_instances.c.id, wf_instances.c.status).where(
+        wf_instances.c.app == built.id, wf_instances.c.entity == entity_id, wf_instances.c.record_id == record_id,
+        wf_instances.c.status.in_(("pending", "approved"))).order_by(wf_instances.c.id.desc()).limit(1)).first()
+    return (row.id, row.status) if row is not None else None
+
+
+def _check_frozen(conn: sa.Connection, built, entity_id: str, record_id: int, action: str) -> None:
+    found = _latest_status(conn, built, entity_id, record_id)
+    if found is None:
+        return
+    instance_id, status = found
+    if status == "pending":
+        raise Conflict(f"This record is under approval (request #{instance_id}) and cannot be {action} now; "
+                       f"the submitter may withdraw the request to change it.")
+    raise Conflict(f"This record was approved (request #{instance_id}) and cannot be {action}; "
+                   f"file a new revision request to change it.")
+
+
+def check_update(conn: sa.Connection, built, entity_id: str, record_id: int, values: Any, actor: Actor) -> None:
+    if actor.is_system:
+        return
+    _check_managed(built, entity_id, values, actor)
+    _check_frozen(conn, built, entity_id, record_id, "changed")
+
+
+def check_delete(conn: sa.Connection, built, entity_id: str, record_id: int, actor: Actor) -> None:
+    if actor.is_system:
+        return
+    _check_frozen(conn, built, entity_id, record_id, "deleted")
+
+
+def after_create(conn: sa.Connection, built, entity_id: str, record: Mapping[str, Any], actor: Actor) -> None:
+    if actor.is_system or not built.definition.workflows:
+        return
+    from keel.workflow.engine import start_for
+
+    start_for(conn, built, dict(record), actor, entity_id=entity_id)

@@ -1,0 +1,149 @@
+"""The engine's side of notifications and SLA timers: who gets a message, what the engine's own
+messages say, and the calls into `keel.notify.inbox` and `keel.workflow.timers`.
+
+Both modules are optional here (they may not be installed in a trimmed deployment, and were written at
+the same time as the engine): without them these calls do nothing, and the approval itself is unaffected.
+
+The engine's own messages carry no value a user typed (no record field, no comment, no name): only the
+workflow's and step's labels from the definition and the instance number, so nothing a user controls is
+ever treated as template text. Record values reach notification templates only as context data."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.storage.workflow_tables import wf_tasks
+
+log = logging.getLogger("keel.workflow")
+
+
+@cache
+def _optional(name: str):
+    """The module, or None when it is not installed. Only a missing module counts as absent: an error
+    inside an installed one is raised, not hidden."""
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except ModuleNotFoundError:
+        return None
+    return importlib.import_module(name)
+
+
+def inbox():
+    return _optional("keel.notify.inbox")
+
+
+def timers():
+    return _optional("keel.workflow.timers")
+
+
+def schedule_step(conn: sa.Connection, instance_id: int, step_id: str, task_ids: list[int],
+                  sla: Mapping[str, Any] | None, started_at) -> None:
+    t = timers()
+    if t is not None and task_ids:
+        t.schedule_step(conn, instance_id, step_id, list(task_ids), sla, started_at)
+
+
+def cancel_tasks(conn: sa.Connection, task_ids: Iterable[int]) -> None:
+    ids = list(task_ids)
+    t = timers()
+    if t is not None and ids:
+        t.cancel_tasks(conn, ids)
+
+
+def link(instance_id: int) -> str:
+    return f"/workflows/instances/{instance_id}"
+
+
+# What the engine says, in both languages. %(workflow)s and %(step)s are labels from the definition.
+MESSAGES = {
+    "task": ({"zh": "待您审批：%(workflow)s #%(id)s", "en": "Approval needed: %(workflow)s #%(id)s"},
+             {"zh": "申请 #%(id)s 在“%(step)s”步骤等待您审批。", "en": "Request #%(id)s waits for your approval at step “%(step)s”."}),
+    "remind": ({"zh": "催办：%(workflow)s #%(id)s", "en": "Reminder: %(workflow)s #%(id)s"},
+               {"zh": "申请人催促您处理申请 #%(id)s（步骤：%(step)s）。", "en": "The submitter asks you to act on request #%(id)s (step “%(step)s”)."}),
+    "cc": ({"zh": "抄送：%(workflow)s #%(id)s", "en": "For your information: %(workflow)s #%(id)s"},
+           {"zh": "申请 #%(id)s 抄送给您，供您知悉。", "en": "Request #%(id)s was copied to you for your information."}),
+    "approved": ({"zh": "已通过：%(workflow)s #%(id)s", "en": "Approved: %(workflow)s #%(id)s"},
+                 {"zh": "您的申请 #%(id)s 已审批通过。", "en": "Your request #%(id)s was approved."}),
+    "rejected": ({"zh": "已驳回：%(workflow)s #%(id)s", "en": "Rejected: %(workflow)s #%(id)s"},
+                 {"zh": "您的申请 #%(id)s 在“%(step)s”步骤被驳回。", "en": "Your request #%(id)s was rejected at step “%(step)s”."}),
+    "returned": ({"zh": "已退回待修改：%(workflow)s #%(id)s", "en": "Returned for changes: %(workflow)s #%(id)s"},
+                 {"zh": "您的申请 #%(id)s 被退回，请修改后重新提交。", "en": "Your request #%(id)s was returned to you: change it and resubmit."}),
+    "withdrawn": ({"zh": "已撤回：%(workflow)s #%(id)s", "en": "Withdrawn: %(workflow)s #%(id)s"},
+                  {"zh": "申请 #%(id)s 已被申请人撤回，您的待办已取消。", "en": "Request #%(id)s was withdrawn; your task is cancelled."}),
+}
+
+
+def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients: Iterable[int], instance_id: int,
+                        workflow_label, step_label, actor, extra: Mapping[str, Any] | None = None) -> list[int]:
+    box = inbox()
+    people = sorted({r for r in recipients if r is not None})
+    if box is None or not people:
+        return []
+    subject, body = MESSAGES[kind]
+    params = {lang: {"id": instance_id, "workflow": workflow_label.get(lang),
+                     "step": step_label.get(lang) if step_label is not None else ""} for lang in ("zh", "en")}
+    return box.send(conn, app=app, template=None, recipients=people,
+                    context={"instance_id": instance_id, "kind": kind, **(extra or {})},
+                    link=link(instance_id), actor=actor,
+                    subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
+                    body={lang: body[lang] % params[lang] for lang in ("zh", "en")})
+
+
+# ---- recipients and templates of `notify` actions -----------------------------------------------------
+
+def participants(conn: sa.Connection, instance_id: int, kinds: tuple[str, ...] = ("approve", "cc"),
+                 acted_only: bool = False) -> list[int]:
+    stmt = sa.select(wf_tasks.c.assignee_id).where(wf_tasks.c.instance_id == instance_id,
+                                                   wf_tasks.c.kind.in_(kinds))
+    if acted_only:
+        stmt = stmt.where(wf_tasks.c.status.in_(("approved", "rejected", "sent_back")))
+    return sorted(set(conn.execute(stmt).scalars()))
+
+
+def recipients(ctx, to: Iterable[Any]) -> list[int]:
+    from keel.workflow.resolvers import ResolveContext, resolve_rule
+
+    inst = ctx.instance
+    out: set[int] = set()
+    for item in to:
+        if item == "submitter":
+            out.add(inst["submitter_id"])
+        elif item == "approvers":
+            out.update(participants(ctx.conn, inst["id"], ("approve",), acted_only=True))
+        elif item == "participants":
+            out.update(participants(ctx.conn, inst["id"]))
+            out.add(inst["submitter_id"])
+        elif isinstance(item, Mapping):
+            rctx = ResolveContext(ctx.conn, ctx.app_def, ctx.workflow, ctx.record, inst["submitter_id"])
+            out.update(resolve_rule(rctx, item))
+    return sorted(out)
+
+
+def template_context(ctx) -> dict[str, Any]:
+    """The data a notification template sees: the record (JSON values), the request and its workflow."""
+    from keel.api.common import jsonable
+    from keel.storage.query import to_json
+
+    inst = ctx.instance
+    entity = ctx.built.entity(inst["entity"])
+    table = ctx.built.table(inst["entity"])
+    row = ctx.conn.execute(sa.select(table).where(table.c.id == inst["record_id"])).first()
+    record = jsonable(to_json(entity, row, entity.fields)) if row is not None else {}
+    return {"record": record, "app": inst["app"],
+            "workflow": {"id": ctx.workflow.id, "label": {"zh": ctx.workflow.label.zh, "en": ctx.workflow.label.en}},
+            "instance": {"id": inst["id"], "status": inst["status"], "state": inst["state"]}}
+
+
+def send_template(ctx, template: str, people: list[int]) -> list[int]:
+    box = inbox()
+    if box is None or not people:
+        return []
+    return box.send(ctx.conn, app=ctx.instance["app"], template=template, recipients=people,
+                    context=template_context(ctx), link=link(ctx.instance["id"]), actor=ctx.actor)

@@ -1,0 +1,254 @@
+"""Approver rules: who must approve a step. Each rule is an object with a `name`, a `params_schema`, a
+`check(params, scope)` for `keel app validate` and a `resolve(context, params) -> list[int]` of user ids.
+
+    {"rule": "manager_of", "of": "submitter"}      the direct superior (of the submitter or of a user field);
+                                                   an empty seat walks up the department tree to the next
+                                                   head, then falls back to `fallback_role`
+    {"rule": "role", "role": "strategy"}            every active user with the role
+    {"rule": "department", "code": "strategy", "pick": "head" | "all"}
+    {"rule": "user", "field": "reviewer"}           the user in a user field of the record
+    {"rule": "fixed", "username": "cro"}            one named user
+
+Plugins add rules through the `keel_approver_rules` hook; the built-ins are offered through the same hook
+(`keel_approver_rules` below). A rule that finds nobody is never an automatic approval: the engine turns
+it into `NoApprover`, a 422 shown to the submitter, with an event for the administrators.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from keel.auth import directory
+from keel.definitions.model import AppDef
+from keel.errors import FieldErrors
+from keel.storage.system import departments, user_roles, users
+
+log = logging.getLogger("keel.workflow")
+
+
+class NoApprover(FieldErrors):
+    """A step whose approver rules found nobody: shown to the submitter as a 422 on the request."""
+
+    def __init__(self, workflow: str, step: str, rule: Mapping[str, Any], reason: str):
+        super().__init__()
+        self.workflow, self.step, self.rule, self.reason = workflow, step, dict(rule), reason
+        self.add("_record", "Nobody can approve this request at step %(step)s: %(reason)s. An administrator "
+                            "has been told.", step=step, reason=reason)
+
+
+@dataclass
+class ResolveContext:
+    """What a rule may look at: the connection, the app version, the record's values and the submitter."""
+
+    conn: sa.Connection
+    app: AppDef
+    workflow: Any            # keel.workflow.definition.Workflow
+    record: Mapping[str, Any]
+    submitter_id: int
+
+
+def _active(conn: sa.Connection, ids: list[int]) -> list[int]:
+    if not ids:
+        return []
+    ok = set(conn.execute(sa.select(users.c.id).where(users.c.id.in_(ids), users.c.active.is_(True))).scalars())
+    return [i for i in ids if i in ok]
+
+
+def users_with_role(conn: sa.Connection, role: str) -> list[int]:
+    return list(conn.execute(
+        sa.select(users.c.id).select_from(users.join(user_roles, user_roles.c.user_id == users.c.id))
+        .where(user_roles.c.role == role, users.c.active.is_(True)).order_by(users.c.id)).scalars())
+
+
+def _person(ctx: ResolveContext, ref: str) -> int | None:
+    if ref == "submitter":
+        return ctx.submitter_id
+    value = ctx.record.get(ref)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _user_field_problem(params: Mapping[str, Any], key: str, scope) -> list[tuple[str, str]]:
+    ref = params.get(key)
+    if not isinstance(ref, str):
+        return [(f"/{key}", f"give `{key}`: \"submitter\" or a user field of the record")]
+    if ref == "submitter" or scope.entity is None:
+        return []
+    f = scope.entity.field(ref)
+    if f is None:
+        fields = ", ".join(scope.user_fields()) or "none"
+        message = f"no field '{ref}' in entity '{scope.entity.id}' (user fields: {fields}; or \"submitter\")"
+        return [(f"/{key}", message)]
+    if f.type != "user":
+        return [(f"/{key}", f"'{ref}' is a {f.type} field; name a user field or \"submitter\"")]
+    return []
+
+
+def _role_problem(role: Any, where: str, scope) -> list[tuple[str, str]]:
+    if not isinstance(role, str):
+        return [(where, "give a role id")]
+    if scope.roles is not None and role not in scope.roles:
+        declared = ", ".join(sorted(scope.roles))
+        return [(where, f"unknown role '{role}'; declare it in app.json roles (declared: {declared})")]
+    return []
+
+
+def _unknown_keys(params: Mapping[str, Any], allowed: set[str]) -> list[tuple[str, str]]:
+    return [(f"/{k}", f"unknown key '{k}'; this rule takes: {', '.join(sorted(allowed))}")
+            for k in sorted(set(params) - allowed - {"rule"})]
+
+
+class ManagerOf:
+    name = "manager_of"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {"of": {"type": "string"}, "fallback_role": {"type": "string"}}}
+
+    def check(self, params, scope):
+        out = _unknown_keys(params, {"of", "fallback_role"}) + _user_field_problem(params, "of", scope)
+        if "fallback_role" in params:
+            out += _role_problem(params["fallback_role"], "/fallback_role", scope)
+        return out
+
+    def resolve(self, ctx: ResolveContext, params) -> list[int]:
+        person = _person(ctx, params.get("of", "submitter"))
+        boss = directory.manager_of(ctx.conn, person) if person is not None else None
+        if boss is not None:
+            return [boss]
+        # directory.manager_of already walked up the department tree; nobody there: the fallback role.
+        role = params.get("fallback_role") or ctx.workflow.fallback_role
+        return [u for u in users_with_role(ctx.conn, role) if u != person] if role else []
+
+
+class Role:
+    name = "role"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["role"], "properties": {"role": {"type": "string"}}}
+
+    def check(self, params, scope):
+        return _unknown_keys(params, {"role"}) + _role_problem(params.get("role"), "/role", scope)
+
+    def resolve(self, ctx, params):
+        return users_with_role(ctx.conn, params["role"])
+
+
+class Department:
+    name = "department"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["code"],
+                     "properties": {"code": {"type": "string"}, "pick": {"enum": ["head", "all"]}}}
+
+    def check(self, params, scope):
+        out = _unknown_keys(params, {"code", "pick"})
+        if not isinstance(params.get("code"), str) or not params.get("code"):
+            out.append(("/code", "give the department's code"))
+        if params.get("pick", "head") not in ("head", "all"):
+            out.append(("/pick", "pick is \"head\" or \"all\""))
+        return out
+
+    def resolve(self, ctx, params):
+        if params.get("pick", "head") == "head":
+            head = directory.department_head(ctx.conn, params["code"])
+            return [head] if head is not None else []
+        return list(ctx.conn.execute(
+            sa.select(users.c.id).select_from(users.join(departments, departments.c.id == users.c.department_id))
+            .where(departments.c.code == params["code"], users.c.active.is_(True)).order_by(users.c.id)).scalars())
+
+
+class UserField:
+    name = "user"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["field"], "properties": {"field": {"type": "string"}}}
+
+    def check(self, params, scope):
+        return _unknown_keys(params, {"field"}) + _user_field_problem(params, "field", scope)
+
+    def resolve(self, ctx, params):
+        person = _person(ctx, params["field"])
+        return _active(ctx.conn, [person]) if person is not None else []
+
+
+class Fixed:
+    name = "fixed"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["username"], "properties": {"username": {"type": "string"}}}
+
+    def check(self, params, scope):
+        out = _unknown_keys(params, {"username"})
+        if not isinstance(params.get("username"), str) or not directory.USERNAME.fullmatch(params["username"]):
+            out.append(("/username", "give a username"))
+        return out
+
+    def resolve(self, ctx, params):
+        row = directory.find_user(ctx.conn, params["username"])
+        return [row.id] if row is not None and row.active else []
+
+
+BUILTIN_RULES = {r.name: r for r in (ManagerOf(), Role(), Department(), UserField(), Fixed())}
+
+
+
+def _plugin_rules() -> Mapping[str, Any]:
+    try:
+        from keel.plugins.manager import get_host
+
+        return get_host().approver_rules
+    except Exception:
+        log.exception("the plugin host is unavailable; only built-in approver rules are known")
+        return {}
+
+
+def rule_for(name: str) -> Any | None:
+    return BUILTIN_RULES.get(name) or _plugin_rules().get(name)
+
+
+def rule_errors(rule: Mapping[str, Any], scope) -> list[tuple[str, str]]:
+    """Problems with one approver rule of a definition, as (pointer inside the rule, message)."""
+    impl = rule_for(rule.get("rule"))
+    if impl is None:
+        known = sorted(set(BUILTIN_RULES) | set(_plugin_rules()))
+        return [("/rule", f"unknown approver rule '{rule.get('rule')}' (known: {', '.join(known)})")]
+    check = getattr(impl, "check", None)
+    if check is not None:
+        return list(check(rule, scope))
+    from jsonschema import Draft202012Validator
+
+    params = {k: v for k, v in rule.items() if k != "rule"}
+    return [("".join(f"/{p}" for p in e.absolute_path), e.message)
+            for e in Draft202012Validator(getattr(impl, "params_schema", {})).iter_errors(params)]
+
+
+def describe(rule: Mapping[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in rule.items() if k != "rule")
+    return f"{rule.get('rule')}({params})"
+
+
+def resolve_rule(ctx: ResolveContext, rule: Mapping[str, Any]) -> list[int]:
+    impl = rule_for(rule.get("rule"))
+    if impl is None:
+        return []
+    try:
+        found = impl.resolve(ctx, {k: v for k, v in rule.items() if k != "rule"}
+                             if impl.name not in BUILTIN_RULES else rule)
+    except Exception:
+        log.exception("approver rule %s failed", describe(rule))
+        return []
+    return [u for u in (found or ()) if isinstance(u, int) and not isinstance(u, bool)]
+
+
+def resolve_step(ctx: ResolveContext, step) -> list[int]:
+    """The approvers of a step, in rule order, each once. The submitter never approves their own
+    request unless the step allows it: their seat goes to their own superior instead. Raises
+    NoApprover when nobody is left."""
+    out: list[int] = []
+    for rule in step.approvers:
+        found = resolve_rule(ctx, rule)
+        if not found:
+            raise NoApprover(ctx.workflow.id, step.id, rule, f"rule {describe(rule)} found nobody")
+        for uid in found:
+            if uid == ctx.submitter_id and not step.allow_self_approval:
+                boss = directory.manager_of(ctx.conn, uid)
+                if boss is None:
+                    raise NoApprover(ctx.workflow.id, step.id, rule, f"rule {describe(rule)} names the submitter, "
+                                     f"who may not approve their own request and has no superior")
+                uid = boss
+            if uid not in out:
+                out.append(uid)
+    return out

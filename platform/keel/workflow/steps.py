@@ -1,0 +1,350 @@
+"""The machinery under every transition: the pinned definition of an instance, entering a step or state,
+creating tasks per the step's mode, deciding whether a step is done, finishing. `engine.py` checks who may
+do what and then drives these; nothing here checks permissions.
+
+Everything runs on the caller's connection, inside the one transaction of the transition that holds the
+instance's row lock."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.audit.log import record_event, utcnow
+from keel.auth.actor import SYSTEM, Actor
+from keel.definitions.model import AppDef
+from keel.errors import Conflict
+from keel.expressions import ExpressionError, compile_expression
+from keel.storage.system import app_versions, users
+from keel.storage.workflow_tables import wf_delegations, wf_instances, wf_tasks
+from keel.workflow import notices
+from keel.workflow.actions import ActionContext, run_actions
+from keel.workflow.definition import MAX_HOPS, State, Step, Workflow, workflows_of
+from keel.workflow.resolvers import ResolveContext, resolve_step
+
+log = logging.getLogger("keel.workflow")
+OPEN = ("pending", "waiting")
+
+# ---- definitions of a version, built apps ----------------------------------------------------------
+
+_lock = threading.Lock()
+_apps: dict[tuple[str, int], AppDef] = {}
+_built: dict[tuple[str, int], Any] = {}
+MAX_CACHED = 64
+
+
+def _remember(cache: dict, key, value):
+    with _lock:
+        if len(cache) >= MAX_CACHED:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+    return value
+
+
+def latest_built(conn: sa.Connection, app_id: str):
+    """The app as built from its latest version: records live in today's tables. The running server's
+    own build is reused when it is current."""
+    version = conn.execute(sa.select(sa.func.max(app_versions.c.version))
+                           .where(app_versions.c.app == app_id)).scalar()
+    if version is None:
+        raise Conflict(f"app '{app_id}' is not applied")
+    from flask import current_app, has_app_context
+
+    if has_app_context() and "keel" in current_app.extensions:
+        try:
+            built = current_app.extensions["keel"].get(app_id)
+        except Exception:  # noqa: BLE001 - not loaded in this process yet
+            built = None
+        if built is not None and built.version == version:
+            return built
+    built = _built.get((app_id, version))
+    if built is None:
+        from keel.runtime import build
+        from keel.storage import versions
+
+        built = _remember(_built, (app_id, version), build(versions.get(conn, app_id, version), version))
+    return built
+
+
+def pinned_app(conn: sa.Connection, app_id: str, version: int, latest=None) -> AppDef:
+    """The definition of the version an instance started with (cached per process)."""
+    if latest is not None and latest.version == version:
+        return latest.definition
+    app = _apps.get((app_id, version))
+    if app is None:
+        from keel.storage import versions
+
+        app = _remember(_apps, (app_id, version), versions.get(conn, app_id, version))
+    return app
+
+
+# ---- one transition's working set ------------------------------------------------------------------
+
+@dataclass
+class Run:
+    conn: sa.Connection
+    instance: dict[str, Any]
+    app_def: AppDef
+    workflow: Workflow
+    built: Any
+    actor: Actor
+    now: dt.datetime
+    values: dict[str, Any] | None = None   # the record's values, read once until something writes it
+    planned: dict[str, list[int]] | None = None  # approvers resolved while planning the path at start
+
+    @property
+    def id(self) -> int:
+        return self.instance["id"]
+
+
+def load_run(conn: sa.Connection, instance: Any, actor: Actor) -> Run:
+    inst = dict(instance._mapping) if hasattr(instance, "_mapping") else dict(instance)
+    built = latest_built(conn, inst["app"])
+    app_def = pinned_app(conn, inst["app"], inst["app_version"], built)
+    wf = workflows_of(app_def).get(inst["workflow"])
+    if wf is None:
+        raise Conflict(f"workflow '{inst['workflow']}' is missing from version {inst['app_version']} of app "
+                       f"'{inst['app']}'")
+    return Run(conn, inst, app_def, wf, built, actor, utcnow())
+
+
+def save(run: Run, **values: Any) -> None:
+    values["updated_at"] = run.now
+    run.conn.execute(wf_instances.update().where(wf_instances.c.id == run.id).values(**values))
+    run.instance.update(values)
+
+
+def audit(run: Run, action: str, **detail: Any) -> None:
+    inst = run.instance
+    record_event(run.conn, run.actor, f"workflow.{action}", app=inst["app"], entity=inst["entity"],
+                 record_id=inst["record_id"], at=run.now,
+                 detail={"instance": run.id, "workflow": inst["workflow"], **detail})
+
+
+def record_values(run: Run) -> dict[str, Any]:
+    if run.values is None:
+        table = run.built.table(run.instance["entity"])
+        row = run.conn.execute(sa.select(table).where(table.c.id == run.instance["record_id"])).first()
+        run.values = dict(row._mapping) if row is not None else {}
+    return run.values
+
+
+def run_step_actions(run: Run, specs) -> None:
+    """Run definition actions; they may write the record, so its values are read afresh afterwards."""
+    if specs:
+        run_actions(ActionContext(run.conn, run.actor, run.built, run.instance, run.workflow, record_values(run),
+                                  run.app_def), specs)
+        run.values = None
+
+
+def resolve_context(run: Run, values: dict | None = None) -> ResolveContext:
+    return ResolveContext(run.conn, run.app_def, run.workflow,
+                          values if values is not None else record_values(run), run.instance["submitter_id"])
+
+
+def sync_status(run: Run) -> None:
+    """Keep the record's status field equal to the request's status (written as the system: users
+    cannot write it)."""
+    field = run.workflow.status_field
+    if not field or run.built.definition.entities.get(run.instance["entity"]) is None:
+        return
+    if run.built.entity(run.instance["entity"]).field(field) is None:
+        return
+    from keel.storage import records
+
+    values = record_values(run)
+    if values and values.get(field) != run.instance["status"]:
+        records.update(run.conn, run.built, run.instance["entity"], run.instance["record_id"],
+                       {field: run.instance["status"]}, SYSTEM, values["row_version"])
+        run.values = None
+
+
+# ---- moving between states ---------------------------------------------------------------------------
+
+def next_node(workflow: Workflow, node: Step | State, values) -> str:
+    """The first transition whose condition holds. `values`: the record's values, or a function giving
+    them (read only when a condition needs them)."""
+    for t in node.next:
+        if t.when is None:
+            return t.to
+        if callable(values):
+            values = values()
+        try:
+            if compile_expression(t.when).evaluate(values):
+                return t.to
+        except ExpressionError:
+            continue  # e.g. a comparison with an empty field: not met
+    raise Conflict(f"no transition of '{node.id}' in workflow '{workflow.id}' applies to this record")
+
+
+def plan_path(ctx: ResolveContext, workflow: Workflow, start: str) -> dict[str, list[int]]:
+    """Walk the path the request would take if every step approved, resolving each step's approvers:
+    a step that would find nobody is refused now, at submission, not when the request gets there.
+    Returns the approvers found, by step."""
+    node_id, found = start, {}
+    for _ in range(MAX_HOPS):
+        node = workflow.node(node_id)
+        if node is None or (isinstance(node, State) and node.final) or node_id in found:
+            break
+        if isinstance(node, Step):
+            found[node_id] = resolve_step(ctx, node)
+        node_id = next_node(workflow, node, dict(ctx.record))
+    return found
+
+
+def enter(run: Run, node_id: str) -> None:
+    for _ in range(MAX_HOPS):
+        node = run.workflow.node(node_id)
+        if node is None:
+            raise Conflict(f"workflow '{run.workflow.id}' has no state '{node_id}'")
+        if isinstance(node, Step):
+            start_step(run, node)
+            return
+        if node.final:
+            finish(run, node)
+            return
+        save(run, state=node.id)
+        audit(run, "route", state=node.id)
+        run_step_actions(run, node.on_enter)
+        node_id = next_node(run.workflow, node, lambda: record_values(run))
+    raise Conflict(f"workflow '{run.workflow.id}' passed {MAX_HOPS} states without reaching a step: a routing loop")
+
+
+def _delegates(conn: sa.Connection, user_ids: list[int], now: dt.datetime) -> dict[int, int]:
+    """Standing delegations in force: user -> the active user who acts for them."""
+    if not user_ids:
+        return {}
+    rows = conn.execute(
+        sa.select(wf_delegations.c.user_id, wf_delegations.c.delegate_id)
+        .select_from(wf_delegations.join(users, users.c.id == wf_delegations.c.delegate_id))
+        .where(wf_delegations.c.user_id.in_(user_ids), users.c.active.is_(True),
+               sa.or_(wf_delegations.c.until.is_(None), wf_delegations.c.until > now))).all()
+    return {r.user_id: r.delegate_id for r in rows}
+
+
+def insert_tasks(run: Run, step: Step, people: list[int], statuses: list[str], seqs: list[int],
+                 kind: str = "approve", on_behalf_of: list[int | None] | None = None) -> list[int]:
+    if not people:
+        return []
+    rows = [{"instance_id": run.id, "step": step.id, "visit": run.instance["visit"], "seq": seq, "kind": kind,
+             "assignee_id": uid, "on_behalf_of": (on_behalf_of or [None] * len(people))[i], "status": status,
+             "created_at": run.now} for i, (uid, status, seq) in enumerate(zip(people, statuses, seqs))]
+    result = run.conn.execute(wf_tasks.insert().returning(wf_tasks.c.id, sort_by_parameter_order=True), rows)
+    return [r[0] for r in result]
+
+
+def assign(run: Run, step: Step, people: list[int], statuses: list[str], seqs: list[int],
+           on_behalf_of: list[int | None] | None = None) -> list[int]:
+    """Tasks for these approvers, each given to their delegate when a delegation is in force."""
+    delegates = _delegates(run.conn, people, run.now)
+    behalf = list(on_behalf_of or [None] * len(people))
+    final = []
+    for i, uid in enumerate(people):
+        if uid in delegates and delegates[uid] != run.instance["submitter_id"]:
+            behalf[i] = behalf[i] or uid
+            uid = delegates[uid]
+        final.append(uid)
+    ids = insert_tasks(run, step, final, statuses, seqs, on_behalf_of=behalf)
+    active = [(tid, uid) for tid, uid, s in zip(ids, final, statuses) if s == "pending"]
+    announce(run, step, active)
+    return ids
+
+
+def announce(run: Run, step: Step, tasks: list[tuple[int, int]]) -> None:
+    """Pending tasks start their SLA clock and their assignees hear of them."""
+    if not tasks:
+        return
+    notices.schedule_step(run.conn, run.id, step.id, [t for t, _ in tasks], step.sla,
+                          run.instance.get("step_started_at") or run.now)
+    notices.send_engine_message(run.conn, "task", app=run.instance["app"], recipients=[u for _, u in tasks],
+                                instance_id=run.id, workflow_label=run.workflow.label, step_label=step.label,
+                                actor=run.actor)
+
+
+def start_step(run: Run, step: Step) -> None:
+    planned = (run.planned or {}).pop(step.id, None)  # resolved a moment ago, in this transaction
+    people = planned if planned is not None else resolve_step(resolve_context(run), step)
+    if step.mode == "single":
+        people = people[:1]
+    save(run, state=step.id, status="pending", visit=run.instance["visit"] + 1, step_started_at=run.now)
+    statuses = (["pending"] + ["waiting"] * (len(people) - 1)) if step.mode == "sequential" else ["pending"] * len(people)
+    ids = assign(run, step, people, statuses, list(range(len(people))))
+    audit(run, "step_enter", step=step.id, visit=run.instance["visit"], mode=step.mode, tasks=ids, assignees=people)
+    run_step_actions(run, step.on_enter)
+
+
+def step_tasks(run: Run, step_id: str | None = None, kind: str = "approve") -> list[Any]:
+    return run.conn.execute(sa.select(wf_tasks).where(
+        wf_tasks.c.instance_id == run.id, wf_tasks.c.step == (step_id or run.instance["state"]),
+        wf_tasks.c.visit == run.instance["visit"], wf_tasks.c.kind == kind).order_by(wf_tasks.c.seq, wf_tasks.c.id)).all()
+
+
+def close_open(run: Run, status: str = "withdrawn", except_ids: tuple[int, ...] = ()) -> list[int]:
+    """End every open task of the instance (the other branches of an any-of step, a withdrawn request)."""
+    ids = list(run.conn.execute(sa.select(wf_tasks.c.id).where(
+        wf_tasks.c.instance_id == run.id, wf_tasks.c.status.in_(OPEN), wf_tasks.c.id.not_in(except_ids or (-1,)))
+    ).scalars())
+    if ids:
+        run.conn.execute(wf_tasks.update().where(wf_tasks.c.id.in_(ids)).values(status=status, acted_at=run.now))
+        notices.cancel_tasks(run.conn, ids)
+    return ids
+
+
+def after_decision(run: Run, step: Step, decision: str) -> None:
+    """Whether the step is done after one approver decided, per its mode."""
+    tasks = step_tasks(run, step.id)
+    approved = sum(t.status == "approved" for t in tasks)
+    pending = [t for t in tasks if t.status == "pending"]
+    waiting = [t for t in tasks if t.status == "waiting"]
+    if decision == "reject":
+        if step.mode == "all" and step.quorum and approved + len(pending) + len(waiting) >= step.quorum:
+            return  # the quorum can still be reached without this approver
+        close_open(run)
+        step_rejected(run, step)
+        return
+    if step.mode == "any" or (step.mode == "all" and step.quorum and approved >= step.quorum):
+        close_open(run)
+        complete_step(run, step)
+    elif not pending and waiting:
+        nxt = waiting[0]
+        run.conn.execute(wf_tasks.update().where(wf_tasks.c.id == nxt.id).values(status="pending"))
+        announce(run, step, [(nxt.id, nxt.assignee_id)])
+    elif not pending and not waiting:
+        complete_step(run, step)
+
+
+def complete_step(run: Run, step: Step) -> None:
+    audit(run, "step_complete", step=step.id, visit=run.instance["visit"], outcome="approved")
+    run_step_actions(run, step.on_complete)
+    enter(run, next_node(run.workflow, step, lambda: record_values(run)))
+
+
+def step_rejected(run: Run, step: Step) -> None:
+    audit(run, "step_complete", step=step.id, visit=run.instance["visit"], outcome="rejected")
+    if step.on_reject == "back_to_submitter":
+        save(run, status="returned")
+        sync_status(run)
+        audit(run, "return", step=step.id)
+        tell_submitter(run, "returned", step)
+    else:
+        finish(run, run.workflow.final_state("rejected"), step)
+
+
+def finish(run: Run, state: State, step: Step | None = None) -> None:
+    close_open(run)
+    save(run, state=state.id, status=state.final, finished_at=run.now)
+    sync_status(run)
+    run_step_actions(run, tuple(state.on_enter) + tuple(run.workflow.outcome_actions.get(state.final, ())))
+    audit(run, "finish", outcome=state.final, state=state.id)
+    if state.final != "withdrawn":
+        tell_submitter(run, state.final, step)
+
+
+def tell_submitter(run: Run, kind: str, step: Step | None) -> None:
+    notices.send_engine_message(run.conn, kind, app=run.instance["app"], recipients=[run.instance["submitter_id"]],
+                                instance_id=run.id, workflow_label=run.workflow.label,
+                                step_label=step.label if step else None, actor=run.actor)

@@ -16,9 +16,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from keel.cli import cli
-
 from conftest import APPS, REPO
+from keel.cli import cli
 
 DEMO = APPS / "goal_agility"
 

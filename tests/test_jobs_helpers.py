@@ -32,7 +32,7 @@ def redis_available() -> bool:
         return True
     except redis.RedisError:
         if os.environ.get("KEEL_REQUIRE_REDIS") == "1":
-            raise RuntimeError(f"Redis is required (KEEL_REQUIRE_REDIS=1) but {REDIS_URL} is unreachable")
+            raise RuntimeError(f"Redis is required (KEEL_REQUIRE_REDIS=1) but {REDIS_URL} is unreachable") from None
         return False
 
 

@@ -323,7 +323,7 @@ def test_stored_payloads_read_back_later_stay_data(world):
     alice = world["alice"]
     with captured_sql(world.engine) as statements:
         with world.engine.begin() as c:
-            for i, p in enumerate(PAYLOADS):
+            for p in PAYLOADS:
                 records.create(c, world.built, "account", {"name": p, "notes": p, "owner": alice.user_id}, alice)
         with world.engine.connect() as c:
             stored = query.list_records(c, world.built, "account", alice, sort=["-name"]).items

@@ -68,8 +68,9 @@ def seed_demo(app) -> list[tuple[str, str]]:
                 n += 1
                 add_user(conn, f"staff{n:02d}", f"员工{n:02d}", SYSTEM, roles=("employee",),
                          department_code=dept, manager_username=manager)
-        from keel.storage.system import departments, users
         import sqlalchemy as sa
+
+        from keel.storage.system import departments, users
 
         for code, head in HEADS.items():
             head_id = conn.execute(sa.select(users.c.id).where(users.c.username == head)).scalar_one()

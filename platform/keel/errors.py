@@ -14,7 +14,7 @@ class Message:
     params: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def of(cls, msgid: str, **params: Any) -> "Message":
+    def of(cls, msgid: str, **params: Any) -> Message:
         return cls(msgid, tuple(sorted(params.items())))
 
     def render(self) -> str:

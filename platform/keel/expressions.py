@@ -320,7 +320,7 @@ def _check_node(source: str, node: ast.AST, parent: ast.AST | None) -> None:
         if not _constant_index(node.slice):
             raise _refuse(source, node, "only a constant index like x[0] or x['key'] is allowed")
     elif isinstance(node, ast.Compare):
-        for cmp_op, right in zip(node.ops, node.comparators):
+        for cmp_op, right in zip(node.ops, node.comparators, strict=True):
             if isinstance(cmp_op, (ast.Is, ast.IsNot)) and not (
                     isinstance(right, ast.Constant) and right.value is None):
                 raise _refuse(source, node, "'is' is only for comparing with None")
@@ -431,7 +431,7 @@ class Expression:
             if message != "division by zero":
                 message = f"cannot evaluate: {message}"
             raise ExpressionError(message, self.source) from None
-        except Exception as e:  # noqa: BLE001 - a last line: still a value with a message, never a traceback
+        except Exception as e:
             raise ExpressionError(f"cannot evaluate: {type(e).__name__}: {e}", self.source) from None
 
 

@@ -13,9 +13,15 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 def init_app(app: Flask) -> None:
     # Importing the modules attaches their routes to `bp`; the blueprint object is module-level so
     # every app built by `create_app` (one per test) registers the same, complete set of routes.
-    from keel.api import audit, errors, forms, openapi, records  # noqa: F401
-    from keel.api import inbox  # noqa: F401 - /inbox and /workflows/metrics (keel.notify)
-    from keel.api import workflows  # noqa: F401 - /workflows/tasks and /workflows/instances
+    from keel.api import (  # noqa: F401
+        audit,
+        errors,
+        forms,
+        inbox,
+        openapi,
+        records,
+        workflows,
+    )
 
     errors.init_app(app)
     app.register_blueprint(bp)

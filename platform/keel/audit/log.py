@@ -12,7 +12,7 @@ from keel.storage.system import audit_events
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def record_event(conn: sa.Connection, actor: Actor, action: str, *, app: str | None = None,

@@ -6,9 +6,10 @@ these objects, so they are the single source of truth for fields.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 
 def freeze(value: Any) -> Any:
@@ -38,7 +39,7 @@ class Label:
         return self.en if (lang or "").startswith("en") else self.zh
 
     @classmethod
-    def parse(cls, raw: Any, fallback: str) -> "Label":
+    def parse(cls, raw: Any, fallback: str) -> Label:
         if raw is None:
             return cls(fallback, fallback)
         if isinstance(raw, str):
@@ -74,7 +75,7 @@ class FieldDef:
     currency: str | None = None  # for `money`
     precision: int | None = None  # total digits for decimal/money/percent
     scale: int | None = None      # digits after the point
-    columns: tuple["FieldDef", ...] = ()  # row shape of a `table` field
+    columns: tuple[FieldDef, ...] = ()  # row shape of a `table` field
     help: Label | None = None
     read_roles: tuple[str, ...] | None = None   # None: everyone who may read the record
     write_roles: tuple[str, ...] | None = None  # None: everyone who may write the record

@@ -289,13 +289,13 @@ class DateTime(FieldType):
             except ValueError:
                 raise FieldValueError("Must be a date and time (ISO 8601).") from None
         # Naive input is taken as UTC; everything is stored in UTC.
-        return (d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        return (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
     def dump(self, f, value):
         if value is None:
             return None
         if value.tzinfo is None:  # SQLite returns naive values; they were stored as UTC
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return value.isoformat()
 
     def json_schema(self, f):

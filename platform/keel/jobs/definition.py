@@ -98,7 +98,7 @@ def params_errors(job_type, params: Any) -> list[tuple[str, str]]:
 def job_definition_errors(app_def: AppDef, job_types: JobTypeRegistry) -> list[DefinitionError]:
     """Every problem of every job definition of `app_def`, as `file: /pointer: message`."""
     out: list[DefinitionError] = []
-    for job_id, definition in sorted(app_def.jobs.items()):
+    for _job_id, definition in sorted(app_def.jobs.items()):
         out.extend(_errors_of(app_def, definition, job_types))
     return out
 

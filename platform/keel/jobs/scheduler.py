@@ -60,7 +60,7 @@ class Scheduler:
         for built in self.env.runtime.apps():
             try:
                 out.extend(s for s in app_job_specs(built.definition).values() if s.cron and s.enabled)
-            except Exception as e:  # noqa: BLE001 - one broken app must not stop the others' schedules
+            except Exception as e:
                 log.error("app %s: job definitions unusable: %s", built.id, e)
         return out
 
@@ -78,7 +78,7 @@ class Scheduler:
         report.resent = len(resent)
         try:
             self.dispatcher.send_all(dispatches + resent)
-        except Exception as e:  # noqa: BLE001 - runs stay queued in the database; the reaper re-sends
+        except Exception as e:
             log.error("could not enqueue %s run(s), they stay queued and are sent again later: %s",
                       len(dispatches) + len(resent), e)
             report.errors.append(str(e))

@@ -15,7 +15,6 @@ from collections import ChainMap
 
 from flask import Flask, current_app, g
 
-
 log = logging.getLogger("keel.notify")
 
 

@@ -63,7 +63,7 @@ def export_rows(conn: sa.Connection, built: BuiltApp, entity_id: str, actor: Act
     result = conn.execution_options(yield_per=1000).execute(stmt.order_by(*order).limit(limit))
     for row in result:
         item = to_json(entity, row, fields)
-        yield [safe_cell(_cell(item.get(k)), num) for k, num in zip(keys, numeric)]
+        yield [safe_cell(_cell(item.get(k)), num) for k, num in zip(keys, numeric, strict=True)]
 
 
 def export_csv(conn: sa.Connection, built: BuiltApp, entity_id: str, actor: Actor, filters=(), sort=(),

@@ -33,7 +33,7 @@ def _user_locale() -> str | None:
         from keel.auth import current_actor
 
         actor = current_actor()
-    except Exception:  # noqa: BLE001 - no user yet (login page, before auth set-up): no preference
+    except Exception:
         return None
     return normalise(getattr(actor, "locale", None))
 

@@ -57,7 +57,7 @@ def latest_built(conn: sa.Connection, app_id: str):
     if has_app_context() and "keel" in current_app.extensions:
         try:
             built = current_app.extensions["keel"].get(app_id)
-        except Exception:  # noqa: BLE001 - not loaded in this process yet
+        except Exception:
             built = None
         if built is not None and built.version == version:
             return built
@@ -232,7 +232,7 @@ def insert_tasks(run: Run, step: Step, people: list[int], statuses: list[str], s
         return []
     rows = [{"instance_id": run.id, "step": step.id, "visit": run.instance["visit"], "seq": seq, "kind": kind,
              "assignee_id": uid, "on_behalf_of": (on_behalf_of or [None] * len(people))[i], "status": status,
-             "created_at": run.now} for i, (uid, status, seq) in enumerate(zip(people, statuses, seqs))]
+             "created_at": run.now} for i, (uid, status, seq) in enumerate(zip(people, statuses, seqs, strict=True))]
     result = run.conn.execute(wf_tasks.insert().returning(wf_tasks.c.id, sort_by_parameter_order=True), rows)
     return [r[0] for r in result]
 
@@ -249,7 +249,7 @@ def assign(run: Run, step: Step, people: list[int], statuses: list[str], seqs: l
             uid = delegates[uid]
         final.append(uid)
     ids = insert_tasks(run, step, final, statuses, seqs, on_behalf_of=behalf)
-    active = [(tid, uid) for tid, uid, s in zip(ids, final, statuses) if s == "pending"]
+    active = [(tid, uid) for tid, uid, s in zip(ids, final, statuses, strict=True) if s == "pending"]
     announce(run, step, active)
     return ids
 

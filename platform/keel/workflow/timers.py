@@ -353,7 +353,7 @@ class WorkflowTimersJob(JobType):
 
     name = "workflow_timers"
     label = "Workflow SLA timers: reminders, overdue notices, escalation; pending deliveries"
-    params_schema = {"type": "object", "properties": {}, "additionalProperties": False}  # noqa: RUF012
+    params_schema = {"type": "object", "properties": {}, "additionalProperties": False}
 
     def authorize(self, ctx, params):
         return None if ctx.actor.is_admin else "only the system or an administrator fires SLA timers"

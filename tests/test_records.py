@@ -332,7 +332,7 @@ def run_at_once(n, work):
         barrier.wait()
         try:
             results.append(work(i))
-        except Exception as e:
+        except Exception as e:  # - collected; the test asserts each one's type
             results.append(e)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]

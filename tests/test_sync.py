@@ -376,7 +376,7 @@ def test_concurrent_applies_end_with_consistent_versions(engine):
         try:
             barrier.wait()
             apply_app(engine, app_def, SYSTEM)
-        except Exception as e:
+        except Exception as e:  # any error fails the test below
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(d,)) for d in candidates]

@@ -431,7 +431,7 @@ class Expression:
             if message != "division by zero":
                 message = f"cannot evaluate: {message}"
             raise ExpressionError(message, self.source) from None
-        except Exception as e:
+        except Exception as e:  # a last line: still a value with a message, never a traceback
             raise ExpressionError(f"cannot evaluate: {type(e).__name__}: {e}", self.source) from None
 
 

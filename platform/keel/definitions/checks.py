@@ -173,7 +173,7 @@ def _field_errors(ctx: _Context, path: str, where: str, f: FieldDef, cell: bool)
                                   f"(it takes: {', '.join(sorted(allowed - {'id', 'type'}))})")
     try:
         problems = ftype.definition_errors(f)
-    except Exception as e:
+    except Exception as e:  # a plugin type must not turn a definition error into a crash
         problems = [f"the {f.type} field type could not check this field: {type(e).__name__}: {e}"]
     for message in problems:
         yield DefinitionError(path, where, message)

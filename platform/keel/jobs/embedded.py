@@ -103,7 +103,7 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 10.0) -> bool:
         try:
             redis_connection(url, timeout=1).ping()
             return True
-        except Exception:
+        except Exception:  # not up yet
             time.sleep(0.05)
     return False
 

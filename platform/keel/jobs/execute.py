@@ -144,7 +144,7 @@ def start_run(env: JobEnv, run_id: int) -> list[Dispatch]:
             log.info("job run #%s (%s/%s) started as %s: %s chunk(s)", run_id, run.app, run.job,
                      ctx.actor.username, len(chunks))
             return [Dispatch(run_id, i, 0.0, _timeout(run)) for i in range(len(chunks))]
-    except Exception as e:
+    except Exception as e:  # every failure to start is recorded on the run
         fail_run(env, run_id, f"could not start: {_describe(e)}")
         return []
 
@@ -236,7 +236,7 @@ def run_chunk(env: JobEnv, run_id: int, idx: int, on_progress=None) -> ChunkOutc
     except LeaseLost as e:
         log.warning("%s", e)
         return ChunkOutcome("skip", attempt)
-    except Exception as e:
+    except Exception as e:  # recorded on the chunk; retried or fails the run
         return _chunk_failed(env, run, idx, attempt, e)
 
 

@@ -32,7 +32,7 @@ def cron_problem(expr: str, tz: str) -> str | None:
         return f"not a valid cron expression: {expr!r}"
     try:
         croniter(expr, dt.datetime.now(zone(tz))).get_next(dt.datetime)
-    except Exception:
+    except Exception:  # croniter gives up searching: e.g. "0 2 30 2 *" (30 February)
         return f"cron expression {expr!r} never fires"
     return None
 

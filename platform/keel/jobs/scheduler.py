@@ -60,7 +60,7 @@ class Scheduler:
         for built in self.env.runtime.apps():
             try:
                 out.extend(s for s in app_job_specs(built.definition).values() if s.cron and s.enabled)
-            except Exception as e:
+            except Exception as e:  # one broken app must not stop the others' schedules
                 log.error("app %s: job definitions unusable: %s", built.id, e)
         return out
 
@@ -71,7 +71,7 @@ class Scheduler:
         for spec in self.specs():
             try:
                 dispatches.extend(self._fire(spec, now, report))
-            except Exception as e:
+            except Exception as e:  # runs stay queued in the database; the reaper re-sends
                 log.exception("job %s/%s: scheduling failed", spec.app_id, spec.id)
                 report.errors.append(f"{spec.app_id}/{spec.id}: {e}")
         resent = reap(self.env, now)

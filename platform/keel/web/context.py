@@ -23,7 +23,7 @@ def signed_in_actor():
         from keel.auth import current_actor
 
         who = current_actor()
-    except Exception:
+    except Exception:  # not signed in, or auth not set up
         return None
     if who is None or getattr(who, "user_id", None) is None:
         return None

@@ -33,7 +33,7 @@ def _user_locale() -> str | None:
         from keel.auth import current_actor
 
         actor = current_actor()
-    except Exception:
+    except Exception:  # no user yet (login page, before auth set-up): no preference
         return None
     return normalise(getattr(actor, "locale", None))
 

@@ -99,7 +99,7 @@ def cell(built: BuiltApp, f: FieldDef, value: Any, names: Mapping[int, str]) -> 
             from decimal import Decimal
 
             return Cell(f"{(Decimal(str(value)) * 100).normalize():f}%")
-        except Exception:
+        except Exception:  # show the stored text rather than fail the page
             return Cell(str(value))
     if f.type in ("json", "table"):
         return Cell(json.dumps(value, ensure_ascii=False, indent=2), block=True)

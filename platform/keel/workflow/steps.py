@@ -57,7 +57,7 @@ def latest_built(conn: sa.Connection, app_id: str):
     if has_app_context() and "keel" in current_app.extensions:
         try:
             built = current_app.extensions["keel"].get(app_id)
-        except Exception:
+        except Exception:  # not loaded in this process yet
             built = None
         if built is not None and built.version == version:
             return built

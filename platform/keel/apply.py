@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from keel.audit.log import record_event
 from keel.auth.actor import Actor
+from keel.definitions.errors import DefinitionError, DefinitionErrors
 from keel.definitions.model import AppDef
 from keel.storage import sync, versions
 from keel.storage.sync import SyncPlan
@@ -62,8 +63,22 @@ def rollback_app(engine: sa.Engine, app_id: str, version: int, actor: Actor) -> 
                   {"rollback_to": version})
 
 
+def plugin_definition_errors(app_def: AppDef) -> list[DefinitionError]:
+    """Checks that need the installed plugins: each job's params against its job type, each
+    connector's config against its connector type. (The loader is pure and knows no plugins.)"""
+    from keel.connectors.sync import connector_definition_errors
+    from keel.jobs.definition import job_definition_errors
+    from keel.jobs.types import collect_job_types, default_plugin_manager
+
+    return (job_definition_errors(app_def, collect_job_types(default_plugin_manager()))
+            + connector_definition_errors(app_def))
+
+
 def _apply(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str, action: str,
            detail: dict) -> ApplyResult:
+    errors = plugin_definition_errors(app_def)
+    if errors:
+        raise DefinitionErrors(errors)
     ensure_system_tables(engine)
     checksum = versions.checksum_of(app_def)
     with engine.begin() as conn:

@@ -130,12 +130,11 @@ def app_group() -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 def app_validate(path: str) -> None:
     """Check an app folder; print every error as `file: /pointer: message`."""
+    from keel.apply import plugin_definition_errors
     from keel.definitions.errors import DefinitionErrors
-    from keel.jobs.definition import job_definition_errors
-    from keel.jobs.types import collect_job_types, default_plugin_manager
 
     d = _load(path)
-    errors = job_definition_errors(d, collect_job_types(default_plugin_manager()))
+    errors = plugin_definition_errors(d)
     if errors:
         raise DefinitionErrors(errors)
     click.echo(f"ok: app '{d.id}' version {d.version}: {len(d.entities)} entities, {len(d.forms)} forms, "

@@ -3,6 +3,8 @@ measured on new customers while upsell has become what matters. Created once per
 same directory and record write paths as any user's data (so it is versioned and audited)."""
 from __future__ import annotations
 
+import os
+import shutil
 from decimal import Decimal
 
 from keel.auth.actor import SYSTEM
@@ -49,8 +51,23 @@ HEADS = {"ceo_office": "ceo", "strategy": "strategy_lead", "sales": "cro", "sale
          "sales_north": "north_mgr", "cs": "cs_lead"}
 
 
+def _stage_hr_roster(app) -> None:
+    """Put the HR plugin's sample roster where the demo's `hr_directory` connector reads it (the
+    import folder), so `keel jobs run hr_sync` works out of the box."""
+    from keel.connectors.sync import import_root
+    from keel.plugins.manager import plugins_path_from
+
+    plugins = plugins_path_from(app.config)
+    sample = plugins / "keel_hr" / "sample" / "employees.csv" if plugins else None
+    root = import_root({**os.environ, "KEEL_INSTANCE_PATH": app.config["KEEL_INSTANCE_PATH"]})
+    if sample is not None and sample.is_file() and not (root / sample.name).exists():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample, root / sample.name)
+
+
 def seed_demo(app) -> list[tuple[str, str]]:
     """Create the demo org and goals unless they exist; return the logins (username, title)."""
+    _stage_hr_roster(app)
     runtime = app.extensions["keel"]
     engine = runtime.engine
     logins = [(u[0], u[2]) for u in LOGINS]

@@ -4,8 +4,9 @@ these functions; every write checks that the actor is an administrator and recor
 the caller's connection, so the change and its event commit together."""
 from __future__ import annotations
 
+import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
@@ -14,7 +15,7 @@ from keel.auth.actor import Actor
 from keel.auth.passwords import hash_password, password_problems
 from keel.errors import FieldErrors, NotFound, PermissionDenied
 from keel.i18n import LOCALES
-from keel.storage.system import api_tokens, departments, user_roles, users
+from keel.storage.system import api_tokens, audit_events, departments, record_versions, user_roles, users
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,150}")
@@ -306,3 +307,47 @@ def deactivate_user(conn: sa.Connection, user_id: int, actor: Actor) -> None:
 def _bump_auth_version(conn: sa.Connection, user_id: int) -> None:
     conn.execute(users.update().where(users.c.id == user_id)
                  .values(auth_version=users.c.auth_version + 1))
+
+
+# ---- synced directories (HR master data) ---------------------------------------------------------
+
+def reactivate_user(conn: sa.Connection, user_id: int, actor: Actor) -> None:
+    """Undo a deactivation (a person back in the HR system). Tokens revoked then stay revoked."""
+    _require_admin(actor)
+    user = _existing_user(conn, user_id)
+    conn.execute(users.update().where(users.c.id == user_id).values(active=True))
+    _bump_auth_version(conn, user_id)
+    record_event(conn, actor, "user.reactivate", detail={"user_id": user_id, "username": user.username})
+
+
+def record_directory_history(conn: sa.Connection, actor: Actor, entity: str,
+                             changes: Sequence[tuple[int, str, dict[str, list]]], *, audit: bool = True,
+                             source: str | None = None, at: dt.datetime | None = None) -> None:
+    """History for org directory rows as entity records have it: per (row id, action, {column: [before,
+    after]}) a keel_record_versions row (app "keel", entity "user" or "department", version = the row's
+    previous version + 1) and, with `audit`, an audit event `<entity>.<action>` naming the version and
+    the changed columns (the values are in the version row). Written in bulk (executemany) on the
+    caller's connection, because a sync changes thousands of rows at once."""
+    _require_admin(actor)
+    if entity not in ("user", "department"):
+        raise ValueError(f"entity must be 'user' or 'department', not {entity!r}")
+    if not changes:
+        return
+    at = at or utcnow()
+    rv = record_versions.c
+    latest = dict(conn.execute(sa.select(rv.record_id, sa.func.max(rv.version))
+                               .where(rv.app == "keel", rv.entity == entity).group_by(rv.record_id)).all())
+    versions, events = [], []
+    for record_id, action, diff in changes:
+        version = latest.get(record_id, 0) + 1
+        latest[record_id] = version
+        versions.append({"app": "keel", "entity": entity, "record_id": record_id, "version": version,
+                         "action": action, "changes": diff, "user_id": actor.user_id, "at": at})
+        # The shape record_event writes, many at once.
+        events.append({"at": at, "user_id": actor.user_id, "action": f"{entity}.{action}", "app": None,
+                       "entity": None, "record_id": None,
+                       "detail": {"by": actor.username, f"{entity}_id": record_id, "version": version,
+                                  "fields": sorted(diff), **({"source": source} if source else {})}})
+    conn.execute(record_versions.insert(), versions)
+    if audit:
+        conn.execute(audit_events.insert(), events)

@@ -1,5 +1,6 @@
-"""Keel's own field types and connector types, registered through the same hooks as any plugin's (the
-host registers this module first, as the plugin named `keel`). Read it as the smallest example plugin."""
+"""Keel's own field types, connector types and the `connector_sync` job type, registered through the
+same hooks as any plugin's (the host registers this module first, as the plugin named `keel`). Read it
+as the smallest example plugin."""
 from __future__ import annotations
 
 from keel.plugins import hookimpl
@@ -17,3 +18,10 @@ def keel_connector_types():
     from keel.plugins.connector_types import FileConnector, HttpJsonConnector
 
     return [HttpJsonConnector(), FileConnector()]
+
+
+@hookimpl
+def keel_job_types():
+    from keel.connectors.sync import ConnectorSync
+
+    return [ConnectorSync()]

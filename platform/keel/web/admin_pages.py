@@ -48,6 +48,7 @@ def _posted_files() -> dict[str, str]:
 def parse_files(app_id: str, texts: Mapping[str, str]):
     """(app_def, []) or (None, [error lines]): JSON syntax errors of every file first, then every
     definition error of the whole bundle."""
+    from keel.apply import plugin_definition_errors
     from keel.definitions.loader import load_bundle, parse_json
 
     bundle, errors = {}, []
@@ -62,6 +63,9 @@ def parse_files(app_id: str, texts: Mapping[str, str]):
         app_def = load_bundle(bundle)
     except DefinitionErrors as e:
         return None, [str(x) for x in e.errors]
+    plugin_errors = plugin_definition_errors(app_def)
+    if plugin_errors:
+        return None, [str(x) for x in plugin_errors]
     if app_def.id != app_id:
         return None, [str(DefinitionError("app.json", "/id", f"must stay '{app_id}' on this page"))]
     return app_def, []

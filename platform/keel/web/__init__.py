@@ -46,5 +46,8 @@ def init_app(app: Flask) -> None:
     from keel.web.pages import bp, register_error_pages
 
     app.register_blueprint(bp)
+    from keel.web import workflow_pages
+
+    app.register_blueprint(workflow_pages.bp)
     context.init_app(app)
     register_error_pages(app)

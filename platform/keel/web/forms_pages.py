@@ -2,10 +2,12 @@
 (the same path as the API) and shows every message next to its field, in the user's language."""
 from __future__ import annotations
 
+import re
+
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from keel.errors import FieldErrors, NotFound, PermissionDenied
-from keel.forms.build import attach_errors, collect, form_class
+from keel.errors import FieldErrors, KeelError, NotFound, PermissionDenied
+from keel.forms.build import attach_errors, collect, form_class, form_field
 from keel.forms.choices import fill_choices
 from keel.forms.schema import form_def
 from keel.forms.submit import check_roles, condition_inputs, submit_form, visible_fields
@@ -34,6 +36,25 @@ def _render(built, form_id: str, form, values: dict, status: int = 200, general=
         general_errors=list(general)), status
 
 
+def _prefilled_links(conn, built, form_id: str, who) -> dict[str, int]:
+    """`?<link field>=<id>` preselects a record in one of the form's link fields (e.g. the goal a revision
+    request is about, from the goal's page). Only link fields, and only a record the user can read: any
+    other id is ignored, so the form never reveals whether a record exists."""
+    fdef = form_def(built, form_id)
+    entity = built.entity(fdef.entity)
+    out: dict[str, int] = {}
+    for ff in fdef.fields:
+        f, raw = entity.field(ff.field), request.args.get(ff.field, "")
+        if f is None or f.type != "link" or not re.fullmatch(r"[0-9]{1,18}", raw):
+            continue
+        try:
+            query.get_record(conn, built, f.entity, int(raw), who)
+        except KeelError:
+            continue
+        out[f.id] = int(raw)
+    return out
+
+
 @bp.route("/apps/<app_id>/forms/<form_id>", methods=["GET", "POST"])
 def form_page(app_id: str, form_id: str):
     built, who = built_app(app_id), actor()
@@ -42,7 +63,11 @@ def form_page(app_id: str, form_id: str):
     engine = runtime().engine
     if request.method == "GET":
         with engine.connect() as conn:
-            fill_choices(conn, built, form, who)
+            chosen = _prefilled_links(conn, built, form_id, who)
+            fill_choices(conn, built, form, who, chosen)
+        for fid, rid in chosen.items():
+            if form_field(form, fid) is not None:
+                form_field(form, fid).data = str(rid)
         return _render(built, form_id, form, {})
     if not form.validate():  # only the CSRF token is validated by WTForms
         abort(400)

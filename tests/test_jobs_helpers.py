@@ -104,7 +104,8 @@ class JobWorld:
         from keel.definitions.loader import load_app_dir
 
         self.folder = write_app(self.folder.parent, jobs)
-        apply_app(self.engine, load_app_dir(self.folder), SYSTEM)
+        # Checked against this app's registry: tests register job types of their own in it.
+        apply_app(self.engine, load_app_dir(self.folder), SYSTEM, job_types=self.env.types)
         self.env.runtime.refresh()
 
 

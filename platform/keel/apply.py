@@ -45,10 +45,12 @@ def ensure_system_tables(engine: sa.Engine) -> None:
         system_metadata.create_all(conn)
 
 
-def apply_app(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str = "") -> ApplyResult:
-    """Apply `app_def` as the app's next version. Raises `SyncRefused` (nothing written) when the
-    schema change would lose data."""
-    return _apply(engine, app_def, actor, note, "app.apply", {})
+def apply_app(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str = "", *,
+              job_types=None) -> ApplyResult:
+    """Apply `app_def` as the app's next version. Raises `DefinitionErrors` for jobs or connectors the
+    installed plugins refuse (`job_types`: the registry to check jobs against, default the process's
+    plugins) and `SyncRefused` when the schema change would lose data; either way nothing is written."""
+    return _apply(engine, app_def, actor, note, "app.apply", {}, job_types)
 
 
 def rollback_app(engine: sa.Engine, app_id: str, version: int, actor: Actor) -> ApplyResult:
@@ -63,20 +65,21 @@ def rollback_app(engine: sa.Engine, app_id: str, version: int, actor: Actor) -> 
                   {"rollback_to": version})
 
 
-def plugin_definition_errors(app_def: AppDef) -> list[DefinitionError]:
+def plugin_definition_errors(app_def: AppDef, job_types=None) -> list[DefinitionError]:
     """Checks that need the installed plugins: each job's params against its job type, each
     connector's config against its connector type. (The loader is pure and knows no plugins.)"""
     from keel.connectors.sync import connector_definition_errors
     from keel.jobs.definition import job_definition_errors
     from keel.jobs.types import collect_job_types, default_plugin_manager
 
-    return (job_definition_errors(app_def, collect_job_types(default_plugin_manager()))
-            + connector_definition_errors(app_def))
+    if job_types is None:
+        job_types = collect_job_types(default_plugin_manager())
+    return job_definition_errors(app_def, job_types) + connector_definition_errors(app_def)
 
 
 def _apply(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str, action: str,
-           detail: dict) -> ApplyResult:
-    errors = plugin_definition_errors(app_def)
+           detail: dict, job_types=None) -> ApplyResult:
+    errors = plugin_definition_errors(app_def, job_types)
     if errors:
         raise DefinitionErrors(errors)
     ensure_system_tables(engine)

@@ -3,6 +3,9 @@ there); the edit form writes through `storage.records.update` with the row versi
 at, so a stale edit gets a clear 409 page instead of overwriting someone else's change."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -14,11 +17,52 @@ from keel.forms.choices import fill_choices
 from keel.i18n import translate
 from keel.storage import query
 from keel.storage.permissions import can_create, readable_fields, row_filter, writable_fields
-from keel.web.pages import N_, actor, bp, built_app, cell, lang, runtime, system_cell, user_ids_in, user_names
+from keel.web.pages import (
+    N_,
+    Cell,
+    actor,
+    bp,
+    built_app,
+    cell,
+    lang,
+    runtime,
+    system_cell,
+    user_ids_in,
+    user_names,
+)
+from keel.workflow.locks import edit_lock
 
 ACTIONS = {"create": N_("created"), "update": N_("changed"), "delete": N_("deleted"),
            "restore": N_("restored")}
 LIST_COLUMNS = 8  # the list shows the first readable fields; the record page shows them all
+LOCKED = {"pending": N_("Under approval: cannot be changed"), "approved": N_("Approved: cannot be changed")}
+
+
+@dataclass(frozen=True)
+class TableCell:
+    """A `table` value for a template: the columns' labels and a row of cells per row."""
+
+    heads: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+
+
+def shown(built, f, value: Any, names: Mapping[int, str], *, summary: bool = False) -> Cell | TableCell:
+    """A value as the reader sees it: `cell`, except that a `table` is a table whose every cell is shown
+    by `cell` as a field of its column's type (option labels, decimals, dates), or in a list its size."""
+    if not f.columns or not isinstance(value, list) or not value:
+        return cell(built, f, value, names)
+    if summary:
+        # two msgids, not ngettext: Chinese has one form, and the catalog checks want plain entries
+        return Cell(translate("1 row") if len(value) == 1 else translate("%(n)s rows", n=len(value)))
+    rows = tuple(tuple(cell(built, c, row.get(c.id) if isinstance(row, Mapping) else None, names)
+                       for c in f.columns) for row in value)
+    return TableCell(tuple(c.label.get(lang()) for c in f.columns), rows)
+
+
+def _system_cell(name: str, value: Any, names: Mapping[int, str]) -> Cell:
+    if value is None and name in ("created_by", "updated_by"):
+        return Cell(translate("System"))  # written by the platform itself (a job, a workflow, a sync)
+    return system_cell(name, value, names)
 
 
 def _link_fields(entity, who) -> list[str]:
@@ -55,7 +99,8 @@ def record_list(app_id: str, entity_id: str):
 
     rows = [{"id": item["id"], "href": url_for("web.record_page", app_id=app_id, entity_id=entity_id,
                                                record_id=item["id"]),
-             "cells": [cell(built, f, item.get(f.id), names) for f in columns]} for item in result.items]
+             "cells": [shown(built, f, item.get(f.id), names, summary=True) for f in columns]}
+            for item in result.items]
     def sorted_as(field_id: str) -> str:
         if current is None or current.field != field_id:
             return ""
@@ -85,6 +130,12 @@ def _edit_ids(conn, built, entity_id: str, record_id, who) -> list[str]:
     return [f.id for f in writable_fields(entity, who)] if found is not None else []
 
 
+def _lock_line(conn, built, entity_id: str, record_id: int, who) -> str | None:
+    """Why a workflow keeps this record from being changed now, in one line; None when it does not."""
+    lock = edit_lock(conn, built, entity_id, record_id, who)
+    return None if lock is None else translate(LOCKED.get(lock.status, LOCKED["pending"]))
+
+
 def _render_record(built, entity_id: str, record_id, who, form=None, status: int = 200, notice=None,
                    general=()):
     lg = lang()
@@ -95,6 +146,9 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
         ids = user_ids_in(entity, [item]) | {h["user_id"] for h in history if isinstance(h["user_id"], int)}
         names = user_names(conn, ids)
         edit_ids = _edit_ids(conn, built, entity_id, record_id, who)
+        locked = _lock_line(conn, built, entity_id, item["id"], who) if edit_ids else None
+        if locked and form is None:  # nothing to offer; a posted form is kept so the typed text is not lost
+            edit_ids = []
         if edit_ids and form is None:
             form = entity_form_class(built, entity_id, lg)()
             raw = dict(item)
@@ -106,8 +160,8 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
         if form is not None:
             fill_choices(conn, built, form, who, item)
     fields = readable_fields(entity, who)
-    values = [(f.label.get(lg), cell(built, f, item.get(f.id), names)) for f in fields]
-    system = [(translate(label), system_cell(name, item.get(name), names)) for name, label in (
+    values = [(f.label.get(lg), shown(built, f, item.get(f.id), names)) for f in fields]
+    system = [(translate(label), _system_cell(name, item.get(name), names)) for name, label in (
         ("id", N_("ID")), ("row_version", N_("Version")), ("created_at", N_("Created at")),
         ("created_by", N_("Created by")), ("updated_at", N_("Updated at")), ("updated_by", N_("Updated by")))]
     labels = {f.id: f.label.get(lg) for f in fields}
@@ -115,20 +169,21 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
     timeline = [_history_entry(built, h, labels, by_id, names) for h in reversed(history)]
     return render_template("record.html", app_id=built.id, entity=entity, item=item, values=values,
                            system=system, timeline=timeline, form=form, edit_ids=set(edit_ids),
-                           title=f"{entity.label.get(lg)} #{item['id']}", notice=notice,
+                           title=f"{entity.label.get(lg)} #{item['id']}", notice=notice, locked=locked,
                            general_errors=list(general),
                            list_href=url_for("web.record_list", app_id=built.id, entity_id=entity_id)), status
 
 
 def _history_entry(built, h: dict, labels: dict, by_id: dict, names: dict) -> dict:
-    def shown(fid, value):
-        return cell(built, by_id[fid], value, names) if fid in by_id else None
+    def value_of(fid, value):
+        return shown(built, by_id[fid], value, names) if fid in by_id else None
 
     who = h["user_id"]
     return {"version": h["version"], "action": translate(ACTIONS.get(h["action"], h["action"])),
             "at": str(h["at"])[:19].replace("T", " "),
             "who": translate("system") if who is None else names.get(who, f"#{who}"),
-            "changes": [(labels.get(k, k), shown(k, v[0]), shown(k, v[1])) for k, v in h["changes"].items()]}
+            "changes": [(labels.get(k, k), value_of(k, v[0]), value_of(k, v[1]))
+                        for k, v in h["changes"].items()]}
 
 
 @bp.get("/apps/<app_id>/<entity_id>/<record_id>")
@@ -160,9 +215,10 @@ def record_update(app_id: str, entity_id: str, record_id: str):
         # current version: saving again is then a deliberate choice, made after seeing the change.
         with runtime().engine.connect() as conn:
             current = query.get_record(conn, built, entity_id, record_id, who)
+            locked = _lock_line(conn, built, entity_id, current["id"], who)
         form.row_version.data = str(current["row_version"])
-        notice = translate("Someone else changed this record after you opened it. Your changes were not "
-                           "saved: check the current values and save again.")
+        notice = locked or translate("Someone else changed this record after you opened it. Your changes "
+                                     "were not saved: check the current values and save again.")
         return _render_record(built, entity_id, record_id, who, form, 409, notice)
     except FieldErrors as e:
         labels = {f.id: f.label.get(lang()) for f in built.entity(entity_id).fields}

@@ -10,6 +10,10 @@ import sqlalchemy as sa
 from keel.auth.actor import Actor
 from keel.storage.system import audit_events
 
+# One statement object for every event: its compiled form is cached once, instead of a new
+# `insert().values(...)` construct (and its cache key) being built for each of the many events.
+_INSERT = audit_events.insert()
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -18,6 +22,6 @@ def utcnow() -> dt.datetime:
 def record_event(conn: sa.Connection, actor: Actor, action: str, *, app: str | None = None,
                  entity: str | None = None, record_id: int | None = None,
                  detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> None:
-    conn.execute(audit_events.insert().values(
-        at=at or utcnow(), user_id=actor.user_id, action=action, app=app, entity=entity,
-        record_id=record_id, detail={"by": actor.username, **(detail or {})}))
+    conn.execute(_INSERT, {"at": at or utcnow(), "user_id": actor.user_id, "action": action, "app": app,
+                           "entity": entity, "record_id": record_id,
+                           "detail": {"by": actor.username, **(detail or {})}})

@@ -79,6 +79,10 @@ def _channels(app_def: AppDef | None, definition: Mapping[str, Any] | None) -> l
 
 # -- sending -----------------------------------------------------------------------------------------
 
+# Built once: every message runs them (a call only binds its values).
+_INSERT_RETURNING = inbox.insert().returning(inbox.c.user_id, inbox.c.id)
+_ACTIVE = sa.select(users.c.id).where(users.c.id.in_(sa.bindparam("ids", expanding=True)), users.c.active.is_(True))
+
 def _recipient_ids(recipients: Iterable[Any]) -> list[int]:
     out: dict[int, None] = {}
     for r in recipients:
@@ -99,11 +103,13 @@ def _recipient_ids(recipients: Iterable[Any]) -> list[int]:
 def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Iterable[int],
          context: Mapping[str, Any], link: str | None, actor: Actor,
          subject: Mapping[str, str] | None = None, body: Mapping[str, str] | None = None,
-         entity: str | None = None, record_id: int | None = None) -> list[int]:
+         entity: str | None = None, record_id: int | None = None, app_def: AppDef | None = None) -> list[int]:
     """Write one inbox message per recipient (deduplicated; unknown or inactive users are skipped and
     named in the audit event) and queue its deliveries. `template` names a notification definition of
     the app's current version, rendered once per language with `context` as data; without one,
-    `subject`/`body` ({zh, en}) are the text itself. Returns the inbox ids, in recipient order."""
+    `subject`/`body` ({zh, en}) are the text itself. `app_def`: that current version, when the caller
+    already holds it (the workflow engine does), so it is not looked up again. Returns the inbox ids,
+    in recipient order."""
     ids = _recipient_ids(recipients)
     if link is not None and (not isinstance(link, str) or len(link) > MAX_LINK
                              or not link.startswith(("/", "https://"))
@@ -111,9 +117,9 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
         errors = FieldErrors()
         errors.add("link", "A link must be a path on this site or an https:// address.")
         raise errors
-    app_def, definition = None, None
+    definition = None
     if template is not None:
-        app_def = current_app_def(conn, app)
+        app_def = app_def or current_app_def(conn, app)
         definition = notification(app_def, template)
         subjects, bodies = render_message(definition["subject"], definition["body"], context,
                                           where=f"notifications/{template}.json")
@@ -123,19 +129,23 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
             errors.add("subject", "A message needs a template or a subject.")
             raise errors
         subjects, bodies = literal_message(subject, body)
-        try:
-            app_def = current_app_def(conn, app) if app else None
-        except NotFound:
-            app_def = None  # a system message about something outside any app
-    active = set(conn.execute(sa.select(users.c.id).where(users.c.id.in_(ids), users.c.active.is_(True)))
-                 .scalars()) if ids else set()
+        if app_def is None:
+            try:
+                app_def = current_app_def(conn, app) if app else None
+            except NotFound:
+                app_def = None  # a system message about something outside any app
+    active = set(conn.execute(_ACTIVE, {"ids": ids}).scalars()) if ids else set()
     skipped = [i for i in ids if i not in active]
     now = _now()
     inbox_ids: dict[int, int] = {}
-    for user_id in (i for i in ids if i in active):
-        inbox_ids[user_id] = conn.execute(inbox.insert().values(
-            user_id=user_id, app=app, template=template, subject=subjects, body=bodies, link=link,
-            entity=entity, record_id=record_id, sent_by=actor.user_id, created_at=now)).inserted_primary_key[0]
+    rows = [{"user_id": user_id, "app": app, "template": template, "subject": subjects, "body": bodies, "link": link,
+             "entity": entity, "record_id": record_id, "sent_by": actor.user_id, "created_at": now}
+            for user_id in ids if user_id in active]
+    if rows:
+        # One statement for all recipients. RETURNING rows of a multi-row insert come in no promised
+        # order, so each id is matched to its row by user_id, which is unique here (deduplicated above).
+        made = dict(conn.execute(_INSERT_RETURNING, rows).all())
+        inbox_ids = {r["user_id"]: made[r["user_id"]] for r in rows}
     queued = delivery.queue(conn, app=app, channels=_channels(app_def, definition),
                             recipient_ids=list(inbox_ids), inbox_ids=inbox_ids,
                             payload={"subject": subjects, "body": bodies, "link": link}, now=now) \

@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from keel.audit.log import record_event, utcnow
 from keel.auth.actor import Actor
 from keel.definitions.model import EntityDef, FieldDef, thaw
-from keel.errors import Conflict, FieldErrors, PermissionDenied
+from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
 from keel.fieldtypes import FieldValueError, registry
 from keel.runtime import BuiltApp
 from keel.storage.permissions import can_create, readable_fields, row_filter, writable_fields
-from keel.storage.query import fetch_row, read_condition, to_json
+from keel.storage.query import fetch_row, read_condition, record_id_of, to_json
 from keel.storage.system import record_versions, users
 from keel.storage.tables import SYSTEM_COLUMNS
 from keel.workflow import guards as workflow_guards
@@ -164,6 +164,27 @@ def _require(conn: sa.Connection, table: sa.Table, entity: EntityDef, actor: Act
         raise PermissionDenied(f"you may not {action} this {entity.id} record")
 
 
+def _locked_row(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, actor: Actor,
+                action: str) -> sa.Row:
+    """The live row the actor may read, locked for the write, after checking that they may `action`
+    it: NotFound for a row they cannot read (as `fetch_row`), PermissionDenied for one they can read
+    but not change. The action's row scope is evaluated in the same statement that reads and locks the
+    row, so the write path asks the database once instead of twice."""
+    entity, table = built.entity(entity_id), built.table(entity_id)
+    cond = row_filter(table, entity, actor, action)
+    if cond is None:
+        fetch_row(conn, built, entity_id, record_id, actor)  # NotFound first, as for any unreadable row
+        raise PermissionDenied(f"you may not {action} this {entity.id} record")
+    rid = record_id_of(record_id)
+    row = conn.execute(sa.select(table, cond.label("_keel_may")).where(
+        table.c.id == rid, read_condition(table, entity, actor)).with_for_update()).first()
+    if row is None:
+        raise NotFound(f"no {entity_id} record {rid}")
+    if not row._keel_may:  # NULL (an owner column that is empty) is no permission either
+        raise PermissionDenied(f"you may not {action} this {entity.id} record")
+    return row
+
+
 def _conflict(conn: sa.Connection, table: sa.Table, record_id: int, expected: int | None) -> Conflict:
     current = conn.execute(sa.select(table.c.row_version).where(table.c.id == record_id)).scalar()
     err = Conflict(f"The record was changed by someone else: you edited version {expected}, "
@@ -180,11 +201,14 @@ def _check_expected(expected_version: Any) -> int:
     return expected_version
 
 
+# One statement object for every version row (its compiled form is cached once; see audit.log).
+_INSERT_VERSION = record_versions.insert()
+
+
 def _store(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: int, version: int, action: str,
            changes: dict[str, list], actor: Actor, at) -> None:
-    conn.execute(record_versions.insert().values(
-        app=built.id, entity=entity_id, record_id=record_id, version=version, action=action,
-        changes=changes, user_id=actor.user_id, at=at))
+    conn.execute(_INSERT_VERSION, {"app": built.id, "entity": entity_id, "record_id": record_id, "version": version,
+                                   "action": action, "changes": changes, "user_id": actor.user_id, "at": at})
     # The event names the version, not the values: the audit trail is shown to everyone who may
     # read the record, and values of fields they may not read must not reach them this way.
     record_event(conn, actor, f"record.{action}", app=built.id, entity=entity_id, record_id=record_id,
@@ -249,12 +273,27 @@ def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping
 
 def update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, values: Mapping[str, Any],
            actor: Actor, expected_version: int) -> dict:
+    """Change a record the actor edited at `expected_version`; the record as it is afterwards."""
+    return _update(conn, built, entity_id, record_id, values, actor, _check_expected(expected_version))
+
+
+def update_current(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
+                   values: Mapping[str, Any], actor: Actor) -> int | None:
+    """Change the record as it is now, under its row lock, for the platform's own writes (the workflow
+    engine keeping its status field, its `set_fields` actions): they act on the current version, not
+    on one somebody edited. Checked, versioned and audited exactly like `update`; the record is not
+    read back, as nobody is shown it. Returns the new row version, or None when nothing changed."""
+    return _update(conn, built, entity_id, record_id, values, actor, None, read_back=False)
+
+
+def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, values: Mapping[str, Any],
+            actor: Actor, expected: int | None, read_back: bool = True) -> Any:
     entity, table = built.entity(entity_id), built.table(entity_id)
-    expected = _check_expected(expected_version)
-    row = fetch_row(conn, built, entity_id, record_id, actor, for_update=True)
-    _require(conn, table, entity, actor, "update", row.id)
+    row = _locked_row(conn, built, entity_id, record_id, actor, "update")
     workflow_guards.check_update(conn, built, entity_id, row.id, values, actor)  # under approval/approved: 409
-    if row.row_version != expected:
+    if expected is None:
+        expected = row.row_version  # read under the lock: nobody can change it before the write below
+    elif row.row_version != expected:
         raise _conflict(conn, table, row.id, expected)
     errors = FieldErrors()
     sent = _parse_values(entity, actor, values, errors)
@@ -274,7 +313,7 @@ def update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
         if _as_json(fields[fid], value) != _as_json(fields[fid], before[fid]):
             changed[fid] = value
     if not changed:
-        return _result(conn, built, entity_id, row.id, actor)
+        return _result(conn, built, entity_id, row.id, actor) if read_back else None
     now = utcnow()
     result = _write(conn, table.update().where(
         table.c.id == row.id, table.c.row_version == expected, table.c.deleted_at.is_(None)).values(
@@ -283,15 +322,14 @@ def update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
         raise _conflict(conn, table, row.id, expected)
     diff = {k: [_as_json(fields[k], before[k]), _as_json(fields[k], v)] for k, v in changed.items()}
     _store(conn, built, entity_id, row.id, expected + 1, "update", diff, actor, now)
-    return _result(conn, built, entity_id, row.id, actor)
+    return _result(conn, built, entity_id, row.id, actor) if read_back else expected + 1
 
 
 def delete(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, actor: Actor,
            expected_version: int | None = None) -> None:
     """Soft delete: the row stays, with `deleted_at` set, and can be restored."""
-    entity, table = built.entity(entity_id), built.table(entity_id)
-    row = fetch_row(conn, built, entity_id, record_id, actor, for_update=True)
-    _require(conn, table, entity, actor, "delete", row.id)
+    table = built.table(entity_id)
+    row = _locked_row(conn, built, entity_id, record_id, actor, "delete")
     workflow_guards.check_delete(conn, built, entity_id, row.id, actor)
     if expected_version is not None and row.row_version != _check_expected(expected_version):
         raise _conflict(conn, table, row.id, expected_version)

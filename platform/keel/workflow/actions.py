@@ -84,10 +84,9 @@ class SetFields:
         from keel.storage import records
 
         inst = ctx.instance
-        table = ctx.built.table(inst["entity"])
-        version = ctx.conn.execute(sa.select(table.c.row_version).where(table.c.id == inst["record_id"])).scalar()
-        records.update(ctx.conn, ctx.built, inst["entity"], inst["record_id"], thaw(params["values"]), SYSTEM,
-                       version)
+        # The record as it is now, read once under its row lock (the engine acts on the current version).
+        records.update_current(ctx.conn, ctx.built, inst["entity"], inst["record_id"], thaw(params["values"]),
+                               SYSTEM)
 
 
 class CreateRecord:
@@ -176,7 +175,8 @@ class Notify:
         elif ctx.instance["status"] in notices.MESSAGES:  # no template: the engine's message of the status
             notices.send_engine_message(ctx.conn, ctx.instance["status"], app=ctx.instance["app"],
                                         recipients=recipients, instance_id=ctx.instance["id"],
-                                        workflow_label=ctx.workflow.label, step_label=None, actor=ctx.actor)
+                                        workflow_label=ctx.workflow.label, step_label=None, actor=ctx.actor,
+                                        app_def=ctx.built.definition)
 
 
 BUILTIN_ACTIONS = {a.name: a for a in (SetFields(), CreateRecord(), Notify())}

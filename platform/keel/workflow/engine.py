@@ -32,6 +32,14 @@ MAX_USERS = 20
 
 # ---- starting ------------------------------------------------------------------------------------------
 
+# Built once (see the locking statements below): a call only binds its values.
+_OPEN_INSTANCE = sa.select(wf_instances.c.id).where(
+    wf_instances.c.app == sa.bindparam("app"), wf_instances.c.entity == sa.bindparam("entity"),
+    wf_instances.c.record_id == sa.bindparam("record_id"), wf_instances.c.workflow == sa.bindparam("workflow"),
+    wf_instances.c.status.in_(("pending", "returned")))
+_INSERT_INSTANCE = wf_instances.insert()
+
+
 def start(conn: sa.Connection, app_id: str, workflow_id: str, record_id: int, actor: Actor, *,
           built=None) -> int:
     """Start `workflow_id` for a record, pinned to the app's latest version (`built`, when the caller has
@@ -48,9 +56,8 @@ def start(conn: sa.Connection, app_id: str, workflow_id: str, record_id: int, ac
     if row is None:
         raise NotFound(f"no {wf.entity} record {record_id}")
     values = dict(row._mapping)
-    open_one = conn.execute(sa.select(wf_instances.c.id).where(
-        wf_instances.c.app == app_id, wf_instances.c.entity == wf.entity, wf_instances.c.record_id == record_id,
-        wf_instances.c.workflow == workflow_id, wf_instances.c.status.in_(("pending", "returned")))).first()
+    open_one = conn.execute(_OPEN_INSTANCE, {"app": app_id, "entity": wf.entity, "record_id": record_id,
+                                             "workflow": workflow_id}).first()
     if open_one is not None:
         raise Conflict(f"this record already has request #{open_one.id} in progress")
     try:
@@ -63,7 +70,7 @@ def start(conn: sa.Connection, app_id: str, workflow_id: str, record_id: int, ac
            "record_id": record_id, "submitter_id": actor.user_id, "status": "pending", "state": wf.start, "visit": 0,
            "step_started_at": None, "started_at": now, "updated_at": now, "finished_at": None,
            "last_reminded_at": None}
-    row["id"] = conn.execute(wf_instances.insert().values(**row)).inserted_primary_key[0]
+    row["id"] = conn.execute(_INSERT_INSTANCE, row).inserted_primary_key[0]
     run = machine.Run(conn, row, built.definition, wf, built, actor, now, values=values, planned=planned)
     machine.audit(run, "start", app_version=built.version, submitter=actor.user_id, state=wf.start)
     machine.sync_status(run)
@@ -115,10 +122,23 @@ def start_for(conn: sa.Connection, built, record: dict, actor: Actor, *, form_id
 
 # ---- locking and checking --------------------------------------------------------------------------------
 
+# The statements of every action, built once: each call then only binds its ids (building the expression
+# and its cache key anew on every call costs more than running it on SQLite). The instance row comes
+# with the app's latest version number (machine.LATEST_VERSION), which load_run needs anyway; asking in
+# the same statement saves a round trip. PostgreSQL locks only the instance row: the subquery is a read.
+_LOCK_INSTANCE = (sa.select(wf_instances, machine.LATEST_VERSION)
+                  .where(wf_instances.c.id == sa.bindparam("instance_id")).with_for_update())
+_LOCK_TASK_INSTANCE = (sa.select(wf_instances, machine.LATEST_VERSION).where(
+    wf_instances.c.id == sa.select(wf_tasks.c.instance_id).where(wf_tasks.c.id == sa.bindparam("task_id"))
+    .scalar_subquery()).with_for_update())
+_TASK = sa.select(wf_tasks).where(wf_tasks.c.id == sa.bindparam("task_id"))
+_MARK = wf_tasks.update().where(wf_tasks.c.id == sa.bindparam("task_id"), wf_tasks.c.status == "pending")
+
+
 def _lock_instance(conn: sa.Connection, instance_id: Any) -> Any:
     if isinstance(instance_id, bool) or not isinstance(instance_id, int):
         raise NotFound(f"no workflow instance {instance_id!r}")
-    row = conn.execute(sa.select(wf_instances).where(wf_instances.c.id == instance_id).with_for_update()).first()
+    row = conn.execute(_LOCK_INSTANCE, {"instance_id": instance_id}).first()
     if row is None:
         raise NotFound(f"no workflow instance {instance_id}")
     return row
@@ -129,11 +149,10 @@ def _lock_task(conn: sa.Connection, task_id: Any) -> tuple[Any, Any]:
     approvers of one task see each other's decision."""
     if isinstance(task_id, bool) or not isinstance(task_id, int):
         raise NotFound(f"no task {task_id!r}")
-    owner = sa.select(wf_tasks.c.instance_id).where(wf_tasks.c.id == task_id).scalar_subquery()
-    inst = conn.execute(sa.select(wf_instances).where(wf_instances.c.id == owner).with_for_update()).first()
+    inst = conn.execute(_LOCK_TASK_INSTANCE, {"task_id": task_id}).first()
     if inst is None:
         raise NotFound(f"no task {task_id}")
-    task = conn.execute(sa.select(wf_tasks).where(wf_tasks.c.id == task_id)).one()
+    task = conn.execute(_TASK, {"task_id": task_id}).one()
     return task, inst
 
 
@@ -174,8 +193,8 @@ def _task_run(conn: sa.Connection, task_id: Any, actor: Actor, action: str) -> t
 
 
 def _mark(run: machine.Run, task: Any, status: str, comment: str | None) -> None:
-    done = run.conn.execute(wf_tasks.update().where(wf_tasks.c.id == task.id, wf_tasks.c.status == "pending")
-                            .values(status=status, comment=comment, acted_by=run.actor.user_id, acted_at=run.now))
+    done = run.conn.execute(_MARK, {"task_id": task.id, "status": status, "comment": comment,
+                                    "acted_by": run.actor.user_id, "acted_at": run.now})
     if done.rowcount != 1:  # the lock makes this unreachable; kept as the last line of defence
         raise Conflict("this task was decided meanwhile")
     notices.cancel_tasks(run.conn, [task.id])
@@ -309,7 +328,8 @@ def cc(conn: sa.Connection, task_id: int, actor: Actor, people: Any, comment: st
     new = machine.insert_tasks(run, step, ids, ["informed"] * len(ids), [0] * len(ids), kind="cc")
     machine.audit(run, "cc", **_detail(task, comment, users=ids, new_tasks=new))
     notices.send_engine_message(conn, "cc", app=run.instance["app"], recipients=ids, instance_id=run.id,
-                                workflow_label=run.workflow.label, step_label=step.label, actor=actor)
+                                workflow_label=run.workflow.label, step_label=step.label, actor=actor,
+                                app_def=run.built.definition)
     return {"tasks": new, "instance": run.id}
 
 
@@ -338,7 +358,8 @@ def withdraw(conn: sa.Connection, instance_id: int, actor: Actor, comment: str |
     machine.audit(run, "withdraw", step=run.instance["state"], comment=comment)
     machine.finish(run, run.workflow.final_state("withdrawn"))
     notices.send_engine_message(conn, "withdrawn", app=run.instance["app"], recipients=open_people,
-                                instance_id=run.id, workflow_label=run.workflow.label, step_label=None, actor=actor)
+                                instance_id=run.id, workflow_label=run.workflow.label, step_label=None, actor=actor,
+                                app_def=run.built.definition)
     return {"instance": run.id, "status": run.instance["status"], "state": run.instance["state"]}
 
 
@@ -361,7 +382,7 @@ def remind(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | N
     machine.audit(run, "remind", step=run.instance["state"], comment=comment, users=people)
     notices.send_engine_message(conn, "remind", app=run.instance["app"], recipients=people, instance_id=run.id,
                                 workflow_label=run.workflow.label, step_label=step.label if step else None,
-                                actor=actor)
+                                actor=actor, app_def=run.built.definition)
     return {"instance": run.id, "reminded": people}
 
 
@@ -408,7 +429,8 @@ def escalate_task(conn: sa.Connection, task_id: int, to_user_id: int, actor: Act
     new_id = machine.insert_tasks(run, step, [target], ["pending"], [task.seq],
                                   on_behalf_of=[task.on_behalf_of or task.assignee_id])[0]
     notices.send_engine_message(conn, "task", app=inst.app, recipients=[target], instance_id=inst.id,
-                                workflow_label=run.workflow.label, step_label=step.label, actor=actor)
+                                workflow_label=run.workflow.label, step_label=step.label, actor=actor,
+                                app_def=run.built.definition)
     machine.audit(run, "escalate", step=task.step, visit=task.visit, task_id=task.id, from_user=task.assignee_id,
                   to_user=target, new_task=new_id)
     return new_id

@@ -81,7 +81,10 @@ MESSAGES = {
 
 
 def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients: Iterable[int], instance_id: int,
-                        workflow_label, step_label, actor, extra: Mapping[str, Any] | None = None) -> list[int]:
+                        workflow_label, step_label, actor, extra: Mapping[str, Any] | None = None,
+                        app_def=None) -> list[int]:
+    """One of the engine's own messages. `app_def`: the app's current version when the caller holds it
+    (the engine's built app), so the inbox need not look it up again for every message."""
     box = inbox()
     people = sorted({r for r in recipients if r is not None})
     if box is None or not people:
@@ -91,7 +94,7 @@ def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients:
                      "step": step_label.get(lang) if step_label is not None else ""} for lang in ("zh", "en")}
     return box.send(conn, app=app, template=None, recipients=people,
                     context={"instance_id": instance_id, "kind": kind, **(extra or {})},
-                    link=link(instance_id), actor=actor,
+                    link=link(instance_id), actor=actor, app_def=app_def,
                     subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
                     body={lang: body[lang] % params[lang] for lang in ("zh", "en")})
 
@@ -146,4 +149,5 @@ def send_template(ctx, template: str, people: list[int]) -> list[int]:
     if box is None or not people:
         return []
     return box.send(ctx.conn, app=ctx.instance["app"], template=template, recipients=people,
-                    context=template_context(ctx), link=link(ctx.instance["id"]), actor=ctx.actor)
+                    context=template_context(ctx), link=link(ctx.instance["id"]), actor=ctx.actor,
+                    app_def=ctx.built.definition)

@@ -45,11 +45,18 @@ def _remember(cache: dict, key, value):
     return value
 
 
-def latest_built(conn: sa.Connection, app_id: str):
+# The app's latest version, as a column next to an instance row (engine's locking statements).
+LATEST_VERSION = (sa.select(sa.func.max(app_versions.c.version)).where(app_versions.c.app == wf_instances.c.app)
+                  .scalar_subquery().label("latest_app_version"))
+
+
+def latest_built(conn: sa.Connection, app_id: str, version: int | None = None):
     """The app as built from its latest version: records live in today's tables. The running server's
-    own build is reused when it is current."""
-    version = conn.execute(sa.select(sa.func.max(app_versions.c.version))
-                           .where(app_versions.c.app == app_id)).scalar()
+    own build is reused when it is current. `version`: the latest version number, when the caller read
+    it in this transaction already."""
+    if version is None:
+        version = conn.execute(sa.select(sa.func.max(app_versions.c.version))
+                               .where(app_versions.c.app == app_id)).scalar()
     if version is None:
         raise Conflict(f"app '{app_id}' is not applied")
     from flask import current_app, has_app_context
@@ -103,7 +110,7 @@ class Run:
 
 def load_run(conn: sa.Connection, instance: Any, actor: Actor) -> Run:
     inst = dict(instance._mapping) if hasattr(instance, "_mapping") else dict(instance)
-    built = latest_built(conn, inst["app"])
+    built = latest_built(conn, inst["app"], inst.pop(LATEST_VERSION.name, None))
     app_def = pinned_app(conn, inst["app"], inst["app_version"], built)
     wf = workflows_of(app_def).get(inst["workflow"])
     if wf is None:
@@ -112,9 +119,26 @@ def load_run(conn: sa.Connection, instance: Any, actor: Actor) -> Run:
     return Run(conn, inst, app_def, wf, built, actor, utcnow())
 
 
+# Statements run by every transition, built once (see engine.py): a call only binds its values.
+_SAVE = wf_instances.update().where(wf_instances.c.id == sa.bindparam("instance_id"))
+_STEP_TASKS = sa.select(wf_tasks).where(
+    wf_tasks.c.instance_id == sa.bindparam("instance_id"), wf_tasks.c.step == sa.bindparam("step_id"),
+    wf_tasks.c.visit == sa.bindparam("visit_no"), wf_tasks.c.kind == sa.bindparam("task_kind"),
+).order_by(wf_tasks.c.seq, wf_tasks.c.id)
+_OPEN_TASKS = sa.select(wf_tasks.c.id).where(
+    wf_tasks.c.instance_id == sa.bindparam("instance_id"), wf_tasks.c.status.in_(OPEN),
+    wf_tasks.c.id.not_in(sa.bindparam("except_ids", expanding=True)))
+_CLOSE_TASKS = wf_tasks.update().where(wf_tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)))
+_DELEGATES = (
+    sa.select(wf_delegations.c.user_id, wf_delegations.c.delegate_id)
+    .select_from(wf_delegations.join(users, users.c.id == wf_delegations.c.delegate_id))
+    .where(wf_delegations.c.user_id.in_(sa.bindparam("user_ids", expanding=True)), users.c.active.is_(True),
+           sa.or_(wf_delegations.c.until.is_(None), wf_delegations.c.until > sa.bindparam("now"))))
+
+
 def save(run: Run, **values: Any) -> None:
     values["updated_at"] = run.now
-    run.conn.execute(wf_instances.update().where(wf_instances.c.id == run.id).values(**values))
+    run.conn.execute(_SAVE, {"instance_id": run.id, **values})
     run.instance.update(values)
 
 
@@ -156,11 +180,13 @@ def sync_status(run: Run) -> None:
         return
     from keel.storage import records
 
-    values = record_values(run)
-    if values and values.get(field) != run.instance["status"]:
-        records.update(run.conn, run.built, run.instance["entity"], run.instance["record_id"],
-                       {field: run.instance["status"]}, SYSTEM, values["row_version"])
-        run.values = None
+    if run.values is not None and run.values.get(field) == run.instance["status"]:
+        return  # read in this transaction and already equal: nothing to write
+    # update_current reads the row once, under its lock, and writes (with a version row and an audit
+    # event) only when the value differs; reading the values first as well would be a second read.
+    records.update_current(run.conn, run.built, run.instance["entity"], run.instance["record_id"],
+                           {field: run.instance["status"]}, SYSTEM)
+    run.values = None
 
 
 # ---- moving between states ---------------------------------------------------------------------------
@@ -218,11 +244,7 @@ def _delegates(conn: sa.Connection, user_ids: list[int], now: dt.datetime) -> di
     """Standing delegations in force: user -> the active user who acts for them."""
     if not user_ids:
         return {}
-    rows = conn.execute(
-        sa.select(wf_delegations.c.user_id, wf_delegations.c.delegate_id)
-        .select_from(wf_delegations.join(users, users.c.id == wf_delegations.c.delegate_id))
-        .where(wf_delegations.c.user_id.in_(user_ids), users.c.active.is_(True),
-               sa.or_(wf_delegations.c.until.is_(None), wf_delegations.c.until > now))).all()
+    rows = conn.execute(_DELEGATES, {"user_ids": list(user_ids), "now": now}).all()
     return {r.user_id: r.delegate_id for r in rows}
 
 
@@ -262,7 +284,7 @@ def announce(run: Run, step: Step, tasks: list[tuple[int, int]]) -> None:
                           run.instance.get("step_started_at") or run.now)
     notices.send_engine_message(run.conn, "task", app=run.instance["app"], recipients=[u for _, u in tasks],
                                 instance_id=run.id, workflow_label=run.workflow.label, step_label=step.label,
-                                actor=run.actor)
+                                actor=run.actor, app_def=run.built.definition)
 
 
 def start_step(run: Run, step: Step) -> None:
@@ -278,18 +300,16 @@ def start_step(run: Run, step: Step) -> None:
 
 
 def step_tasks(run: Run, step_id: str | None = None, kind: str = "approve") -> list[Any]:
-    return run.conn.execute(sa.select(wf_tasks).where(
-        wf_tasks.c.instance_id == run.id, wf_tasks.c.step == (step_id or run.instance["state"]),
-        wf_tasks.c.visit == run.instance["visit"], wf_tasks.c.kind == kind).order_by(wf_tasks.c.seq, wf_tasks.c.id)).all()
+    return run.conn.execute(_STEP_TASKS, {"instance_id": run.id, "step_id": step_id or run.instance["state"],
+                                          "visit_no": run.instance["visit"], "task_kind": kind}).all()
 
 
 def close_open(run: Run, status: str = "withdrawn", except_ids: tuple[int, ...] = ()) -> list[int]:
     """End every open task of the instance (the other branches of an any-of step, a withdrawn request)."""
-    ids = list(run.conn.execute(sa.select(wf_tasks.c.id).where(
-        wf_tasks.c.instance_id == run.id, wf_tasks.c.status.in_(OPEN), wf_tasks.c.id.not_in(except_ids or (-1,)))
-    ).scalars())
+    ids = list(run.conn.execute(_OPEN_TASKS, {"instance_id": run.id, "except_ids": list(except_ids or (-1,))})
+               .scalars())
     if ids:
-        run.conn.execute(wf_tasks.update().where(wf_tasks.c.id.in_(ids)).values(status=status, acted_at=run.now))
+        run.conn.execute(_CLOSE_TASKS, {"task_ids": ids, "status": status, "acted_at": run.now})
         notices.cancel_tasks(run.conn, ids)
     return ids
 
@@ -347,4 +367,5 @@ def finish(run: Run, state: State, step: Step | None = None) -> None:
 def tell_submitter(run: Run, kind: str, step: Step | None) -> None:
     notices.send_engine_message(run.conn, kind, app=run.instance["app"], recipients=[run.instance["submitter_id"]],
                                 instance_id=run.id, workflow_label=run.workflow.label,
-                                step_label=step.label if step else None, actor=run.actor)
+                                step_label=step.label if step else None, actor=run.actor,
+                                app_def=run.built.definition)

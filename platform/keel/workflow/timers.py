@@ -121,14 +121,16 @@ def schedule_step(conn: sa.Connection, instance_id: int, step_id: str, task_ids:
                              .order_by(timers.c.id)).scalars())
 
 
+# Built once: every decided task runs it (a call only binds its values).
+_CANCEL = timers.update().where(timers.c.task_id.in_(sa.bindparam("task_ids", expanding=True)),
+                                timers.c.fired_at.is_(None), timers.c.cancelled_at.is_(None))
+
+
 def cancel_tasks(conn: sa.Connection, task_ids: list[int]) -> int:
     """Cancel the unfired timers of tasks that were decided, withdrawn, transferred or escalated."""
     if not task_ids:
         return 0
-    c = timers.c
-    return conn.execute(timers.update().where(c.task_id.in_(list(task_ids)), c.fired_at.is_(None),
-                                              c.cancelled_at.is_(None))
-                        .values(cancelled_at=_now(), outcome="cancelled")).rowcount
+    return conn.execute(_CANCEL, {"task_ids": list(task_ids), "cancelled_at": _now(), "outcome": "cancelled"}).rowcount
 
 
 # -- firing --------------------------------------------------------------------------------------------

@@ -69,35 +69,16 @@ for _action in TASK_ACTIONS:
 
 @bp.post("/workflows/tasks/bulk_approve")
 def bulk_approve():
+    from keel.jobs import EXTENSION
+
     data = _body(("task_ids", "comment"), ("task_ids",))
     ids = bulk.task_ids_of(data["task_ids"])
-    comment = engine._comment(data.get("comment"))
-    who = actor()
-    eng = runtime().engine
-    with eng.connect() as conn:
-        limit = bulk.threshold(conn, ids)
-    if len(ids) > limit:
-        from keel.jobs import EXTENSION
-
-        env = current_app.extensions.get(EXTENSION)
-        run_id = bulk.queue(env, _app_of(ids), ids, who, comment) if env is not None else None
-        if run_id is not None:
-            return json_response({"queued": True, "run_id": run_id, "count": len(ids)}, 202)
-    results = bulk.run_inline(eng, ids, who, comment)
-    return json_response({"queued": False, "count": len(ids), "threshold": limit,
-                          "approved": sum(r["status"] == 200 for r in results), "results": results})
-
-
-def _app_of(ids: list[int]) -> str:
-    import sqlalchemy as sa
-
-    from keel.storage.workflow_tables import wf_instances, wf_tasks
-
-    with runtime().engine.connect() as conn:
-        app = conn.execute(sa.select(wf_instances.c.app).select_from(
-            wf_tasks.join(wf_instances, wf_instances.c.id == wf_tasks.c.instance_id))
-            .where(wf_tasks.c.id.in_(ids)).limit(1)).scalar()
-    return app or "keel"
+    outcome = bulk.approve_many(runtime().engine, ids, actor(), engine.comment_of(data.get("comment")),
+                                current_app.extensions.get(EXTENSION))
+    if outcome.queued:
+        return json_response({"queued": True, "run_id": outcome.run_id, "count": outcome.count}, 202)
+    return json_response({"queued": False, "count": outcome.count, "threshold": outcome.threshold,
+                          "approved": outcome.approved, "results": list(outcome.results)})
 
 
 def _instance_action(action: str, instance_id: int):

@@ -13,7 +13,7 @@ import re
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
-from keel.api.workflows import INSTANCE_ACTIONS, TASK_ACTIONS, _app_of
+from keel.api.workflows import INSTANCE_ACTIONS, TASK_ACTIONS
 from keel.errors import Conflict, FieldErrors, KeelError, NotFound, PermissionDenied
 from keel.i18n import current_lang, translate
 from keel.web import workflow_view as view
@@ -136,25 +136,20 @@ def bulk_approve():
         raw = request.form.getlist("task_ids")
         numbers = [int(v) for v in raw] if raw and all(re.fullmatch(r"[0-9]{1,18}", v) for v in raw) else None
         ids = bulk.task_ids_of(numbers)
-        comment = engine._comment(request.form.get("comment"))
+        comment = engine.comment_of(request.form.get("comment"))
     except FieldErrors as e:
         return _render_tasks("pending", [view.field_errors_text(e)], 422)
-    eng = runtime().engine
-    with eng.connect() as conn:
-        limit = bulk.threshold(conn, ids)
-    if len(ids) > limit:
-        from keel.jobs import EXTENSION
+    from keel.jobs import EXTENSION
 
-        env = current_app.extensions.get(EXTENSION)
-        run_id = bulk.queue(env, _app_of(ids), ids, who, comment) if env is not None else None
-        if run_id is not None:
-            flash(translate("%(n)s tasks are being approved in the background (job run #%(run)s).",
-                            n=len(ids), run=run_id), "success")
-            return redirect(url_for("workflow_pages.tasks_page"))
-    results = bulk.run_inline(eng, ids, who, comment)
-    approved = sum(r["status"] == 200 for r in results)
-    flash(translate("Approved %(n)s of %(total)s tasks.", n=approved, total=len(ids)),
-          "success" if approved == len(ids) else "error")
+    eng = runtime().engine
+    outcome = bulk.approve_many(eng, ids, who, comment, current_app.extensions.get(EXTENSION))
+    if outcome.queued:
+        flash(translate("%(n)s tasks are being approved in the background (job run #%(run)s).",
+                        n=outcome.count, run=outcome.run_id), "success")
+        return redirect(url_for("workflow_pages.tasks_page"))
+    results = outcome.results
+    flash(translate("Approved %(n)s of %(total)s tasks.", n=outcome.approved, total=outcome.count),
+          "success" if outcome.approved == outcome.count else "error")
     refused = [r for r in results if r["status"] != 200]
     with eng.connect() as conn:
         # Flashed messages live in the session cookie: name the first few, count the rest.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -70,6 +71,45 @@ def run_inline(engine: sa.Engine, ids: list[int], actor: Actor, comment: str | N
         with engine.begin() as conn:
             out.append(approve_one(conn, task_id, actor, comment))
     return out
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What one bulk approval did: queued as job run `run_id`, or run here with `results` per task."""
+
+    count: int
+    threshold: int
+    run_id: int | None = None
+    results: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def queued(self) -> bool:
+        return self.run_id is not None
+
+    @property
+    def approved(self) -> int:
+        return sum(r["status"] == 200 for r in self.results)
+
+
+def approve_many(engine: sa.Engine, ids: list[int], actor: Actor, comment: str | None, jobs_env) -> BulkOutcome:
+    """Approve `ids` for `actor`: as a background job run above the workflows' threshold when
+    `jobs_env` has a working queue, else here, task by task. The one path for the API and the pages."""
+    with engine.connect() as conn:
+        limit = threshold(conn, ids)
+    if len(ids) > limit and jobs_env is not None:
+        run_id = queue(jobs_env, app_of(engine, ids), ids, actor, comment)
+        if run_id is not None:
+            return BulkOutcome(len(ids), limit, run_id=run_id)
+    return BulkOutcome(len(ids), limit, results=tuple(run_inline(engine, ids, actor, comment)))
+
+
+def app_of(engine: sa.Engine, ids: list[int]) -> str:
+    """The app of the first of these tasks: the app a queued run is recorded under."""
+    with engine.connect() as conn:
+        app = conn.execute(sa.select(wf_instances.c.app).select_from(
+            wf_tasks.join(wf_instances, wf_instances.c.id == wf_tasks.c.instance_id))
+            .where(wf_tasks.c.id.in_(ids)).limit(1)).scalar()
+    return app or "keel"
 
 
 def job_spec(app_id: str, actor: Actor):

@@ -156,7 +156,8 @@ def _lock_task(conn: sa.Connection, task_id: Any) -> tuple[Any, Any]:
     return task, inst
 
 
-def _comment(comment: Any) -> str | None:
+def comment_of(comment: Any) -> str | None:
+    """A task comment as sent (None when empty); FieldErrors when it is not text."""
     if comment is None or comment == "":
         return None
     if not isinstance(comment, str):
@@ -211,7 +212,7 @@ def _detail(task: Any, comment: str | None, **more: Any) -> dict[str, Any]:
 def approve(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None = None, *,
             bulk: bool = False) -> dict:
     """同意. `bulk`: part of a bulk approval, which the step must allow as well."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run, task, step = _task_run(conn, task_id, actor, "approve")
     if bulk and not step.allows("bulk"):
         raise PermissionDenied(f"step '{step.id}' does not allow bulk approval")
@@ -222,7 +223,7 @@ def approve(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None
 
 
 def reject(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None = None) -> dict:
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run, task, step = _task_run(conn, task_id, actor, "reject")
     _mark(run, task, "rejected", comment)
     machine.audit(run, "reject", **_detail(task, comment))
@@ -233,7 +234,7 @@ def reject(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None 
 def send_back(conn: sa.Connection, task_id: int, actor: Actor, to_step: Any, comment: str | None = None) -> dict:
     """退回: back to an earlier step this request has passed (its approvers decide again), or to the
     submitter ("submitter") for changes and resubmission."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run, task, step = _task_run(conn, task_id, actor, "send_back")
     passed = set(conn.execute(sa.select(wf_tasks.c.step).where(
         wf_tasks.c.instance_id == run.id, wf_tasks.c.kind == "approve", wf_tasks.c.step != step.id)).scalars())
@@ -292,7 +293,7 @@ def _newcomers(run: machine.Run, step: Step, people: list[int], field: str) -> N
 
 def transfer(conn: sa.Connection, task_id: int, actor: Actor, to_user: Any, comment: str | None = None) -> dict:
     """转交: the task goes to someone else, who decides instead."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run, task, step = _task_run(conn, task_id, actor, "transfer")
     (target,) = _users(conn, [to_user] if not isinstance(to_user, list) else to_user[:1], "to_user")
     _newcomers(run, step, [target], "to_user")
@@ -305,7 +306,7 @@ def transfer(conn: sa.Connection, task_id: int, actor: Actor, to_user: Any, comm
 def add_approvers(conn: sa.Connection, task_id: int, actor: Actor, people: Any, comment: str | None = None) -> dict:
     """加签: more approvers at this step. In a sequential chain they come right after this task; in the
     other modes they decide alongside the others (an any-of step still ends at the first approval)."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run, task, step = _task_run(conn, task_id, actor, "add_approvers")
     ids = _users(conn, people, "users")
     _newcomers(run, step, ids, "users")
@@ -322,7 +323,7 @@ def add_approvers(conn: sa.Connection, task_id: int, actor: Actor, people: Any, 
 
 def cc(conn: sa.Connection, task_id: int, actor: Actor, people: Any, comment: str | None = None) -> dict:
     """抄送: people who are told and may read the request, but do not decide."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run, task, step = _task_run(conn, task_id, actor, "cc")
     ids = _users(conn, people, "users")
     new = machine.insert_tasks(run, step, ids, ["informed"] * len(ids), [0] * len(ids), kind="cc")
@@ -351,7 +352,7 @@ def _submitter_run(conn: sa.Connection, instance_id: Any, actor: Actor, action: 
 
 def withdraw(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
     """撤回: the submitter takes the request back; open tasks are cancelled."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run = _submitter_run(conn, instance_id, actor, "withdraw", ("pending", "returned"))
     open_people = [t.assignee_id for t in conn.execute(sa.select(wf_tasks.c.assignee_id).where(
         wf_tasks.c.instance_id == run.id, wf_tasks.c.status.in_(machine.OPEN)))]
@@ -368,7 +369,7 @@ REMIND_INTERVAL_SECONDS = 600
 
 def remind(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
     """催办: remind the approvers who have not acted yet (at most once every ten minutes)."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run = _submitter_run(conn, instance_id, actor, "remind", ("pending",))
     last = run.instance.get("last_reminded_at")
     if last is not None:
@@ -389,7 +390,7 @@ def remind(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | N
 def resubmit(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
     """A request returned for changes goes through the workflow again from the start, with the record as
     the submitter changed it (on the same pinned version)."""
-    comment = _comment(comment)
+    comment = comment_of(comment)
     run = _submitter_run(conn, instance_id, actor, "resubmit", ("returned",))
     try:
         run.planned = machine.plan_path(machine.resolve_context(run), run.workflow, run.workflow.start)

@@ -47,7 +47,7 @@ def check_create(built, entity_id: str, values: Any, actor: Actor) -> None:
     _check_managed(built, entity_id, values, actor)
 
 
-def _latest_status(conn: sa.Connection, built, entity_id: str, record_id: int) -> tuple[int, str] | None:
+def latest_status(conn: sa.Connection, built, entity_id: str, record_id: int) -> tuple[int, str] | None:
     if not built.definition.workflows:
         return None
     row = conn.execute(sa.select(wf_instances.c.id, wf_instances.c.status).where(
@@ -57,7 +57,7 @@ def _latest_status(conn: sa.Connection, built, entity_id: str, record_id: int) -
 
 
 def _check_frozen(conn: sa.Connection, built, entity_id: str, record_id: int, action: str) -> None:
-    found = _latest_status(conn, built, entity_id, record_id)
+    found = latest_status(conn, built, entity_id, record_id)
     if found is None:
         return
     instance_id, status = found

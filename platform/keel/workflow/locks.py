@@ -29,7 +29,7 @@ def edit_lock(conn: sa.Connection, built, entity_id: str, record_id: int, actor:
     try:
         guards.check_update(conn, built, entity_id, record_id, {}, actor)
     except Conflict:
-        found = guards._latest_status(conn, built, entity_id, record_id)  # the request check_update saw
+        found = guards.latest_status(conn, built, entity_id, record_id)  # the request check_update saw
         if found is None:
             return EditLock("pending", None)
         return EditLock(found[1], found[0])

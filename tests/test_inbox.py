@@ -2,6 +2,8 @@
 data), deduplicated recipients, audit, reading in the reader's language, the REST API and the page."""
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import sqlalchemy as sa
 
@@ -213,7 +215,13 @@ def test_the_inbox_page_shows_messages_the_unread_count_and_marks_read(site):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert 'href="/apps/notes/goal/1"' in page
     with engine.connect() as conn:
-        newest = inbox.list_messages(conn, ids["bo"])["items"][0]["id"]
+        newest_item = inbox.list_messages(conn, ids["bo"])["items"][0]
+    newest = newest_item["id"]
+    # Shown in the working calendar's zone (Asia/Shanghai, UTC+8), like every other page.
+    stored = newest_item["created_at"]
+    stored = stored if stored.tzinfo else stored.replace(tzinfo=dt.UTC)
+    shanghai = stored.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M")
+    assert f"<time>{shanghai}</time>" in page and " UTC" not in page
     r = c.post(f"/inbox/{newest}/read", data={"csrf_token": csrf_of(page)})
     assert r.status_code == 302 and r.headers["Location"].endswith("/inbox")
     assert '<span id="unread-count" class="badge">1</span>' in c.get("/inbox").text

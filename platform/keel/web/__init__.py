@@ -49,5 +49,9 @@ def init_app(app: Flask) -> None:
     from keel.web import workflow_pages
 
     app.register_blueprint(workflow_pages.bp)
+    from keel.web.workflow_view import local_time
+
+    # Every page shows stored (UTC) times in the working calendar's zone, the same one SLAs count in.
+    app.add_template_filter(local_time, "local_time")
     context.init_app(app)
     register_error_pages(app)

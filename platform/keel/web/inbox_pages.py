@@ -7,6 +7,7 @@ from markupsafe import Markup
 
 from keel.i18n import current_lang
 from keel.notify import inbox as inbox_store
+from keel.web.workflow_view import DEFAULT_TZ
 
 bp = Blueprint("inbox_pages", __name__)
 PER_PAGE = 20
@@ -38,7 +39,7 @@ def inbox_page():
         # The body was rendered once when it was sent: values escaped, markup limited by nh3.
         item["body_html"] = Markup(item["body"])
     pages = max(1, -(-data["total"] // PER_PAGE))
-    return render_template("inbox.html", title="Inbox", data=data, unread_only=unread_only, page=page,
+    return render_template("inbox.html", title="Inbox", data=data, unread_only=unread_only, page=page, tz=DEFAULT_TZ,
                            pages=pages)
 
 

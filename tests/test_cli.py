@@ -188,9 +188,31 @@ def test_serve_listens_on_the_given_port(env):
                     raise
                 time.sleep(0.2)
         assert body["status"] == "ok" and body["apps"] == {"goal_agility": 1}
+        assert _processes_mentioning(env["KEEL_INSTANCE_PATH"])  # its private redis-server
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    # `kill` of the server stops what it started: no private redis-server or worker is left behind.
+    deadline = time.time() + 10
+    while _processes_mentioning(env["KEEL_INSTANCE_PATH"]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(env["KEEL_INSTANCE_PATH"]) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment names `text` (the instance folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        if text.encode() in blob and state != "Z":
+            found.append(int(proc.name))
+    return found
 
 
 def test_apps_folder_missing_is_reported(env):

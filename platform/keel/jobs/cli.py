@@ -56,7 +56,8 @@ def _redis_dispatcher(app, for_worker: bool = False):
 @click.option("--name", default=None, help="Worker name (default: host and pid).")
 @click.option("--no-scheduler", is_flag=True,
               help="Do not move delayed retries to the queue in this worker (another worker must).")
-def worker(burst: bool, name: str | None, no_scheduler: bool) -> None:
+@click.option("--quiet", is_flag=True, help="Log warnings and errors only (each run is still recorded).")
+def worker(burst: bool, name: str | None, no_scheduler: bool, quiet: bool) -> None:
     """Run an RQ worker on the "keel" queue: takes job runs and their chunks."""
     from rq import Worker
 
@@ -71,7 +72,9 @@ def worker(burst: bool, name: str | None, no_scheduler: bool) -> None:
     set_worker_env(env)
     name = name or f"{socket.gethostname()}-{os.getpid()}-{dispatcher.queue_name}"
     w = Worker([dispatcher.queue], connection=dispatcher.connection, name=name)
-    w.work(burst=burst, with_scheduler=not no_scheduler)
+    if quiet:
+        logging.getLogger("keel").setLevel(logging.WARNING)
+    w.work(burst=burst, with_scheduler=not no_scheduler, logging_level="WARNING" if quiet else "INFO")
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:

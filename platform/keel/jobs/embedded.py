@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,23 @@ class BackgroundServices:
             t.join(timeout=5)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, ask for SIGTERM when the server process dies, however it
+    dies (even SIGKILL), so no private redis-server or worker outlives it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the atexit/SIGTERM clean-up still applies
+        pass
+
+
+def _stop_on_sigterm() -> None:
+    """`kill` (SIGTERM) ends Python without running atexit; turn it into a normal exit so the
+    services started here are stopped. Only where nobody installed a handler of their own."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+            signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def _stop_process(p: subprocess.Popen) -> None:
     if p.poll() is None:
         p.terminate()
@@ -78,7 +97,7 @@ def ensure_redis(app: Flask, started: list[subprocess.Popen] | None = None) -> s
         sock.unlink()  # left by a server that did not stop cleanly
     proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
                              "--save", "", "--appendonly", "no", "--dir", str(sock.parent)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     atexit.register(_stop_process, proc)
     url = f"unix://{sock}"
     if not _wait_for(url, proc):
@@ -114,7 +133,9 @@ def _worker_process(app: Flask, redis_url: str) -> subprocess.Popen:
         if app.config.get(key):
             env[key] = str(app.config[key])
     env["KEEL_REDIS_URL"] = redis_url
-    proc = subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker"], env=env)
+    # Quiet: it shares the terminal of `keel serve`/`demo`; runs are recorded on the jobs page anyway.
+    proc = subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker", "--quiet"], env=env,
+                            preexec_fn=_die_with_parent)
     atexit.register(_stop_process, proc)
     return proc
 
@@ -149,4 +170,5 @@ def start_background_services(app: Flask, *, worker: bool | None = None,
     thread.start()
     services.threads.append(thread)
     atexit.register(services.stop)
+    _stop_on_sigterm()
     return services

@@ -6,8 +6,9 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template, UndefinedError
 from jinja2.exceptions import SecurityError
+from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_REPEAT = 100_000  # longest string or list `*` may build
@@ -35,3 +36,23 @@ def sandbox(*, autoescape: bool, **options: Any) -> BoundedSandbox:
     env = BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined, **options)
     env.globals.clear()
     return env
+
+
+class RenderFailed(Exception):
+    """Why a template could not render, as a phrase ("tried an unsafe operation: ...") that callers
+    put after their own subject ("template ...", "the template ...")."""
+
+
+def render_or_explain(compiled: Template, values: Any) -> str:
+    """Render with `values` as data; every Jinja or Python failure becomes RenderFailed, never a
+    traceback for whoever wrote the definition."""
+    try:
+        return compiled.render(dict(values))
+    except SecurityError as exc:
+        raise RenderFailed(f"tried an unsafe operation: {exc}") from None
+    except UndefinedError as exc:
+        raise RenderFailed(f"names an unknown value: {exc.message}") from None
+    except JinjaTemplateError as exc:
+        raise RenderFailed(f"failed: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise RenderFailed(f"failed: {type(exc).__name__}: {exc}") from None

@@ -45,26 +45,25 @@ def list_my_tasks():
         return json_response(queries.list_tasks(conn, who, status, page, per_page, current_lang()))
 
 
-def _task_action(action: str, task_id: int):
-    extra = TASK_ACTIONS[action]
-    data = _body(("comment", *extra), extra)
-    who = actor()
-    with runtime().engine.begin() as conn:
-        fn = getattr(engine, action)
-        result = fn(conn, task_id, who, *(data[k] for k in extra), comment=data.get("comment"))
-    return json_response(result)
+def _route_action(kind: str, action: str, extra: tuple[str, ...]) -> None:
+    """POST /workflows/{kind}s/<id>/{action}: the engine function of that name, in one transaction,
+    with the body's comment and the action's own required keys (`extra`)."""
+    def view(target_id: int):
+        data = _body(("comment", *extra), extra)
+        who = actor()
+        with runtime().engine.begin() as conn:
+            result = getattr(engine, action)(conn, target_id, who, *(data[k] for k in extra),
+                                             comment=data.get("comment"))
+        return json_response(result)
+
+    view.__name__ = f"{kind}_{action}"
+    bp.add_url_rule(f"/workflows/{kind}s/<int:target_id>/{action}", view_func=view, methods=["POST"])
 
 
-def _route_task_action(action: str) -> None:
-    def view(task_id: int):
-        return _task_action(action, task_id)
-
-    view.__name__ = f"task_{action}"
-    bp.add_url_rule(f"/workflows/tasks/<int:task_id>/{action}", view_func=view, methods=["POST"])
-
-
-for _action in TASK_ACTIONS:
-    _route_task_action(_action)
+for _action, _extra in TASK_ACTIONS.items():
+    _route_action("task", _action, _extra)
+for _action in INSTANCE_ACTIONS:
+    _route_action("instance", _action, ())
 
 
 @bp.post("/workflows/tasks/bulk_approve")
@@ -79,26 +78,6 @@ def bulk_approve():
         return json_response({"queued": True, "run_id": outcome.run_id, "count": outcome.count}, 202)
     return json_response({"queued": False, "count": outcome.count, "threshold": outcome.threshold,
                           "approved": outcome.approved, "results": list(outcome.results)})
-
-
-def _instance_action(action: str, instance_id: int):
-    data = _body(("comment",))
-    who = actor()
-    with runtime().engine.begin() as conn:
-        result = getattr(engine, action)(conn, instance_id, who, comment=data.get("comment"))
-    return json_response(result)
-
-
-def _route_instance_action(action: str) -> None:
-    def view(instance_id: int):
-        return _instance_action(action, instance_id)
-
-    view.__name__ = f"instance_{action}"
-    bp.add_url_rule(f"/workflows/instances/<int:instance_id>/{action}", view_func=view, methods=["POST"])
-
-
-for _action in INSTANCE_ACTIONS:
-    _route_instance_action(_action)
 
 
 @bp.get("/workflows/instances/<int:instance_id>")

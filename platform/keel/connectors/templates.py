@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from jinja2 import Template, TemplateSyntaxError, UndefinedError
-from jinja2.exceptions import SecurityError
-from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2 import Template, TemplateSyntaxError
 
 from keel.errors import KeelError
-from keel.sandbox import BoundedSandbox, sandbox
+from keel.sandbox import BoundedSandbox, RenderFailed, render_or_explain, sandbox
 
 MAX_OUTPUT = 1_000_000  # characters one rendering may produce
 
@@ -77,15 +75,9 @@ def render(template: str, values: Mapping[str, Any]) -> str:
     """Render `template` with `values` as data. Raises TemplateError, never a Jinja exception."""
     compiled = compile_template(template)
     try:
-        out = compiled.render(dict(values))
-    except SecurityError as exc:
-        raise TemplateError(f"template tried an unsafe operation: {exc}", template) from None
-    except UndefinedError as exc:
-        raise TemplateError(f"template names an unknown value: {exc.message}", template) from None
-    except JinjaTemplateError as exc:
-        raise TemplateError(f"template failed: {exc}", template) from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}", template) from None
+        out = render_or_explain(compiled, values)
+    except RenderFailed as exc:
+        raise TemplateError(f"template {exc}", template) from None
     if len(out) > MAX_OUTPUT:
         raise TemplateError(f"template output exceeds {MAX_OUTPUT} characters", template)
     return out

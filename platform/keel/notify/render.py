@@ -18,13 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import nh3
-from jinja2 import Template, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.exceptions import SecurityError
-from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2 import Template, TemplateSyntaxError, nodes
 from markupsafe import escape
 
 from keel.errors import KeelError
-from keel.sandbox import BoundedSandbox, sandbox
+from keel.sandbox import BoundedSandbox, RenderFailed, render_or_explain, sandbox
 
 LANGS = ("zh", "en")
 MAX_SUBJECT = 500
@@ -76,15 +74,9 @@ def render_text(text: str, context: Mapping[str, Any], where: str = "") -> str:
     if problem:
         raise NotificationTemplateError(problem, where)
     try:
-        out = _compile(text).render(dict(context))
-    except SecurityError as exc:
-        raise NotificationTemplateError(f"the template tried an unsafe operation: {exc}", where) from None
-    except UndefinedError as exc:
-        raise NotificationTemplateError(f"the template names an unknown value: {exc.message}", where) from None
-    except JinjaTemplateError as exc:
-        raise NotificationTemplateError(f"the template failed: {exc}", where) from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-        raise NotificationTemplateError(f"the template failed: {type(exc).__name__}: {exc}", where) from None
+        out = render_or_explain(_compile(text), context)
+    except RenderFailed as exc:
+        raise NotificationTemplateError(f"the template {exc}", where) from None
     return out
 
 

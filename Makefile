@@ -20,8 +20,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run.py
 
+# Style and the layers contract of pyproject.toml (docs/architecture.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Keel needs Python 3.11 or newer")'

@@ -26,17 +26,18 @@ PG_ADMIN_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql+psycopg://po
 
 def _timed_creates(db_url: str, instance: Path, n: int, warmup: int = 20) -> list[float]:
     from keel import create_app
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.auth.directory import add_user
     from keel.auth.tokens import issue_token
     from keel.definitions.loader import load_app_dir
+    from keel.plugins import builtin_registries
 
     app = create_app({"KEEL_INSTANCE_PATH": str(instance), "KEEL_DATABASE_URL": db_url,
                       "KEEL_ENV": "development", "TESTING": True})
     engine = app.extensions["keel"].engine
     try:
-        apply_app(engine, load_app_dir(FIXTURE), SYSTEM)
+        apply_app(engine, load_app_dir(FIXTURE, builtin_registries()), SYSTEM)
         with engine.begin() as conn:
             uid = add_user(conn, "bench", "Bench", SYSTEM, roles=["manager"])
             token = issue_token(conn, uid)

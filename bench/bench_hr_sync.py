@@ -108,8 +108,8 @@ def _writes(engine: sa.Engine) -> int:
 
 def _sync_on(kind: str, url: str, folder: Path, hr: _HR) -> dict:
     from keel import create_app
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_bundle
     from keel.jobs import jobs_env
     from keel.jobs.catalog import ask, find_spec, run_in_foreground
@@ -118,7 +118,7 @@ def _sync_on(kind: str, url: str, folder: Path, hr: _HR) -> dict:
                       "KEEL_PLUGINS_PATH": str(PLUGINS), "TESTING": True})
     env = jobs_env(app)
     try:
-        apply_app(env.engine, load_bundle(_bundle(hr)), SYSTEM)
+        apply_app(env.engine, load_bundle(_bundle(hr), env.runtime.registries), SYSTEM)
         spec = replace(find_spec(env, "hr_sync"), idempotency="run")
 
         def sync() -> tuple[dict, float, int]:

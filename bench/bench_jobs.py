@@ -85,7 +85,7 @@ def _timed_run(app, env, n_workers: int, worker_env: dict) -> float:
     from keel.jobs.execute import Dispatch
     from keel.jobs.runs import get_run
 
-    procs = [subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker",
+    procs = [subprocess.Popen([sys.executable, "-m", "keel.cli", "worker",
                                "--name", f"{worker_env['KEEL_JOB_QUEUE']}-{n_workers}-{i}"],
                               env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for i in range(n_workers)]
@@ -118,8 +118,8 @@ def _timed_run(app, env, n_workers: int, worker_env: dict) -> float:
 
 def run() -> dict:
     from keel import create_app
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_bundle
     from keel.jobs import jobs_env
     from keel.jobs.queue import RQDispatcher, forget_queue, redis_connection
@@ -132,7 +132,7 @@ def run() -> dict:
             app = create_app({"KEEL_INSTANCE_PATH": str(folder / "instance"), "KEEL_DATABASE_URL": db_url,
                               "KEEL_REDIS_URL": None, "KEEL_JOB_QUEUE": queue})
             env = jobs_env(app)
-            apply_app(env.engine, load_bundle(_bundle()), SYSTEM)
+            apply_app(env.engine, load_bundle(_bundle(), env.runtime.registries), SYSTEM)
             env.runtime.refresh()
             _fill(env.engine, env.runtime.get("bench"))
             redis_url = _redis(app)

@@ -23,9 +23,10 @@ def _bundle(fields: list[dict], version: str) -> dict:
 
 
 def run() -> dict:
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_bundle
+    from keel.plugins import builtin_registries
     from keel.storage.db import create_engine
     from keel.storage.tables import app_tables
 
@@ -34,7 +35,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         engine = create_engine(f"sqlite:///{Path(folder) / 'bench.db'}")
         try:
-            v1 = load_bundle(_bundle(fields, "1"))
+            v1 = load_bundle(_bundle(fields, "1"), builtin_registries())
             apply_app(engine, v1, SYSTEM)
             table = app_tables(v1)[1]["item"]
             now = dt.datetime.now(dt.UTC)
@@ -44,7 +45,7 @@ def run() -> dict:
                         {"created_at": now, "updated_at": now, "title": f"item {i}", "qty": i,
                          "price": i % 1000} for i in range(start, start + BATCH)])
 
-            v2 = load_bundle(_bundle(fields + [{"id": "note", "type": "long_text"}], "2"))
+            v2 = load_bundle(_bundle(fields + [{"id": "note", "type": "long_text"}], "2"), builtin_registries())
             started = time.perf_counter()
             result = apply_app(engine, v2, SYSTEM)
             seconds = time.perf_counter() - started

@@ -37,11 +37,12 @@ BUNDLE = {
 
 
 def _setup(folder: str):
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.auth.directory import add_department, add_user, get_actor, set_department_head
     from keel.definitions.loader import load_bundle
-    from keel.runtime import build
+    from keel.plugins import builtin_registries
+    from keel.runtime import Runtime
     from keel.storage.db import create_engine, create_system_tables
     from keel.workflow import ensure_tables, notices
 
@@ -49,8 +50,10 @@ def _setup(folder: str):
     engine = create_engine(f"sqlite:///{Path(folder) / 'bench.db'}")
     create_system_tables(engine)
     ensure_tables(engine)
-    app_def = load_bundle(BUNDLE)
+    app_def = load_bundle(BUNDLE, builtin_registries())
     apply_app(engine, app_def, SYSTEM)
+    runtime = Runtime(engine, builtin_registries())
+    runtime.refresh()
     with engine.begin() as conn:
         add_department(conn, "sales", "Sales", SYSTEM)
         add_department(conn, "finance", "Finance", SYSTEM)
@@ -60,7 +63,7 @@ def _setup(folder: str):
                        manager_username="boss")
         set_department_head(conn, "finance", "head", SYSTEM)
         actors = {name: get_actor(conn, uid) for name, uid in (("boss", boss), ("head", head), ("rep", rep))}
-    return engine, build(app_def, 1), actors
+    return engine, runtime, actors
 
 
 def _record(engine, built, rep) -> int:
@@ -78,7 +81,7 @@ def _start(engine, built, rep, record_id: int) -> dict[int, int]:
     from keel.workflow import engine as wf
 
     with engine.begin() as conn:
-        instance_id = wf.start(conn, "bench", "approval", record_id, rep, built=built)
+        instance_id = wf.start(conn, built, "approval", record_id, rep)
         return dict(conn.execute(sa.select(wf_tasks.c.assignee_id, wf_tasks.c.id)
                                  .where(wf_tasks.c.instance_id == instance_id)).all())
 
@@ -88,7 +91,8 @@ def run() -> list[dict]:
     from keel.workflow import queries
 
     with tempfile.TemporaryDirectory() as folder:
-        engine, built, actors = _setup(folder)
+        engine, runtime, actors = _setup(folder)
+        built = runtime.get(BUNDLE["app.json"]["id"])
         try:
             rep, boss, head = actors["rep"], actors["boss"], actors["head"]
             timings = []
@@ -98,7 +102,7 @@ def run() -> list[dict]:
                 tasks = _start(engine, built, rep, record_id)
                 for approver in (boss, head):
                     with engine.begin() as conn:
-                        outcome = wf.approve(conn, tasks[approver.user_id], approver)
+                        outcome = wf.approve(conn, runtime, tasks[approver.user_id], approver)
                 elapsed = (time.perf_counter() - began) * 1000
                 if outcome["status"] != "approved":
                     raise RuntimeError(f"the approval did not finish: {outcome}")
@@ -112,7 +116,7 @@ def run() -> list[dict]:
             for _ in range(LIST_ROUNDS):
                 began = time.perf_counter()
                 with engine.connect() as conn:
-                    page = queries.list_tasks(conn, head, "pending")
+                    page = queries.list_tasks(conn, runtime, head, "pending")
                 list_timings.append((time.perf_counter() - began) * 1000)
             if page["total"] != PENDING or len(page["items"]) != 50:
                 raise RuntimeError(f"expected {PENDING} pending tasks, got {page['total']}")

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import SYSTEM
+from helpers_registries import REGISTRIES
+from keel.actor import SYSTEM
 from keel.storage.db import create_engine, create_system_tables
 from keel.storage.notify_tables import create_notify_tables
 
@@ -47,7 +48,7 @@ def apply_bundle(engine: sa.Engine, b: dict) -> None:
     from keel.apply import apply_app
     from keel.definitions.loader import load_bundle
 
-    apply_app(engine, load_bundle(b), SYSTEM)
+    apply_app(engine, load_bundle(b, REGISTRIES), SYSTEM)
 
 
 def add_people(engine: sa.Engine, *specs: tuple[str, dict]) -> dict[str, int]:

@@ -20,7 +20,8 @@ from types import MappingProxyType
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from keel.auth.actor import Actor
+from helpers_registries import REGISTRIES
+from keel.actor import Actor
 from keel.definitions.model import AppDef, EntityDef, FieldDef, Label, Option, PermissionRule, RoleDef
 from keel.runtime import BuiltApp, Runtime, build
 from keel.storage.db import create_engine, create_system_tables
@@ -35,7 +36,8 @@ def label(text: str) -> Label:
 
 
 def fd(id: str, type: str, **kw) -> FieldDef:
-    return FieldDef(id=id, type=type, label=label(id), **kw)
+    # Built in code rather than by the loader, so the field's type is resolved here as the loader would.
+    return FieldDef(id=id, type=type, label=label(id), ftype=REGISTRIES.field_types[type], **kw)
 
 
 ACCOUNT = EntityDef(
@@ -88,7 +90,7 @@ def app_def(app_id: str = "crm") -> AppDef:
     empty = MappingProxyType({})
     return AppDef(id=app_id, version="1.0", label=label(app_id), roles=tuple(RoleDef(r, label(r)) for r in ROLES),
                   settings=empty, entities=MappingProxyType({"account": ACCOUNT, "project": PROJECT}),
-                  forms=empty, workflows=empty, dashboards=empty, jobs=empty, connectors=empty)
+                  forms=empty, registries=REGISTRIES)
 
 
 # (username, roles, department, manager, admin)
@@ -117,7 +119,7 @@ class World:
         return self.actors[username]
 
     def runtime(self) -> Runtime:
-        rt = Runtime(self.engine)
+        rt = Runtime(self.engine, REGISTRIES)
         # The loader round trip (stored bundle -> AppDef) is tested elsewhere; these tests hand the
         # runtime the app built in code.
         rt._apps = {self.built.id: self.built}

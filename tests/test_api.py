@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_app
+from helpers_registries import REGISTRIES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "api_app"
 API = "/api/v1"
@@ -63,15 +64,15 @@ class World:
 
 
 def apply_definition(engine: sa.Engine, path: Path = FIXTURE) -> None:
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_app_dir
 
-    apply_app(engine, load_app_dir(path), SYSTEM)
+    apply_app(engine, load_app_dir(path, REGISTRIES), SYSTEM)
 
 
 def make_world(tmp_path: Path, db_url: str) -> World:
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import add_user
     from keel.auth.tokens import issue_token
 

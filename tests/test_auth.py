@@ -14,8 +14,8 @@ from flask import g, jsonify
 from flask_wtf.csrf import generate_csrf
 
 from conftest import make_app
+from keel.actor import SYSTEM
 from keel.auth import public, require_admin, throttle
-from keel.auth.actor import SYSTEM
 from keel.auth.directory import add_user, deactivate_user, find_user, set_roles
 from keel.auth.passwords import needs_rehash, verify_password
 from keel.auth.tokens import issue_token, resolve_token, revoke_token

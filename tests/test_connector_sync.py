@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_app
+from helpers_registries import REGISTRIES
 from loopback import LoopbackServer, Reply
 
 CUSTOMER = {"id": "customer", "label": {"zh": "客户", "en": "Customer"}, "title_field": "name",
@@ -50,12 +51,12 @@ class SyncWorld:
 
     def rewrite(self, kind: str, body: dict) -> None:
         """Change one definition file and apply the app again (e.g. a connector's new URL)."""
+        from keel.actor import SYSTEM
         from keel.apply import apply_app
-        from keel.auth.actor import SYSTEM
         from keel.definitions.loader import load_app_dir
 
         write_json(self.folder / kind / f"{body['id']}.json", body)
-        apply_app(self.engine, load_app_dir(self.folder), SYSTEM)
+        apply_app(self.engine, load_app_dir(self.folder, REGISTRIES), SYSTEM)
         self.env.runtime.refresh()
 
     def count(self, table: sa.Table, *where) -> int:
@@ -75,8 +76,8 @@ def write_json(path: Path, body: dict) -> None:
 
 
 def make_world(tmp_path: Path, db_url: str, *, entities=(), connectors=(), jobs=(), app_id="crm") -> SyncWorld:
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_app_dir
     from keel.jobs import jobs_env
 
@@ -88,7 +89,7 @@ def make_world(tmp_path: Path, db_url: str, *, entities=(), connectors=(), jobs=
             write_json(folder / kind / f"{body['id']}.json", body)
     flask_app = make_app(tmp_path, db_url)
     env = jobs_env(flask_app)
-    apply_app(env.engine, load_app_dir(folder), SYSTEM)
+    apply_app(env.engine, load_app_dir(folder, REGISTRIES), SYSTEM)
     env.runtime.refresh()
     return SyncWorld(flask_app, env, folder)
 
@@ -240,20 +241,27 @@ def test_a_loopback_connector_without_an_allowlist_entry_is_refused(tmp_path, sq
 
 
 def test_definition_errors_name_the_connector_entity_key_and_mapping(tmp_path, sqlite_url):
-    from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
+    from dataclasses import replace
+
     from keel.connectors.sync import ConnectorSync, connector_definition_errors
     from keel.definitions.errors import DefinitionErrors
     from keel.definitions.loader import load_app_dir
+    from keel.definitions.model import Definition, freeze
 
     world = make_world(tmp_path, sqlite_url, entities=[CUSTOMER])
     write_json(world.folder / "connectors" / "crm_api.json",
                {"id": "crm_api", "type": "http_json", "config": {"url": "ftp://crm"}, "allowlist": ["not a host!"]})
-    app_def = load_app_dir(world.folder)  # the loader knows no plugins: applying is what refuses it
-    with pytest.raises(DefinitionErrors) as refused:
-        apply_app(world.env.engine, app_def, SYSTEM)
+    with pytest.raises(DefinitionErrors) as refused:  # the connectors kind checks configs as it loads them
+        load_app_dir(world.folder, REGISTRIES)
     assert [(e.file, e.pointer) for e in refused.value.errors] == [
         ("connectors/crm_api.json", "/allowlist/0"), ("connectors/crm_api.json", "/config/url")]
+    # the sync job's own checks, on the app as it would be (the bad connector beside a valid one)
+    (world.folder / "connectors" / "crm_api.json").unlink()
+    app_def = load_app_dir(world.folder, REGISTRIES)
+    bad = Definition("crm_api", "connector", "connectors/crm_api.json", freeze(
+        {"id": "crm_api", "type": "http_json", "config": {"url": "ftp://crm"}, "allowlist": ["not a host!"]}))
+    app_def = replace(app_def, definitions={**app_def.definitions,
+                                            "connector": {**app_def.definitions_of("connector"), "crm_api": bad}})
     sync = ConnectorSync()
     assert sync.definition_errors(app_def, {"connector": "nope", "entity": "order", "key": "id"}) == [
         ("/connector", "no connector 'nope' in app 'crm'"), ("/entity", "no entity 'order' in app 'crm'")]
@@ -266,5 +274,5 @@ def test_definition_errors_name_the_connector_entity_key_and_mapping(tmp_path, s
     assert errors[2][1] == "'name' must be a unique field of entity 'customer'"
     assert ("/mapping", "the key field 'crm_id' must be mapped") in sync.definition_errors(
         app_def, {"connector": "crm_api", "entity": "customer", "key": "crm_id", "mapping": {"name": "n"}})
-    assert next(str(e) for e in connector_definition_errors(app_def)).startswith(
+    assert next(str(e) for e in connector_definition_errors(app_def, "crm_api")).startswith(
         "connectors/crm_api.json: /config/url: 'ftp://crm' does not match")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from helpers_registries import REGISTRIES
 from keel.definitions import DefinitionError, DefinitionErrors, load_app_dir, load_bundle, read_bundle
 from keel.definitions.loader import MAX_FILE_BYTES, SCHEMA_DIR
 from keel.definitions.model import ROW_SCOPES, AppDef, PermissionRule
@@ -23,12 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def valid_bundle() -> dict:
-    return read_bundle(VALID)
+    return read_bundle(VALID, REGISTRIES)
 
 
 def errors_of(bundle: dict) -> list[DefinitionError]:
     with pytest.raises(DefinitionErrors) as caught:
-        load_bundle(bundle)
+        load_bundle(bundle, REGISTRIES)
     return caught.value.errors
 
 
@@ -63,7 +64,7 @@ MINIMAL_APP = {"id": "mini", "version": "1", "label": "Mini"}
 # -- the valid app ------------------------------------------------------------------------------------
 
 def test_valid_app_loads_into_the_model():
-    app = load_app_dir(VALID)
+    app = load_app_dir(VALID, REGISTRIES)
     assert isinstance(app, AppDef)
     assert (app.id, app.version, app.label.get("zh"), app.label.get("en")) == ("okr", "0.3.0", "目标管理", "Objectives")
     assert app.role_ids() == ("employee", "manager")
@@ -103,10 +104,10 @@ def test_valid_app_loads_into_the_model():
     assert len(task_form.sections) == 1 and [ff.field for ff in task_form.fields] == ["title", "goal", "hours"]
     assert task_form.roles is None
 
-    assert app.workflows["approval"].data["starts_on"]["form"] == "goal"
-    assert app.jobs["snapshot"].data["timezone"] == "Asia/Shanghai" and app.jobs["snapshot"].kind == "job"
-    assert app.connectors["crm"].file == "connectors/crm.json"
-    assert app.dashboards["overview"].data["widgets"][0]["entity"] == "goal"
+    assert app.definitions_of("workflow")["approval"].data["starts_on"]["form"] == "goal"
+    assert app.definitions_of("job")["snapshot"].data["timezone"] == "Asia/Shanghai" and app.definitions_of("job")["snapshot"].kind == "job"
+    assert app.definitions_of("connector")["crm"].file == "connectors/crm.json"
+    assert app.definitions_of("dashboard")["overview"].data["widgets"][0]["entity"] == "goal"
 
 
 def test_files_that_are_not_json_are_ignored(valid_bundle):
@@ -115,14 +116,14 @@ def test_files_that_are_not_json_are_ignored(valid_bundle):
 
 
 def test_folder_and_bundle_load_the_same_app(valid_bundle):
-    from_folder = load_app_dir(VALID)
-    from_bundle = load_bundle(valid_bundle)
+    from_folder = load_app_dir(VALID, REGISTRIES)
+    from_bundle = load_bundle(valid_bundle, REGISTRIES)
     assert from_bundle == from_folder
     assert from_bundle.checksum == from_folder.checksum
     canonical = json.dumps(valid_bundle, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert from_folder.checksum == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     # the stored bundle is exactly what was read, and loads again to the same app
-    again = load_bundle(from_folder.bundle)
+    again = load_bundle(from_folder.bundle, REGISTRIES)
     assert again == from_folder and again.checksum == from_folder.checksum
 
 
@@ -134,14 +135,14 @@ def test_checksum_ignores_key_order_but_not_values(valid_bundle):
             return [reverse_keys(v) for v in value]
         return value
 
-    base = load_bundle(valid_bundle).checksum
-    assert load_bundle(reverse_keys(valid_bundle)).checksum == base
+    base = load_bundle(valid_bundle, REGISTRIES).checksum
+    assert load_bundle(reverse_keys(valid_bundle), REGISTRIES).checksum == base
     changed = mutated(valid_bundle, "app.json", lambda d: d.update(version="0.3.1"))
-    assert load_bundle(changed).checksum != base
+    assert load_bundle(changed, REGISTRIES).checksum != base
 
 
 def test_the_model_and_bundle_are_immutable():
-    app = load_app_dir(VALID)
+    app = load_app_dir(VALID, REGISTRIES)
     with pytest.raises(TypeError):
         app.bundle["app.json"]["id"] = "other"
     with pytest.raises(TypeError):
@@ -151,7 +152,7 @@ def test_the_model_and_bundle_are_immutable():
 
 
 def test_the_shipped_demo_app_is_valid():
-    app = load_app_dir(REPO / "app_definitions" / "goal_agility")
+    app = load_app_dir(REPO / "app_definitions" / "goal_agility", REGISTRIES)
     assert "goal" in app.entities
 
 
@@ -159,7 +160,7 @@ def test_the_shipped_demo_app_is_valid():
 
 def test_malformed_json_reports_file_line_and_column():
     with pytest.raises(DefinitionErrors) as caught:
-        load_app_dir(DEFS / "malformed")
+        load_app_dir(DEFS / "malformed", REGISTRIES)
     messages = [str(e) for e in caught.value.errors]
     # the broken goal file is reported once; the form that uses it is not also told "no entity 'goal'",
     # while its own unrelated error is still found in the same run
@@ -168,7 +169,7 @@ def test_malformed_json_reports_file_line_and_column():
         "forms/goal.json: /roles/0: unknown role 'nobody'; declare it in app.json roles (declared: admin, staff)",
     ]
     with pytest.raises(DefinitionErrors) as caught:
-        read_bundle(DEFS / "malformed")
+        read_bundle(DEFS / "malformed", REGISTRIES)
     assert places(caught.value.errors) == [("entities/goal.json", "")]
 
 
@@ -181,25 +182,25 @@ def test_malformed_json_reports_file_line_and_column():
 def test_unreadable_files_are_reported_clearly(tmp_path, content, expected):
     write_app(tmp_path, {"app.json": MINIMAL_APP, "entities/x.json": content})
     with pytest.raises(DefinitionErrors) as caught:
-        load_app_dir(tmp_path)
+        load_app_dir(tmp_path, REGISTRIES)
     [err] = caught.value.errors
     assert err.file == "entities/x.json" and expected in err.message
 
 
 def test_a_byte_order_mark_is_accepted(tmp_path):
     write_app(tmp_path, {"app.json": b"\xef\xbb\xbf" + json.dumps(MINIMAL_APP).encode()})
-    assert load_app_dir(tmp_path).id == "mini"
+    assert load_app_dir(tmp_path, REGISTRIES).id == "mini"
 
 
 def test_large_files_are_refused(tmp_path):
     big = {"id": "big", "type": "x", "params": {"blob": "x" * MAX_FILE_BYTES}}
     write_app(tmp_path, {"app.json": MINIMAL_APP, "jobs/big.json": big})
     with pytest.raises(DefinitionErrors) as caught:
-        load_app_dir(tmp_path)
+        load_app_dir(tmp_path, REGISTRIES)
     assert [(e.file, "too large" in e.message) for e in caught.value.errors] == [("jobs/big.json", True)]
     # a stored bundle gets the same limit
     with pytest.raises(DefinitionErrors) as caught:
-        load_bundle({"app.json": MINIMAL_APP, "jobs/big.json": big})
+        load_bundle({"app.json": MINIMAL_APP, "jobs/big.json": big}, REGISTRIES)
     assert "too large" in caught.value.errors[0].message
 
 
@@ -207,7 +208,7 @@ def test_folder_layout_errors(tmp_path):
     write_app(tmp_path, {"entites/goal.json": {"id": "goal"}, "entities/old/goal.json": {},
                          "extra.json": {}, "notes.txt": "ignored", ".hidden/x.json": "ignored"})
     with pytest.raises(DefinitionErrors) as caught:
-        load_app_dir(tmp_path)
+        load_app_dir(tmp_path, REGISTRIES)
     got = {e.file: e.message for e in caught.value.errors}
     assert set(got) == {"app.json", "entites/", "entities/old/", "extra.json"}
     assert got["app.json"].startswith("missing")
@@ -222,7 +223,7 @@ def test_symbolic_links_are_not_followed(tmp_path):
     (app / "jobs").mkdir()
     (app / "jobs" / "secret.json").symlink_to(outside)
     with pytest.raises(DefinitionErrors) as caught:
-        load_app_dir(app)
+        load_app_dir(app, REGISTRIES)
     assert places(caught.value.errors) == [("jobs/secret.json", "")]
 
 
@@ -230,13 +231,13 @@ def test_a_failed_load_changes_no_file(tmp_path):
     shutil.copytree(DEFS / "many_errors", tmp_path / "app")
     before = {p: p.read_bytes() for p in (tmp_path / "app").rglob("*") if p.is_file()}
     with pytest.raises(DefinitionErrors):
-        load_app_dir(tmp_path / "app")
+        load_app_dir(tmp_path / "app", REGISTRIES)
     assert {p: p.read_bytes() for p in (tmp_path / "app").rglob("*") if p.is_file()} == before
 
 
 def test_bad_bundles_are_refused_like_bad_folders(valid_bundle):
     with pytest.raises(DefinitionErrors):
-        load_bundle(["app.json"])
+        load_bundle(["app.json"], REGISTRIES)
     bundle = dict(valid_bundle, **{"../etc/passwd.json": {}, "entities/sub/x.json": {}})
     assert {e.file for e in errors_of(bundle)} == {"../etc/passwd.json", "entities/sub/x.json"}
     bundle = dict(valid_bundle, **{"jobs/x.json": {"id": "x", "type": "t", "params": {"v": float("nan")}}})
@@ -261,6 +262,10 @@ def test_every_schema_is_a_valid_draft_2020_12_schema():
         schema = json.loads(path.read_text("utf-8"))
         Draft202012Validator.check_schema(schema)
         assert schema["$id"] == f"https://keel.dev/schemas/{path.name}"
+    # the kinds the subsystems register bring their own, under the same base (they $ref common.json)
+    for kind in REGISTRIES.definition_kinds.values():
+        Draft202012Validator.check_schema(kind.schema)
+        assert kind.schema["$id"] == f"https://keel.dev/schemas/{kind.name}.json"
 
 
 def test_schema_violations_report_json_pointers(valid_bundle):
@@ -500,7 +505,7 @@ def test_form_fields_must_be_inputs_of_the_entity(valid_bundle):
 def test_visible_if_may_name_fields_of_other_sections(valid_bundle):
     def change(doc):
         doc["sections"][1]["fields"][1] = {"field": "due", "visible_if": "target > 1000 and title"}
-    assert load_bundle(mutated(valid_bundle, "forms/goal.json", change)).forms["goal"].fields[5].visible_if
+    assert load_bundle(mutated(valid_bundle, "forms/goal.json", change), REGISTRIES).forms["goal"].fields[5].visible_if
 
 
 def test_form_shape_and_entity_are_checked(valid_bundle):
@@ -518,8 +523,9 @@ def test_other_kinds_get_their_references_checked(valid_bundle):
     bundle["workflows/approval.json"]["starts_on"] = {"form": "revision"}
     bundle["connectors/crm.json"]["secrets"] = ["sk-live-123"]
     errors = errors_of(bundle)
+    # the job checks run beside the schema: the time zone is reported in the same run as the cron
     assert places(errors) == [("connectors/crm.json", "/secrets/0"), ("jobs/snapshot.json", "/cron"),
-                              ("workflows/approval.json", "/starts_on/form")]
+                              ("jobs/snapshot.json", "/timezone"), ("workflows/approval.json", "/starts_on/form")]
     # the job file is schema-invalid (cron), so its time zone is checked once the cron is fixed
     bundle["jobs/snapshot.json"]["cron"] = "0 2 1 * *"
     assert ("jobs/snapshot.json", "/timezone") in places(errors_of(bundle))
@@ -529,7 +535,7 @@ def test_other_kinds_get_their_references_checked(valid_bundle):
 
 def test_every_error_of_every_file_is_reported_in_one_go_and_sorted():
     with pytest.raises(DefinitionErrors) as caught:
-        load_app_dir(DEFS / "many_errors")
+        load_app_dir(DEFS / "many_errors", REGISTRIES)
     errors = caught.value.errors
     assert places(errors) == [
         ("app.json", "/colour"),
@@ -562,7 +568,7 @@ def test_fifty_entities_load(tmp_path):
         files[f"entities/e{n}.json"] = {"id": f"e{n}", "fields": fields,
                                         "permissions": [{"role": "staff", "read": "all", "create": True}]}
         files[f"forms/e{n}.json"] = {"id": f"e{n}", "entity": f"e{n}", "fields": [f"f{k}" for k in range(9)]}
-    app = load_app_dir(write_app(tmp_path, files))
+    app = load_app_dir(write_app(tmp_path, files), REGISTRIES)
     assert len(app.entities) == 50 and all(len(e.fields) == 10 for e in app.entities.values())
 
 
@@ -598,7 +604,7 @@ def test_entity_ids_that_name_api_paths_are_reserved(tmp_path):
     form["entity"] = "forms"
     (app / "forms" / "task.json").write_text(_json.dumps(form))
     try:
-        _load(app)
+        _load(app, REGISTRIES)
     except _Errors as e:
         assert any(err.file == "entities/forms.json" and err.pointer == "/id" and "reserved" in err.message
                    for err in e.errors), [str(x) for x in e.errors]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from keel.actor import SYSTEM
 from keel.auth import directory as d
-from keel.auth.actor import SYSTEM
 from keel.auth.tokens import issue_token, resolve_token
 from keel.errors import FieldErrors, NotFound, PermissionDenied
 from keel.storage.db import create_engine, create_system_tables

@@ -10,7 +10,8 @@ from flask import Flask
 from jsonschema import Draft202012Validator
 from wtforms import BooleanField, SelectField, SelectMultipleField, StringField, TextAreaField
 
-from keel.auth.actor import Actor
+from helpers_registries import REGISTRIES, typed
+from keel.actor import Actor
 from keel.definitions.model import (
     AppDef,
     EntityDef,
@@ -52,18 +53,18 @@ def goal_entity(*extra: FieldDef) -> EntityDef:
         FieldDef("actual", "money", L("实际值", "Actual"), read_only=True),
         FieldDef("secret", "text", L("机密", "Secret"), read_roles=("strategy",)),
     ) + extra
-    return EntityDef("goal", L("目标", "Goal"), fields,
-                     permissions=(PermissionRule("employee", read="all", create=True, update="own"),))
+    return typed(EntityDef("goal", L("目标", "Goal"), fields,
+                           permissions=(PermissionRule("employee", read="all", create=True, update="own"),)))
 
 
 def make_built(entity: EntityDef, form: FormDef | None = None, version: int = 1):
     form = form or FormDef("new_goal", "goal", L("新目标", "New goal"), sections=(
         FormSection("basics", L("基本信息", "Basics"),
                     tuple(FormField(f.id) for f in entity.fields if f.writable)),))
+    entity = typed(entity)
     app = AppDef(id="demo", version="1", label=L("演示", "Demo"), roles=(), settings=MappingProxyType({}),
                  entities=MappingProxyType({entity.id: entity}), forms=MappingProxyType({form.id: form}),
-                 workflows=MappingProxyType({}), dashboards=MappingProxyType({}), jobs=MappingProxyType({}),
-                 connectors=MappingProxyType({}))
+                 registries=REGISTRIES)
     return build(app, version)
 
 

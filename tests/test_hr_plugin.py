@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from helpers_registries import REGISTRIES
 from loopback import LoopbackServer, Reply
 from test_connector_sync import make_world, write_json
 
@@ -230,7 +231,7 @@ def test_a_bad_item_is_skipped_and_its_person_is_not_taken_for_a_leaver(hr):
 
 
 def test_users_typed_in_by_hand_are_adopted_by_username_not_duplicated(tmp_path, sqlite_url):
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import add_user
 
     with LoopbackServer() as server:
@@ -286,7 +287,7 @@ def test_a_gbk_csv_from_the_import_folder_fills_the_directory(tmp_path, sqlite_u
 
 
 def test_the_job_acts_only_for_an_administrator(tmp_path, sqlite_url):
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import add_user
 
     with LoopbackServer() as server:
@@ -302,7 +303,7 @@ def test_the_job_acts_only_for_an_administrator(tmp_path, sqlite_url):
 
 
 def test_a_missing_import_file_fails_at_once_and_a_server_path_is_refused(tmp_path, sqlite_url, monkeypatch):
-    from keel.connectors.sync import connector_problems
+    from keel.definitions.errors import DefinitionErrors
     from keel.definitions.loader import load_app_dir
     from keel.storage.job_tables import job_chunks
 
@@ -317,7 +318,9 @@ def test_a_missing_import_file_fails_at_once_and_a_server_path_is_refused(tmp_pa
     assert run["status"] == "failed"
     assert run["error"].endswith("connector 'roster': no file 'roster.csv' in the import folder")
     assert world.count(job_chunks, job_chunks.c.attempts == 1) == 1
-    # A server path in a definition never gets as far as a running server: applying it is refused.
+    # A server path in a definition never gets as far as a running server: loading it is refused.
     write_json(world.folder / "connectors" / "sneaky.json", sneaky)
-    assert connector_problems(load_app_dir(world.folder), "sneaky") == [
-        "$.config.file: must be a relative name inside the import folder"]
+    with pytest.raises(DefinitionErrors) as refused:
+        load_app_dir(world.folder, REGISTRIES)
+    assert [str(e) for e in refused.value.errors] == [
+        "connectors/sneaky.json: /config/file: must be a relative name inside the import folder"]

@@ -9,14 +9,20 @@ import sqlalchemy as sa
 
 from conftest import make_app
 from helpers_notify import GOAL_CHANGED, add_people, apply_bundle, bundle, count, engine_for, login, token_for
-from keel.auth.actor import SYSTEM
+from helpers_registries import REGISTRIES
+from keel.actor import SYSTEM
 from keel.definitions.errors import DefinitionErrors
 from keel.definitions.loader import load_bundle
 from keel.errors import FieldErrors, NotFound
-from keel.notify import inbox, notification_problems
+from keel.notify import inbox
+from keel.notify.plugin import notification_problems as _problems
 from keel.notify.render import NotificationTemplateError
 from keel.storage.notify_tables import inbox as inbox_table
 from keel.storage.system import audit_events
+
+
+def notification_problems(data):
+    return _problems(data, REGISTRIES.delivery_channels)
 
 RECORD = {"title": "销售目标 Q4", "target": "¥800,000", "reason": "12 customers asked about expansion"}
 
@@ -35,7 +41,7 @@ def send(engine, **kw):
             "actor": SYSTEM}
     args.update(kw)
     with engine.begin() as conn:
-        return inbox.send(conn, **args)
+        return inbox.send(conn, **args, registries=REGISTRIES)
 
 
 def test_a_template_is_rendered_once_per_language_and_read_in_the_readers_language(world):
@@ -152,7 +158,7 @@ def test_notification_definitions_are_checked_strictly():
     secret_env = {**GOAL_CHANGED, "id": "c", "channels": [{"type": "robot", "flavor": "dingtalk",
                                                            "url_env": "KEEL_SECRET_KEY"}]}
     with pytest.raises(DefinitionErrors) as e:
-        load_bundle(bundle([missing_en, unknown_key, secret_env]))
+        load_bundle(bundle([missing_en, unknown_key, secret_env]), REGISTRIES)
     text = str(e.value)
     assert "notifications/a.json" in text and "notifications/b.json" in text and "notifications/c.json" in text
     assert notification_problems({**GOAL_CHANGED, "channels": [{"type": "pigeon"}]}) == [
@@ -163,10 +169,8 @@ def test_notification_definitions_are_checked_strictly():
 
 @pytest.fixture
 def site(tmp_path, sqlite_url):
-    import keel.notify
 
     flask_app = make_app(tmp_path, sqlite_url)
-    keel.notify.init_app(flask_app)  # until create_app calls it
     engine = flask_app.extensions["keel"].engine
     apply_bundle(engine, bundle())
     ids = add_people(engine, ("amy", {"locale": "en", "roles": ["strategy"]}), ("bo", {"password": True}))

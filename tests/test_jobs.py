@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from keel.jobs.cli import jobs_group
+from keel.cli.jobs import jobs_group
 from test_jobs_helpers import make_job_world, redis_queue_fixture, rq_dispatcher, run_status, work_until  # noqa: F401 - redis_queue_fixture is the `redis_queue` fixture
 
 COUNT = {"type": "touch_records", "cron": "0 2 * * *", "timezone": "Asia/Shanghai", "chunk_size": 4,
@@ -94,7 +94,7 @@ def test_a_chunk_that_fails_is_retried_and_a_chunk_out_of_attempts_fails_the_run
 # ---- a job acting for a user ----------------------------------------------------------------------
 
 def test_a_job_run_as_a_user_rechecks_that_users_permissions_when_it_runs(tmp_path, sqlite_url):
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import deactivate_user, find_user, set_roles
 
     jobs = {"as_mia": {**COUNT, "cron": None, "idempotency": "run", "run_as": "mia"},
@@ -127,7 +127,7 @@ def test_a_job_run_as_a_user_rechecks_that_users_permissions_when_it_runs(tmp_pa
 
 def test_permission_revoked_mid_run_stops_the_next_chunk_without_retrying(world):
     """A run is re-checked before every chunk, not only at its start."""
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import find_user, set_roles
     from keel.jobs.execute import run_chunk, start_run
 
@@ -211,7 +211,7 @@ def test_jobs_page_shows_jobs_and_runs_to_admins(world):
     cli(world, "run", "diag", "--param", "fail_attempts=3")
     client = world.client
     with world.engine.begin() as conn:
-        from keel.auth.actor import SYSTEM
+        from keel.actor import SYSTEM
         from keel.auth.directory import add_user
 
         add_user(conn, "root", "Root", SYSTEM, password="a-Long-pass-phrase-42", is_admin=True)

@@ -3,35 +3,45 @@ definition's time zone, and the idempotency keys that make a period run once."""
 from __future__ import annotations
 
 import datetime as dt
-from types import MappingProxyType
 
-import pytest
-
-from keel.definitions.model import AppDef, Definition, freeze
+from helpers_registries import REGISTRIES
+from keel.definitions.errors import DefinitionErrors
+from keel.definitions.loader import load_bundle
+from keel.definitions.model import AppDef
+from keel.hooks import hookimpl
 from keel.jobs import schedule
-from keel.jobs.definition import job_definition_errors, job_spec
-from keel.jobs.types import JobType, JobTypeRegistry, collect_job_types
+from keel.jobs.definition import job_spec
+from keel.jobs.types import JobType
+from keel.plugins import PluginHost
 
 UTC = dt.UTC
 SHANGHAI = schedule.zone("Asia/Shanghai")
 
 
-def app_with_jobs(**jobs: dict) -> AppDef:
-    from keel.definitions.loader import load_app_dir
+def app_bundle(**jobs: dict) -> dict:
+    from keel.definitions.loader import read_bundle
     from test_jobs_helpers import TRACKER
 
-    base = load_app_dir(TRACKER)
-    defs = {jid: Definition(jid, "job", f"jobs/{jid}.json", freeze({"id": jid, **body})) for jid, body in jobs.items()}
-    return AppDef(id=base.id, version=base.version, label=base.label, roles=base.roles, settings=base.settings,
-                  entities=base.entities, forms=base.forms, workflows=base.workflows, dashboards=base.dashboards,
-                  jobs=MappingProxyType(defs), connectors=base.connectors)
+    base = read_bundle(TRACKER, REGISTRIES)
+    base = {k: v for k, v in base.items() if not k.startswith("jobs/")}
+    return {**base, **{f"jobs/{jid}.json": {"id": jid, **body} for jid, body in jobs.items()}}
 
 
-TYPES = collect_job_types()
+def app_with_jobs(**jobs: dict) -> AppDef:
+    return load_bundle(app_bundle(**jobs), REGISTRIES)
 
 
 def errors_of(**jobs: dict) -> list[str]:
-    return [str(e) for e in job_definition_errors(app_with_jobs(**jobs), TYPES)]
+    """The job files' errors, as `keel app validate` reports them (the jobs kind checks each file against
+    the installed job types)."""
+    try:
+        app_with_jobs(**jobs)
+    except DefinitionErrors as e:
+        return [str(x) for x in e.errors if x.file.startswith("jobs/")]
+    return []
+
+
+KNOWN_TYPES = ", ".join(sorted(REGISTRIES.job_types))
 
 
 def test_a_valid_definition_has_no_errors_and_gets_its_defaults():
@@ -39,9 +49,9 @@ def test_a_valid_definition_has_no_errors_and_gets_its_defaults():
             "params": {"entity": "project"}, "idempotency": "snap-{scheduled:%Y-%m}", "catch_up": "all",
             "retries": {"max": 3, "backoff_seconds": [60, 300, 900]}, "run_as": "mia"}
     assert errors_of(snapshot=body) == []
-    spec = job_spec("tracker", app_with_jobs(snapshot=body).jobs["snapshot"])
+    spec = job_spec("tracker", app_with_jobs(snapshot=body).definitions_of("job")["snapshot"])
     assert (spec.max_attempts, spec.backoff_seconds, spec.timeout_seconds) == (4, (60, 300, 900), 600)
-    plain = job_spec("tracker", app_with_jobs(d={"type": "diagnostic"}).jobs["d"])
+    plain = job_spec("tracker", app_with_jobs(d={"type": "diagnostic"}).definitions_of("job")["d"])
     assert (plain.idempotency, plain.catch_up, plain.timezone, plain.cron) == ("run", "latest", "UTC", None)
 
 
@@ -61,14 +71,15 @@ def test_every_problem_of_a_definition_is_reported_at_once_with_its_place():
         "jobs/bad.json: /timezone: unknown time zone 'Mars/Olympus'",
         "jobs/bad.json: /params: Additional properties are not allowed ('extra' was unexpected)",
         "jobs/bad.json: /params/work_rounds: -1 is less than the minimum of 0",
-        "jobs/bad.json: /retries: unknown key(s): jitter",
-        "jobs/bad.json: /retries/max: must be a whole number from 0 to 20",
-        "jobs/bad.json: /retries/backoff_seconds/1: must be a whole number of seconds",
+        # the schema's findings come in the same run as the job checks'
+        "jobs/bad.json: /retries/jitter: unknown key 'jitter'; allowed here: backoff_seconds, max",
+        "jobs/bad.json: /retries/max: 50 is greater than the maximum of 20",
+        "jobs/bad.json: /retries/backoff_seconds/1: 'soon' is not of type 'integer'",
         "jobs/bad.json: /idempotency: %c is not allowed in a key template",
         "jobs/bad.json: /catch_up: must be one of latest, all, none",
         "jobs/bad.json: /chunk_size: must be a whole number from 1",
         "jobs/bad.json: /run_as: must be a username",
-        "jobs/unknown.json: /type: unknown job type 'no_such_type' (known: diagnostic, touch_records)",
+        f"jobs/unknown.json: /type: unknown job type 'no_such_type' (known: {KNOWN_TYPES})",
         "jobs/wrong_entity.json: /params/entity: no entity 'invoice' in app 'tracker'",
         "jobs/never.json: /cron: cron expression '0 2 30 2 *' never fires",
         "jobs/period_without_cron.json: /idempotency: 'period' needs a cron schedule",
@@ -106,7 +117,7 @@ def test_idempotency_keys_name_the_period_in_the_job_time_zone():
     assert len(manual) == 3  # every manual run of a `run` job is its own run
 
 
-def test_registry_refuses_bad_names_and_two_types_claiming_one_name():
+def test_the_host_refuses_bad_job_type_names_and_two_plugins_claiming_one_name():
     class A(JobType):
         name = "same"
 
@@ -116,36 +127,32 @@ def test_registry_refuses_bad_names_and_two_types_claiming_one_name():
     class Bad(JobType):
         name = "Not Valid"
 
-    registry = JobTypeRegistry([A()])
-    registry.register(A())  # the same type twice (a host registering built-ins again) is harmless
-    with pytest.raises(ValueError, match="registered twice"):
-        registry.register(B())
-    with pytest.raises(ValueError, match="must be lower-case"):
-        registry.register(Bad())
-    assert registry.names() == ["same"]
+    class First:
+        @hookimpl
+        def keel_job_types(self):
+            return [A()]
+
+    class Second:
+        @hookimpl
+        def keel_job_types(self):
+            return [B()]
+
+    class Broken:
+        @hookimpl
+        def keel_job_types(self):
+            return [Bad()]
+
+    host = PluginHost.load(None, entry_points=False, extra=[("first", First()), ("second", Second()),
+                                                            ("broken", Broken())])
+    assert type(host.registries().job_types["same"]) is A
+    errors = {f.name: f.error for f in host.failures}
+    assert errors["second"] == "job type 'same' is already registered by plugin 'first'; this one is ignored"
+    assert "needs a `name` of lower-case letters" in errors["broken"]
 
 
 def test_builtin_types_come_through_the_plugin_hook():
-    import pluggy
-
-    from keel.jobs import builtin_types
-
-    pm = pluggy.PluginManager("keel")
-
-    class Specs:
-        @pluggy.HookspecMarker("keel")
-        def keel_job_types(self):
-            """job types"""
-
-    class Extra(JobType):
-        name = "extra"
-
-    class Plugin:
-        @pluggy.HookimplMarker("keel")
-        def keel_job_types(self):
-            return [Extra()]
-
-    pm.add_hookspecs(Specs)
-    pm.register(builtin_types)
-    pm.register(Plugin())
-    assert collect_job_types(pm).names() == ["diagnostic", "extra", "touch_records"]
+    host = PluginHost.load(None, entry_points=False)
+    jobs = next(p for p in host.plugins if p.name == "keel.jobs")
+    assert jobs.registers["job type"] == ["diagnostic", "touch_records"]
+    assert jobs.registers["definition kind"] == ["job"]
+    assert host.owner("job_types", "workflow_timers") == "keel.workflow"

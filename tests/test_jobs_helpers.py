@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_app
+from keel.hooks import hookimpl
 
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TRACKER = Path(__file__).resolve().parent / "fixtures" / "api_app"
@@ -89,7 +90,7 @@ class JobWorld:
                                 .order_by(job_chunks.c.idx)).all()
 
     def add_projects(self, n: int) -> None:
-        from keel.auth.actor import SYSTEM
+        from keel.actor import SYSTEM
         from keel.storage import records
 
         self.env.runtime.refresh()
@@ -99,28 +100,31 @@ class JobWorld:
                 records.create(conn, built, "project", {"name": f"project {i}"}, SYSTEM)
 
     def reapply(self, jobs: dict[str, dict]) -> None:
+        from keel.actor import SYSTEM
         from keel.apply import apply_app
-        from keel.auth.actor import SYSTEM
         from keel.definitions.loader import load_app_dir
 
         self.folder = write_app(self.folder.parent, jobs)
-        # Checked against this app's registry: tests register job types of their own in it.
-        apply_app(self.engine, load_app_dir(self.folder), SYSTEM, job_types=self.env.types)
+        # Checked against this app's registries: a test may give the app job types of its own.
+        apply_app(self.engine, load_app_dir(self.folder, self.env.runtime.registries), SYSTEM)
         self.env.runtime.refresh()
 
 
-def make_job_world(tmp_path: Path, db_url: str, jobs: dict[str, dict], **config) -> JobWorld:
+def make_job_world(tmp_path: Path, db_url: str, jobs: dict[str, dict], job_types=(), **config) -> JobWorld:
+    """An app with `jobs`; `job_types` are registered for it as a plugin of its own would."""
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.auth.directory import add_user
     from keel.auth.tokens import issue_token
     from keel.definitions.loader import load_app_dir
     from keel.jobs import jobs_env
 
     folder = write_app(tmp_path, jobs)
+    if job_types:
+        config["KEEL_EXTRA_PLUGINS"] = [("test_job_types", _JobTypesPlugin(list(job_types)))]
     flask_app = make_app(tmp_path, db_url, **config)
     env = jobs_env(flask_app)
-    apply_app(env.engine, load_app_dir(folder), SYSTEM)
+    apply_app(env.engine, load_app_dir(folder, env.runtime.registries), SYSTEM)
     env.runtime.refresh()
     with env.engine.begin() as conn:
         ids = {"admin": add_user(conn, "ada", "Ada Admin", SYSTEM, is_admin=True),
@@ -128,6 +132,15 @@ def make_job_world(tmp_path: Path, db_url: str, jobs: dict[str, dict], **config)
                "nobody": add_user(conn, "ned", "Ned Nobody", SYSTEM, roles=[])}
         tokens = {who: issue_token(conn, uid) for who, uid in ids.items()}
     return JobWorld(flask_app, flask_app.test_client(), env.engine, env, folder, tokens, ids)
+
+
+class _JobTypesPlugin:
+    def __init__(self, types):
+        self.types = types
+
+    @hookimpl
+    def keel_job_types(self):
+        return self.types
 
 
 def rq_dispatcher(env, redis_queue):

@@ -40,7 +40,7 @@ def queued_in_redis(env) -> int:
 # ---- a cron entry fires, runs on a worker, is recorded --------------------------------------------
 
 def test_a_cron_entry_fires_at_02_00_shanghai_runs_on_a_worker_and_is_recorded(tmp_path, sqlite_url, redis_queue):
-    from keel.jobs.cli import scheduler
+    from keel.cli.jobs import scheduler
 
     url, queue = redis_queue
     world = make_job_world(tmp_path, sqlite_url, {"nightly": NIGHTLY}, KEEL_REDIS_URL=url, KEEL_JOB_QUEUE=queue)
@@ -92,8 +92,7 @@ class Ledger(JobType):
 
 def test_a_job_that_raises_halfway_is_retried_and_writes_its_data_exactly_once(tmp_path, db_url, redis_queue):
     world = make_job_world(tmp_path, db_url, {"ledger": {
-        "type": "diagnostic", "retries": {"max": 2, "backoff_seconds": [1]}}})
-    world.env.types.register(Ledger())
+        "type": "diagnostic", "retries": {"max": 2, "backoff_seconds": [1]}}}, job_types=[Ledger()])
     LEDGER.metadata.create_all(world.engine)
     world.reapply({"ledger": {"type": "test_ledger", "params": {"lines": 30},
                               "retries": {"max": 2, "backoff_seconds": [1]}}})
@@ -174,7 +173,7 @@ def _worker_process(world, redis_queue) -> subprocess.Popen:
            "KEEL_INSTANCE_PATH": world.app.config["KEEL_INSTANCE_PATH"], "KEEL_REDIS_URL": url,
            "KEEL_JOB_QUEUE": queue, "KEEL_ENV": "development"}
     # Its own process group, so the kill takes the work horse RQ forked along with the worker.
-    return subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker", "--name", f"{queue}-w1"],
+    return subprocess.Popen([sys.executable, "-m", "keel.cli", "worker", "--name", f"{queue}-w1"],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -260,7 +259,7 @@ def closed_port_url() -> str:
 
 
 def test_redis_unavailable_gives_clear_errors_and_the_web_app_keeps_serving(tmp_path, sqlite_url):
-    from keel.jobs.cli import scheduler, worker
+    from keel.cli.jobs import scheduler, worker
 
     url = closed_port_url()
     world = make_job_world(tmp_path, sqlite_url, {"nightly": NIGHTLY}, KEEL_REDIS_URL=url)
@@ -360,8 +359,7 @@ def test_a_permanent_failure_is_not_retried(tmp_path, sqlite_url, redis_queue):
         def run_chunk(self, ctx, params, chunk):
             raise JobFailed("the upstream system says this account is closed")
 
-    world = make_job_world(tmp_path, sqlite_url, {})
-    world.env.types.register(Refuses())
+    world = make_job_world(tmp_path, sqlite_url, {}, job_types=[Refuses()])
     world.reapply({"refuses": {"type": "test_refuses", "retries": {"max": 5, "backoff_seconds": [0]}}})
     rq_dispatcher(world.env, redis_queue)
     r = world.client.post("/api/v1/jobs/refuses/run", headers=world.headers())

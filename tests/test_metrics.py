@@ -9,9 +9,9 @@ import pytest
 
 from conftest import make_app
 from helpers_notify import add_people, apply_bundle, bundle, engine_for, token_for
-from keel.audit.log import record_event
-from keel.auth.actor import SYSTEM
+from keel.actor import SYSTEM
 from keel.errors import NotFound
+from keel.storage.audit import record_event
 from keel.workflow.metrics import instance_metrics, percentile, workflow_metrics
 
 T0 = dt.datetime(2025, 10, 18, 1, 0, tzinfo=dt.UTC)  # 09:00 in Shanghai, the day the CRO revised the goal
@@ -114,10 +114,8 @@ def test_an_instance_without_events_or_without_a_start_is_not_found(engine):
 
 
 def test_the_metrics_api_is_for_admins_and_the_strategy_department(tmp_path, sqlite_url):
-    import keel.notify
 
     flask_app = make_app(tmp_path, sqlite_url)
-    keel.notify.init_app(flask_app)
     engine = flask_app.extensions["keel"].engine
     apply_bundle(engine, bundle())
     ids = add_people(engine, ("sue", {"roles": ["strategy"]}), ("eve", {"roles": ["employee"]}),

@@ -8,6 +8,7 @@ import shutil
 import pytest
 from openapi_spec_validator import validate
 
+from helpers_registries import REGISTRIES
 from test_api import API, FIXTURE, apply_definition, make_world
 
 
@@ -33,7 +34,7 @@ def test_document_is_valid_openapi_3_1(world):
 def test_document_has_paths_and_schemas_for_every_entity_and_form_of_the_definition(world):
     from keel.definitions.loader import load_app_dir
 
-    definition = load_app_dir(FIXTURE)
+    definition = load_app_dir(FIXTURE, REGISTRIES)
     doc = document(world)
     paths, schemas = doc["paths"], doc["components"]["schemas"]
     for entity_id, entity in definition.entities.items():
@@ -144,7 +145,7 @@ def test_document_for_the_goal_agility_demo_validates(world):
     validate(doc)
     from keel.definitions.loader import load_app_dir
 
-    demo = load_app_dir(APPS / "goal_agility")
+    demo = load_app_dir(APPS / "goal_agility", REGISTRIES)
     for entity_id in demo.entities:
         assert f"/apps/{demo.id}/{entity_id}/{{id}}" in doc["paths"]
     for form_id in demo.forms:

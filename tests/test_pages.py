@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_app
+from helpers_registries import REGISTRIES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "web_app"
 PASSWORD = "correct-horse-battery"
@@ -77,7 +78,7 @@ def password_hash() -> str:
 
 
 def add_users(site: Site, *specs: tuple[str, str, dict]) -> None:
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import add_user
     from keel.storage.system import users
 
@@ -89,13 +90,13 @@ def add_users(site: Site, *specs: tuple[str, str, dict]) -> None:
 
 
 def setup_site(tmp_path, db_url, definition: Path = FIXTURE) -> Site:
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_app_dir
 
     app = make_app(tmp_path, db_url)
     site = Site(app)
-    apply_app(site.engine, load_app_dir(definition), SYSTEM)
+    apply_app(site.engine, load_app_dir(definition, REGISTRIES), SYSTEM)
     add_users(site, ("root", "Root 管理员", {"is_admin": True}), ("alice", "Alice 艾", {"roles": ["member"]}),
               ("bob", "Bob 鲍", {"roles": ["member"]}))
     app.extensions["keel"].refresh()

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from helpers_records import ACCOUNT, CANARY_NAME, CANARY_SECRET, make_world
+from keel.actor import SYSTEM, Actor
 from keel.audit.query import list_audit
-from keel.auth.actor import SYSTEM, Actor
 from keel.definitions.model import PermissionRule
 from keel.errors import FieldErrors, NotFound, PermissionDenied
 from keel.storage import export, permissions, query, records

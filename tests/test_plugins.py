@@ -14,28 +14,17 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, make_app
+from helpers_registries import REGISTRIES
+from keel.cli.plugins import plugin_group
 from keel.connectors import ConnectorError, OutboundClient, TableFileError
 from keel.definitions import DefinitionErrors, load_bundle
-from keel.fieldtypes import FieldValueError, registry
-from keel.plugins import ConnectorContext, ConnectorType, PluginHost, UnknownPluginObject, get_host
-from keel.plugins.cli import plugin_group
+from keel.fieldtypes import FieldValueError
+from keel.plugins import ConnectorContext, ConnectorType, PluginHost, UnknownPluginObject
 from keel.plugins.discovery import forget
 from loopback import LoopbackServer, Reply
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 MINIMAL_APP = {"id": "mini", "version": "1", "label": "Mini"}
-
-
-@pytest.fixture(autouse=True)
-def field_types_restored():
-    """Plugin field types go into the process-wide registry; put it back as it was after each test."""
-    registry.names()  # filled (built-ins, through the hook) before the snapshot
-    types, owners = dict(registry._types), dict(registry._owners)
-    yield
-    registry._types.clear()
-    registry._types.update(types)
-    registry._owners.clear()
-    registry._owners.update(owners)
 
 
 @pytest.fixture
@@ -73,19 +62,30 @@ def contact_bundle(field: dict) -> dict:
 # -- built-ins ------------------------------------------------------------------------------------------
 
 def test_builtins_register_through_the_same_hooks():
-    import keel.plugins.builtins
+    import keel.connectors.plugin
+    import keel.fieldtypes.plugin
 
     host = PluginHost.load(None, entry_points=False)
-    first = host.plugins[0]
-    assert (first.name, first.source, first.obj) == ("keel", "builtin", keel.plugins.builtins)
-    assert host.pm.get_plugin("keel") is keel.plugins.builtins
-    assert {"text", "money", "table"} <= set(first.registers["field type"])
-    assert first.registers["connector type"] == ["http_json", "file"]
+    by_name = {p.name: p for p in host.plugins}
+    # Keel's own subsystems are plugins of the same host, in the order of keel.plugins.discovery
+    assert [p.name for p in host.plugins] == ["keel.fieldtypes", "keel.jobs", "keel.connectors", "keel.notify",
+                                              "keel.workflow", "keel.dashboards"]
+    assert all(p.source == "builtin" for p in host.plugins)
+    assert host.pm.get_plugin("keel.fieldtypes") is keel.fieldtypes.plugin
+    assert by_name["keel.connectors"].obj is keel.connectors.plugin
+    assert {"text", "money", "table"} <= set(by_name["keel.fieldtypes"].registers["field type"])
+    assert by_name["keel.connectors"].registers["connector type"] == ["http_json", "file"]
     assert all(isinstance(c, ConnectorType) for c in host.connector_types.values())
-    assert host.owner("field_types", "money") == "keel"
-    # the process-wide field type registry was filled through the same hook
-    assert registry.owner("text") == "keel" and "money" in registry
-    assert get_host() is get_host()
+    assert host.owner("field_types", "money") == "keel.fieldtypes"
+    # the definition kinds beyond entities and forms come from the subsystems, like any plugin's would
+    assert {k: host.owner("definition_kinds", k) for k in host.definition_kinds} == {
+        "job": "keel.jobs", "connector": "keel.connectors", "notification": "keel.notify",
+        "workflow": "keel.workflow", "dashboard": "keel.dashboards"}
+    # what the engine is handed: one immutable value, built once per host
+    registries = host.registries()
+    assert registries is host.registries() and registries.field_types["money"] is host.field_types["money"]
+    with pytest.raises(TypeError):
+        registries.field_types["x"] = None
 
 
 def test_an_unknown_connector_type_names_the_known_ones():
@@ -102,30 +102,35 @@ def test_an_unknown_connector_type_names_the_known_ones():
 def test_a_folder_plugin_adds_a_field_type_the_loader_accepts(plugins_dir):
     bundle = contact_bundle({"id": "mobile", "type": "phone", "region": "CN"})
     with pytest.raises(DefinitionErrors, match="unknown field type 'phone'"):
-        load_bundle(bundle)
+        load_bundle(bundle, REGISTRIES)
 
     host = PluginHost.load(plugins_dir("phone_field"), entry_points=False)
     assert host.failures == []
     plugin = next(p for p in host.plugins if p.name == "phone_field")
     assert (plugin.version, plugin.source) == ("1.2.0", "folder")
     assert plugin.registers == {"field type": ["phone"], "connector type": ["static_list"]}
-    host.install_field_types(registry)
 
-    app = load_bundle(bundle)
-    assert app.entities["contact"].field("mobile").type == "phone"
-    assert registry.get("phone").parse(None, "+86 138-0000-0000") == "+8613800000000"
+    # loaded with that host's registries, the definition knows the type; the default ones still do not
+    registries = host.registries()
+    app = load_bundle(bundle, registries)
+    mobile = app.entities["contact"].field("mobile")
+    assert mobile.type == "phone" and mobile.ftype is host.field_types["phone"]
+    assert mobile.ftype.parse(None, "+86 138-0000-0000") == "+8613800000000"
     with pytest.raises(FieldValueError):
-        registry.get("phone").parse(None, "call me")
+        mobile.ftype.parse(None, "call me")
+    with pytest.raises(DefinitionErrors, match="unknown field type 'phone'"):
+        load_bundle(bundle, REGISTRIES)
     # the plugin's own key and its own definition check
-    errors = [str(e) for e in _errors(contact_bundle({"id": "mobile", "type": "phone", "region": "China"}))]
+    errors = [str(e) for e in _errors(contact_bundle({"id": "mobile", "type": "phone", "region": "China"}),
+                                      registries)]
     assert any("region must be a two-letter country code" in e for e in errors)
-    errors = [str(e) for e in _errors(contact_bundle({"id": "mobile", "type": "text", "region": "CN"}))]
+    errors = [str(e) for e in _errors(contact_bundle({"id": "mobile", "type": "text", "region": "CN"}), registries)]
     assert any("'region' does not apply to a text field" in e for e in errors)
 
 
-def _errors(bundle):
+def _errors(bundle, registries=REGISTRIES):
     with pytest.raises(DefinitionErrors) as caught:
-        load_bundle(bundle)
+        load_bundle(bundle, registries)
     return caught.value.errors
 
 
@@ -240,13 +245,14 @@ def test_a_broken_plugin_is_reported_by_name_and_keel_still_serves(tmp_path, sql
         assert errors["broken_import"] == ["import failed: RuntimeError: broken_import is broken on purpose"]
         assert errors["broken_hook"] == ["keel_job_types() raised ValueError: job registry unavailable"]
         assert errors["typo_hook"][0].startswith(
-            "implements unknown hook(s) keel_field_type; Keel's hooks are keel_field_types,")
+            "implements unknown hook(s) keel_field_type; Keel's hooks are keel_definition_kinds, keel_field_types,")
         assert set(errors) == {"broken_import", "broken_hook", "typo_hook"}
         # a failed plugin is not half-loaded: broken_hook's field type is nowhere
-        assert "nickname" not in host.field_types and "nickname" not in registry
+        registries = app.extensions["keel"].registries
+        assert "nickname" not in host.field_types and "nickname" not in registries.field_types
         assert host.pm.get_plugin("broken_hook") is None and "broken_import" not in sys.modules
         # the others work
-        assert "phone" in registry and "static_list" in host.connector_types
+        assert "phone" in registries.field_types and "static_list" in host.connector_types
         assert any("broken_import" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
         resp = app.test_client().get("/healthz")
         assert resp.status_code == 200 and resp.get_json()["status"] == "ok"
@@ -292,34 +298,133 @@ def test_the_plugins_folder_defaults_to_the_one_next_to_the_apps_folder(monkeypa
 def test_duplicate_names_are_reported_and_the_first_wins(plugins_dir):
     host = PluginHost.load(plugins_dir("phone_field", "shadow_list"), entry_points=False)
     assert host.owner("connector_types", "static_list") == "phone_field"
-    assert host.owner("connector_types", "http_json") == "keel"
+    assert host.owner("connector_types", "http_json") == "keel.connectors"
     assert host.owner("connector_types", "shadow_only") == "shadow_list"
     assert sorted(failures_by_name(host)["shadow_list"]) == [
-        "connector type 'http_json' is already registered by plugin 'keel'; this one is ignored",
+        "connector type 'http_json' is already registered by plugin 'keel.connectors'; this one is ignored",
         "connector type 'static_list' is already registered by plugin 'phone_field'; this one is ignored"]
     shadow = next(p for p in host.plugins if p.name == "shadow_list")
     assert shadow.registers == {"connector type": ["shadow_only"]}
 
 
-def test_a_field_type_name_taken_in_the_registry_is_reported(tmp_path, plugins_dir):
+def test_two_hosts_in_one_process_keep_their_own_field_types(tmp_path, plugins_dir):
+    """Registries are built per host at the composition root: a second host with another 'phone' type
+    does not see (or disturb) the first one's."""
     first = PluginHost.load(plugins_dir("phone_field"), entry_points=False)
-    first.install_field_types(registry)
     other = tmp_path / "other"
     other.mkdir()
     (other / "other_phone.py").write_text(
         "from keel.fieldtypes.builtin import Text\nfrom keel.plugins import hookimpl\n\n"
         "class Phone(Text):\n    name = 'phone'\n\n"
         "@hookimpl\ndef keel_field_types():\n    return [Phone()]\n")
-    second = PluginHost.load(other, entry_points=False)
     try:
-        second.install_field_types(registry)
-        assert failures_by_name(second)["other_phone"] == [
-            "field type 'phone' is already registered by phone_field; this one is ignored"]
-        assert registry.owner("phone") == "phone_field"
-        first.install_field_types(registry)  # the same plugin again (a second app): no conflict
-        assert failures_by_name(first) == {}
+        second = PluginHost.load(other, entry_points=False)
+        assert failures_by_name(second) == {} and failures_by_name(first) == {}
+        assert type(first.registries().field_types["phone"]).__module__ == "phone_field"
+        assert type(second.registries().field_types["phone"]).__module__ == "other_phone"
+        assert "phone" not in PluginHost.load(None, entry_points=False).registries().field_types
     finally:
         forget("other_phone")
+
+
+def test_a_field_type_taken_by_a_builtin_is_reported(tmp_path):
+    (tmp_path / "my_text.py").write_text(
+        "from keel.fieldtypes.builtin import Text\nfrom keel.plugins import hookimpl\n\n"
+        "class Mine(Text):\n    pass\n\n"
+        "@hookimpl\ndef keel_field_types():\n    return [Mine()]\n")
+    try:
+        host = PluginHost.load(tmp_path, entry_points=False)
+        assert failures_by_name(host)["my_text"] == [
+            "field type 'text' is already registered by plugin 'keel.fieldtypes'; this one is ignored"]
+        assert type(host.registries().field_types["text"]).__module__ == "keel.fieldtypes.builtin"
+    finally:
+        forget("my_text")
+
+
+# -- definition kinds ---------------------------------------------------------------------------------------
+
+OKR_KIND = """
+from keel.plugins import DefinitionKind, hookimpl
+
+SCHEMA = {"$id": "https://keel.dev/schemas/okr.json", "type": "object", "required": ["id", "goal"],
+          "properties": {"id": {"$ref": "common.json#/$defs/id"}, "label": {"$ref": "common.json#/$defs/label"},
+                         "goal": {"type": "string"}}, "additionalProperties": False}
+
+
+def check(d, ctx):
+    from keel.definitions.errors import DefinitionError
+
+    if not ctx.known("entity", d.data["goal"]):
+        yield DefinitionError(d.file, "/goal", f"no entity '{d.data['goal']}'")
+
+
+@hookimpl
+def keel_definition_kinds():
+    return [DefinitionKind(name="okr", folder="okrs", schema=SCHEMA, check=check, label="OKR sets")]
+"""
+
+
+def test_a_plugin_adds_a_definition_kind_with_its_schema_and_checks(tmp_path):
+    (tmp_path / "okr_kind.py").write_text(OKR_KIND)
+    bundle = {"app.json": MINIMAL_APP, "entities/goal.json": {"id": "goal", "fields": [{"id": "t", "type": "text"}]},
+              "okrs/q4.json": {"id": "q4", "goal": "goal"}}
+    with pytest.raises(DefinitionErrors, match="unexpected file"):  # without the plugin, okrs/ is unknown
+        load_bundle(bundle, REGISTRIES)
+    try:
+        registries = PluginHost.load(tmp_path, entry_points=False).registries()
+        assert load_bundle(bundle, registries).definitions_of("okr")["q4"].data["goal"] == "goal"
+        bad = {**bundle, "okrs/q4.json": {"id": "q4", "goal": "nope", "extra": 1}}
+        errors = [str(e) for e in _errors(bad, registries)]
+        # the kind's schema and its check, in one run
+        assert errors == ["okrs/q4.json: /extra: unknown key 'extra'; allowed here: goal, id, label",
+                          "okrs/q4.json: /goal: no entity 'nope'"]
+    finally:
+        forget("okr_kind")
+
+
+def test_a_kind_with_a_broken_schema_is_reported_by_name_and_keel_starts(tmp_path, sqlite_url):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "bad_kind.py").write_text(
+        "from keel.plugins import DefinitionKind, hookimpl\n\n"
+        "@hookimpl\ndef keel_definition_kinds():\n"
+        "    return [DefinitionKind(name='okr', folder='okrs', schema={'type': 'objekt'})]\n")
+    app = make_app(tmp_path, sqlite_url, KEEL_PLUGINS_PATH=str(plugins))
+    try:
+        [error] = failures_by_name(app.extensions["keel_plugins"])["bad_kind"]
+        assert error.startswith("keel_definition_kinds() item 0") and "has an invalid `schema`: 'objekt'" in error
+        assert "okr" not in app.extensions["keel"].registries.definition_kinds
+        assert app.test_client().get("/healthz").status_code == 200
+    finally:
+        app.extensions["keel"].engine.dispose()
+        forget("bad_kind")
+
+
+def test_two_plugins_claiming_one_kind_is_a_clear_conflict(tmp_path):
+    (tmp_path / "okr_kind.py").write_text(OKR_KIND)
+    (tmp_path / "zz_okr_again.py").write_text(OKR_KIND.replace('label="OKR sets"', 'label="again"'))
+    (tmp_path / "wf_again.py").write_text(
+        "from keel.plugins import DefinitionKind, hookimpl\n\n"
+        "@hookimpl\ndef keel_definition_kinds():\n"
+        "    return [DefinitionKind(name='flow', folder='workflows', schema={'type': 'object'})]\n")
+    (tmp_path / "core_again.py").write_text(
+        "from keel.plugins import DefinitionKind, hookimpl\n\n"
+        "@hookimpl\ndef keel_definition_kinds():\n"
+        "    return [DefinitionKind(name='form', folder='forms2', schema={'type': 'object'})]\n")
+    try:
+        host = PluginHost.load(tmp_path, entry_points=False)
+        errors = failures_by_name(host)
+        assert errors["zz_okr_again"] == [
+            "definition kind 'okr' is already registered by plugin 'okr_kind'; this one is ignored"]
+        assert errors["wf_again"] == ["definition kind 'flow' claims the folder 'workflows/', which plugin "
+                                      "'keel.workflow' reads already; this one is ignored"]
+        assert errors["core_again"][0].endswith("claims 'forms2/', which Keel's core defines")
+        assert host.registries().definition_kinds["okr"].label == "OKR sets"
+        assert set(host.registries().definition_kinds) == {"okr", "job", "connector", "notification", "workflow",
+                                                           "dashboard"}
+    finally:
+        for name in ("okr_kind", "zz_okr_again", "wf_again", "core_again"):
+            forget(name)
 
 
 def test_a_hook_returning_the_wrong_shape_is_reported(tmp_path):
@@ -383,7 +488,7 @@ def test_plugin_list_shows_plugins_and_failures(tmp_path, plugins_dir):
     root = plugins_dir("phone_field", "broken_import")
     result = CliRunner().invoke(plugin_group, ["list", "--path", str(root)])
     assert result.exit_code == 1
-    assert re.search(r"^keel\s+\S+\s+builtin\s+keel\.plugins\.builtins$", result.output, re.M)
+    assert re.search(r"^keel.workflow\s+\S+\s+builtin\s+keel\.workflow\.plugin$", result.output, re.M)
     assert re.search(r"^phone_field\s+1\.2\.0\s+folder\s+", result.output, re.M)
     assert "field types: phone" in result.output and "connector types: static_list" in result.output
     assert "1 failure(s):" in result.output

@@ -252,7 +252,7 @@ def test_history_lists_versions_in_order(seeded):
 
 def test_audit_for_admins_and_for_readers(seeded):
     world, ids = seeded
-    from keel.audit.log import record_event
+    from keel.storage.audit import record_event
 
     with world.engine.begin() as c:
         record_event(c, world["root"], "app.apply", app="crm", detail={"version": 2})

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers_records import drop_failure, fail_inserts_into, make_world
-from keel.auth.actor import SYSTEM
+from keel.actor import SYSTEM
 from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
 from keel.storage import query, records
 from keel.storage.system import audit_events, record_versions, users

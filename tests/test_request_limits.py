@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import re2
 
-from keel.web.security import DEFAULT_CSP, json_body, json_depth_exceeds, register_csp
+from keel.boundary.security import DEFAULT_CSP, json_body, json_depth_exceeds, register_csp
 
 MB = 1024 * 1024
 

@@ -9,6 +9,7 @@ import pytest
 from werkzeug.routing import AnyConverter, FloatConverter, IntegerConverter, UUIDConverter
 
 from conftest import APPS, make_app
+from helpers_registries import REGISTRIES
 from keel.auth import is_api_path
 
 # Reviewed: each of these must be reachable before signing in.
@@ -38,12 +39,12 @@ def built_app(tmp_path_factory):
         except ImportError:  # the apply path is not in this tree yet: an empty app still has routes
             apply_app = None
         if apply_app is not None:
-            from keel.auth.actor import SYSTEM
+            from keel.actor import SYSTEM
             from keel.storage.db import create_engine, create_system_tables
 
             engine = create_engine(url)
             create_system_tables(engine)
-            apply_app(engine, load_app_dir(demo), SYSTEM)
+            apply_app(engine, load_app_dir(demo, REGISTRIES), SYSTEM)
             engine.dispose()
     app = make_app(tmp, url)
     yield app

@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_app
+from helpers_registries import REGISTRIES
+from keel.actor import SYSTEM, Actor
 from keel.apply import apply_app, diff_app, rollback_app
-from keel.auth.actor import SYSTEM, Actor
 from keel.definitions.loader import load_bundle
 from keel.storage import sync, versions
 from keel.storage.db import create_engine, create_system_tables
@@ -37,7 +38,7 @@ def bundle(version: str = "1", **entities: list[dict]) -> dict:
 
 
 def define(version: str = "1", **entities: list[dict]):
-    return load_bundle(bundle(version, **entities))
+    return load_bundle(bundle(version, **entities), REGISTRIES)
 
 
 @pytest.fixture
@@ -126,14 +127,14 @@ def test_removed_field_is_retired_and_re_adding_it_brings_the_data_back(engine, 
         ("retire_field", "item.qty: retire field (column and data kept)")]
     assert [r["qty"] for r in raw_rows(engine)] == [7, None]   # column and data still there
     with engine.connect() as conn:
-        _v, current = versions.latest(conn, APP)
+        _v, current = versions.latest(conn, APP, REGISTRIES)
     assert "qty" not in app_tables(current)[1]["item"].c      # hidden from what the server uses
 
     restored = apply_app(engine, define("3", item=[TITLE, QTY]), SYSTEM)
     assert [s.kind for s in restored.plan.steps] == ["restore_field"]
     assert [r["qty"] for r in raw_rows(engine)] == [7, None]
     with engine.connect() as conn:
-        _v, current = versions.latest(conn, APP)
+        _v, current = versions.latest(conn, APP, REGISTRIES)
     assert current.entities["item"].field("qty").type == "integer"
 
 
@@ -313,13 +314,13 @@ def test_rollback_reapplies_an_old_version_as_a_new_one(engine):
     insert(engine, v1, "item", [{"title": "a", "qty": 5}])
     apply_app(engine, define("2", item=[TITLE, {"id": "note", "type": "text"}]), admin)
 
-    result = rollback_app(engine, APP, 1, admin)
+    result = rollback_app(engine, APP, 1, admin, REGISTRIES)
     assert (result.version, result.changed) == (3, True)
     assert sorted(s.kind for s in result.plan.steps) == ["restore_field", "retire_field"]
     assert raw_rows(engine)[0]["qty"] == 5
     with engine.connect() as conn:
         history = versions.history(conn, APP)
-        assert versions.latest(conn, APP)[1].checksum == v1.checksum
+        assert versions.latest(conn, APP, REGISTRIES)[1].checksum == v1.checksum
     assert [(h["version"], h["note"], h["created_by"]) for h in history] == [
         (1, "", "bob"), (2, "", "bob"), (3, "rollback to v1", "bob")]
     [event] = events(engine, "app.rollback")
@@ -333,7 +334,7 @@ def test_rollback_needing_an_impossible_conversion_is_refused_the_same_way(engin
     apply_app(engine, v2, SYSTEM)
     insert(engine, v2, "item", [{"amount": 10**17}])   # fits an integer, not a 15-digit decimal
     with pytest.raises(SyncRefused) as refused:
-        rollback_app(engine, APP, 1, SYSTEM)
+        rollback_app(engine, APP, 1, SYSTEM, REGISTRIES)
     assert "item.amount: cannot change type integer → decimal: 1 of 1 record cannot be converted" in str(refused.value)
     assert stored_versions(engine) == [1, 2]
     assert events(engine, "app.rollback") == []
@@ -344,7 +345,7 @@ def test_rollback_to_an_unknown_version_says_which_exist(engine):
 
     apply_app(engine, define(item=[TITLE]), SYSTEM)
     with pytest.raises(NotFound, match="app 'shop' has no version 9 \\(versions 1 to 1 are stored\\)"):
-        rollback_app(engine, APP, 9, SYSTEM)
+        rollback_app(engine, APP, 9, SYSTEM, REGISTRIES)
 
 
 # --- a running server, and concurrency ----------------------------------------------------------------

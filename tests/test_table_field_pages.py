@@ -11,6 +11,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from helpers_registries import REGISTRIES
 from test_pages import Site, add_users, csrf_of, field_block, setup_site
 from test_workflow_pages import act, task_ids
 
@@ -89,7 +90,7 @@ def any_db_site(tmp_path, db_url):
 
 
 def create(site: Site, username: str | None, **values) -> int:
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import get_actor
     from keel.storage import records
 
@@ -179,8 +180,8 @@ def test_created_by_names_the_user_or_the_system(site):
 
 
 def test_the_form_renders_a_grid_from_the_columns_of_the_definition(site, tmp_path):
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_app_dir
 
     c = site.client("alice")
@@ -203,7 +204,7 @@ def test_the_form_renders_a_grid_from_the_columns_of_the_definition(site, tmp_pa
     note = {"id": "owner_note", "type": "long_text", "label": {"zh": "负责人备注", "en": "Owner note"}}
     files = definition(COLUMNS + [note])
     files["app.json"]["version"] = "2"
-    apply_app(site.engine, load_app_dir(write_definition(tmp_path / "def2", files)), SYSTEM)
+    apply_app(site.engine, load_app_dir(write_definition(tmp_path / "def2", files), REGISTRIES), SYSTEM)
     site.app.extensions["keel"].refresh()
     after = c.get(FORM).text
     assert [n for n in grid_names(after) if n not in names] == [f"lines-{r}-owner_note" for r in (1, 2, 3)]

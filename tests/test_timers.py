@@ -10,9 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from helpers_notify import add_people, apply_bundle, bundle, count, engine_for
-from keel.auth.actor import SYSTEM
+from helpers_registries import REGISTRIES
+from keel.actor import SYSTEM
 from keel.auth.directory import get_actor
 from keel.notify import inbox
+from keel.runtime import Runtime
 from keel.storage.notify_tables import timers
 from keel.storage.system import audit_events
 from keel.workflow import timers as sla_timers
@@ -52,16 +54,20 @@ def world(db_url):
 def submit(engine, ids) -> int:
     from keel.storage.records import create
     from keel.workflow import engine as wf
-    from keel.workflow.steps import latest_built
-
     with engine.begin() as conn:
         eve = get_actor(conn, ids["eve"])
-        record = create(conn, latest_built(conn, "notes"), "request", {"title": "upsell ≥ ¥800,000"}, eve)
+        built = runtime_of(engine).latest(conn, "notes")
+        record = create(conn, built, "request", {"title": "upsell ≥ ¥800,000"}, eve)
         instance_id = conn.execute(sa.select(sa.text("id")).select_from(sa.text("keel_wf_instances"))
                                    .where(sa.text(f"record_id = {int(record['id'])}"))).scalar()
         if instance_id is None:  # the record write path does not start workflows by itself
-            instance_id = wf.start(conn, "notes", "approval", record["id"], eve)
+            instance_id = wf.start(conn, built, "approval", record["id"], eve)
     return instance_id
+
+
+def runtime_of(engine):
+    """The apps as a server of this database sees them (each call reads what is stored)."""
+    return Runtime(engine, REGISTRIES)
 
 
 def timer_rows(engine, instance_id):
@@ -101,15 +107,15 @@ def test_reminder_then_after_a_restart_overdue_notice_and_escalation_then_admins
     url, engine, ids = world
     instance_id = submit(engine, ids)
     due = {r.kind: aware(r.due_at) for r in timer_rows(engine, instance_id)}
-    assert sla_timers.fire_due_timers(engine, due["remind"] - dt.timedelta(seconds=1))["remind"] == 0
-    counts = sla_timers.fire_due_timers(engine, due["remind"])
+    assert sla_timers.fire_due_timers(engine, runtime_of(engine), due["remind"] - dt.timedelta(seconds=1))["remind"] == 0
+    counts = sla_timers.fire_due_timers(engine, runtime_of(engine), due["remind"])
     assert counts["remind"] == 1 and counts["due"] == 0
     assert subjects(engine, ids["mia"])[0] == f"Approval due soon: Target revision #{instance_id}"
-    assert sla_timers.fire_due_timers(engine, due["remind"])["remind"] == 0  # fired once only
+    assert sla_timers.fire_due_timers(engine, runtime_of(engine), due["remind"])["remind"] == 0  # fired once only
 
     engine.dispose()  # a restart: a new process with nothing in memory
     fresh = engine_for(url)
-    counts = sla_timers.fire_due_timers(fresh, due["due"])
+    counts = sla_timers.fire_due_timers(fresh, runtime_of(fresh), due["due"])
     assert (counts["due"], counts["escalate"]) == (1, 1)
     from keel.workflow.engine import pending_tasks_of_step
 
@@ -125,7 +131,7 @@ def test_reminder_then_after_a_restart_overdue_notice_and_escalation_then_admins
     new_rows = [r for r in timer_rows(fresh, instance_id) if r.task_id == task["id"]]
     assert {r.detail["level"] for r in new_rows} == {1}
     later = max(aware(r.due_at) for r in new_rows)
-    counts = sla_timers.fire_due_timers(fresh, later)
+    counts = sla_timers.fire_due_timers(fresh, runtime_of(fresh), later)
     assert counts["escalate"] == 1
     assert subjects(fresh, ids["admin"]) == [
         f"Overdue approval with nobody to escalate to: Target revision #{instance_id}"]
@@ -147,11 +153,11 @@ def test_a_decided_task_cancels_its_timers_and_nothing_fires_later(world):
     instance_id = submit(engine, ids)
     with engine.begin() as conn:
         [task] = pending_tasks_of_step(conn, instance_id, "review")
-        wf.approve(conn, task["id"], get_actor(conn, ids["mia"]), "ok")
+        wf.approve(conn, runtime_of(engine), task["id"], get_actor(conn, ids["mia"]), "ok")
     rows = timer_rows(engine, instance_id)
     assert {r.outcome for r in rows} == {"cancelled"}
     far = max(aware(r.due_at) for r in rows) + dt.timedelta(days=30)
-    counts = sla_timers.fire_due_timers(engine, far)
+    counts = sla_timers.fire_due_timers(engine, runtime_of(engine), far)
     assert counts["remind"] == counts["due"] == counts["escalate"] == 0
     assert actions(engine) == []
 
@@ -165,7 +171,7 @@ def test_a_timer_whose_task_was_decided_without_cancelling_is_skipped(world):
     with engine.begin() as conn:  # as if the engine had forgotten to cancel
         conn.execute(wf_tasks.update().where(wf_tasks.c.instance_id == instance_id).values(status="approved"))
     far = max(aware(r.due_at) for r in timer_rows(engine, instance_id))
-    assert sla_timers.fire_due_timers(engine, far)["skipped"] == 3
+    assert sla_timers.fire_due_timers(engine, runtime_of(engine), far)["skipped"] == 3
     assert {r.outcome for r in timer_rows(engine, instance_id)} == {"skipped"}
 
 
@@ -176,14 +182,14 @@ def test_a_timer_that_fails_mid_fire_writes_nothing_is_retried_later_and_then_fi
     before = subjects(engine, ids["mia"])
     with engine.begin() as conn:  # the inbox cannot be written: the reminder fails half-way
         conn.exec_driver_sql("ALTER TABLE keel_inbox RENAME TO keel_inbox_away")
-    assert sla_timers.fire_due_timers(engine, remind_at, deliver=False)["failed"] == 1
+    assert sla_timers.fire_due_timers(engine, runtime_of(engine), remind_at, deliver=False)["failed"] == 1
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE keel_inbox_away RENAME TO keel_inbox")
     [row] = [r for r in timer_rows(engine, instance_id) if r.kind == "remind"]
     assert row.fired_at is None and row.attempts == 1 and "keel_inbox" in row.last_error
     assert subjects(engine, ids["mia"]) == before and actions(engine) == []  # nothing half-done
-    assert sla_timers.fire_due_timers(engine, remind_at)["remind"] == 0  # not before its back-off
-    assert sla_timers.fire_due_timers(engine, remind_at + dt.timedelta(minutes=2))["remind"] == 1
+    assert sla_timers.fire_due_timers(engine, runtime_of(engine), remind_at)["remind"] == 0  # not before its back-off
+    assert sla_timers.fire_due_timers(engine, runtime_of(engine), remind_at + dt.timedelta(minutes=2))["remind"] == 1
     assert subjects(engine, ids["mia"])[0].startswith("Approval due soon")
     [row] = [r for r in timer_rows(engine, instance_id) if r.kind == "remind"]
     assert row.outcome == "fired" and row.attempts == 2
@@ -198,7 +204,7 @@ def test_two_processes_firing_at_once_fire_each_timer_exactly_once(world):
 
     def run(e):
         barrier.wait()
-        results.append(sla_timers.fire_due_timers(e, remind_at, deliver=False))
+        results.append(sla_timers.fire_due_timers(e, runtime_of(e), remind_at, deliver=False))
 
     threads = [threading.Thread(target=run, args=(e,)) for e in engines]
     for t in threads:
@@ -217,16 +223,14 @@ def test_the_timers_job_fires_inside_the_jobs_transaction(world):
 
     _, engine, ids = world
     instance_id = submit(engine, ids)
-    from keel.plugins.manager import get_host
-
-    job = get_host().job_type("workflow_timers")  # registered through the plugin hook, like any job type
+    job = REGISTRIES.job_types["workflow_timers"]  # registered through the plugin hook, like any job type
     assert isinstance(job, sla_timers.WorkflowTimersJob)
     with engine.begin() as conn:
         # Due already: the job fires with the real clock, so move the reminder into the past.
         conn.execute(timers.update().where(timers.c.instance_id == instance_id, timers.c.kind == "remind")
                      .values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
     with engine.begin() as conn:
-        ctx = JobContext(conn=conn, engine=engine, runtime=None, actor=SYSTEM, app_id="notes",
+        ctx = JobContext(conn=conn, engine=engine, runtime=runtime_of(engine), actor=SYSTEM, app_id="notes",
                          job_id="workflow_timers", run_id=1, attempt=1, options={})
         assert job.authorize(ctx, {}) is None
         counts = job.run_chunk(ctx, {}, {})
@@ -265,7 +269,7 @@ def test_metrics_read_the_engines_own_audit_events(world):
     instance_id = submit(engine, ids)
     with engine.begin() as conn:
         [task] = pending_tasks_of_step(conn, instance_id, "review")
-        wf.approve(conn, task["id"], get_actor(conn, ids["mia"]), "ok")
+        wf.approve(conn, runtime_of(engine), task["id"], get_actor(conn, ids["mia"]), "ok")
     with engine.connect() as conn:
         m = instance_metrics(conn, instance_id)
         agg = workflow_metrics(conn, "notes", "approval")

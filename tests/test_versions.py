@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from helpers_registries import REGISTRIES
 from keel.definitions.loader import load_bundle
 from keel.errors import NotFound
 from keel.storage import versions
@@ -25,7 +26,7 @@ def engine(db_url):
 
 
 def load(raw: dict):
-    return load_bundle(raw)
+    return load_bundle(raw, REGISTRIES)
 
 
 def test_versions_are_numbered_from_one_per_app(engine):
@@ -42,12 +43,12 @@ def test_versions_are_numbered_from_one_per_app(engine):
 
 def test_latest_and_get_read_back_the_stored_definition(engine):
     with engine.begin() as conn:
-        assert versions.latest(conn, "shop") is None
+        assert versions.latest(conn, "shop", REGISTRIES) is None
         versions.store(conn, load(bundle("shop")), None)
         versions.store(conn, load(bundle("shop", "2", [{"id": "title", "type": "text"},
                                                        {"id": "qty", "type": "integer"}])), None)
-        number, latest = versions.latest(conn, "shop")
-        first = versions.get(conn, "shop", 1)
+        number, latest = versions.latest(conn, "shop", REGISTRIES)
+        first = versions.get(conn, "shop", 1, REGISTRIES)
     assert number == 2 and latest.entities["item"].field("qty").type == "integer"
     assert first.version == "1" and first.entities["item"].field("qty") is None
 
@@ -55,10 +56,10 @@ def test_latest_and_get_read_back_the_stored_definition(engine):
 def test_get_of_a_missing_version_says_what_exists(engine):
     with engine.begin() as conn:
         with pytest.raises(NotFound, match="app 'shop' has no stored versions"):
-            versions.get(conn, "shop", 1)
+            versions.get(conn, "shop", 1, REGISTRIES)
         versions.store(conn, load(bundle("shop")), None)
         with pytest.raises(NotFound, match=r"app 'shop' has no version 4 \(versions 1 to 1 are stored\)"):
-            versions.get(conn, "shop", 4)
+            versions.get(conn, "shop", 4, REGISTRIES)
 
 
 def test_history_names_the_user_who_stored_each_version(engine):

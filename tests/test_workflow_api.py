@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from helpers_registries import REGISTRIES
 from test_workflow_support import World, make_world
 
 
@@ -356,7 +357,7 @@ def test_a_running_instance_stays_on_its_version(world):
 
     w = world
     old = w.start("allof")
-    bundle = read_bundle(FIXTURE)
+    bundle = read_bundle(FIXTURE, REGISTRIES)
     bundle["app.json"]["version"] = "2"
     step = bundle["workflows/allof_flow.json"]["steps"][0]
     step["approvers"] = [{"rule": "fixed", "username": "ceo"}]

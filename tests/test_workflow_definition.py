@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from helpers_registries import REGISTRIES
 from keel.definitions.errors import DefinitionErrors
 from keel.definitions.loader import load_bundle, read_bundle
 from test_workflow_support import FIXTURE
@@ -15,12 +16,12 @@ FLOW = "workflows/twostep_flow.json"
 
 @pytest.fixture(scope="module")
 def base() -> dict:
-    return read_bundle(FIXTURE)
+    return read_bundle(FIXTURE, REGISTRIES)
 
 
 def errors_of(bundle: dict) -> list[tuple[str, str, str]]:
     with pytest.raises(DefinitionErrors) as e:
-        load_bundle(bundle)
+        load_bundle(bundle, REGISTRIES)
     return [(x.file, x.pointer, x.message) for x in e.value.errors]
 
 
@@ -34,10 +35,10 @@ def test_the_fixture_and_the_demo_app_are_valid(base):
     from keel.definitions.loader import load_app_dir
     from test_workflow_support import FIXTURE as _  # noqa: F401
 
-    assert set(load_bundle(base).workflows) == {"allof_flow", "anyof_flow", "chain_flow", "twostep_flow",
+    assert set(load_bundle(base, REGISTRIES).definitions_of("workflow")) == {"allof_flow", "anyof_flow", "chain_flow", "twostep_flow",
                                                 "quorum_flow"}
-    demo = load_app_dir(FIXTURE.parent.parent.parent / "app_definitions" / "goal_agility")
-    assert "revision_approval" in demo.workflows
+    demo = load_app_dir(FIXTURE.parent.parent.parent / "app_definitions" / "goal_agility", REGISTRIES)
+    assert "revision_approval" in demo.definitions_of("workflow")
 
 
 def test_unreachable_state(base):
@@ -77,7 +78,7 @@ def test_a_cycle_with_an_exit_is_fine(base):
     steps = [{"id": "a", "approvers": [{"rule": "role", "role": "finance"}], "next": [{"to": "b"}]},
              {"id": "b", "approvers": [{"rule": "role", "role": "finance"}],
               "next": [{"to": "a", "when": "amount > 100"}, {"to": "approved"}]}]
-    assert "twostep_flow" in load_bundle(edit(base, steps=steps, states=[])).workflows
+    assert "twostep_flow" in load_bundle(edit(base, steps=steps, states=[]), REGISTRIES).definitions_of("workflow")
 
 
 def test_actions_expressions_and_the_rest(base):

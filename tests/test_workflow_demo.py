@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import APPS, make_app
+from helpers_registries import REGISTRIES
 from test_workflow_support import make_world
 
 
@@ -19,8 +20,8 @@ API = "/api/v1"
 
 
 def test_a_target_revision_needs_the_superior_and_the_strategy_head(tmp_path, sqlite_url):
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.auth.directory import add_department, add_user, set_department_head
     from keel.auth.tokens import issue_token
     from keel.definitions.loader import load_app_dir
@@ -28,7 +29,7 @@ def test_a_target_revision_needs_the_superior_and_the_strategy_head(tmp_path, sq
 
     flask_app = make_app(tmp_path, sqlite_url)
     engine = flask_app.extensions["keel"].engine
-    apply_app(engine, load_app_dir(APPS / "goal_agility"), SYSTEM)
+    apply_app(engine, load_app_dir(APPS / "goal_agility", REGISTRIES), SYSTEM)
     with engine.begin() as conn:
         add_department(conn, "sales", "销售部", SYSTEM)
         add_department(conn, "strategy", "战略部", SYSTEM)
@@ -49,6 +50,14 @@ def test_a_target_revision_needs_the_superior_and_the_strategy_head(tmp_path, sq
         return client.post(API + url, json=body or {}, headers={"Authorization": f"Bearer {tokens[who]}"})
 
     before = {"reason": "12 个客户 30 天内咨询扩容", "resources": "专属客户成功经理"}
+    # The entity API cannot create a request outside its approval: it names the form to use, writes nothing.
+    r = post("/apps/goal_agility/revision_request", "rep", {"goal": goal["id"], "proposed_target": "800000", **before})
+    assert r.status_code == 422
+    [message] = r.get_json()["errors"]["_record"]
+    assert "此类记录需要走审批" in message and "/api/v1/apps/goal_agility/forms/revision_request" in message
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM goal_agility__revision_request")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM keel_wf_instances")).scalar() == 0
     r = post("/apps/goal_agility/forms/revision_request", "rep", {"goal": goal["id"], **before})
     assert r.status_code == 422 and "proposed_target" in r.get_json()["errors"]  # required
     r = post("/apps/goal_agility/forms/revision_request", "rep",
@@ -70,7 +79,7 @@ def test_a_target_revision_needs_the_superior_and_the_strategy_head(tmp_path, sq
 
 
 def test_escalation_moves_a_pending_task_to_the_superior(world):
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.workflow.engine import escalate_task, pending_tasks_of_step
 
     w = world
@@ -79,7 +88,7 @@ def test_escalation_moves_a_pending_task_to_the_superior(world):
         pending = pending_tasks_of_step(conn, iid, "dual")
         assert sorted(t["assignee_id"] for t in pending) == sorted([w.ids["sam"], w.ids["fiona"]])
         sam_task = next(t["id"] for t in pending if t["assignee_id"] == w.ids["sam"])
-        new_task = escalate_task(conn, sam_task, w.ids["ceo"], SYSTEM)
+        new_task = escalate_task(conn, w.app.extensions["keel"], sam_task, w.ids["ceo"], SYSTEM)
     assert w.post(f"/workflows/tasks/{sam_task}/approve", "sam").status_code == 409
     assert w.post(f"/workflows/tasks/{new_task}/approve", "ceo").status_code == 200
     assert w.act(iid, "fiona").status_code == 200

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import APPS, make_app
+from helpers_registries import REGISTRIES
 from test_pages import PASSWORD, XSS, csrf_of, password_hash
 from test_workflow_support import make_world
 
@@ -52,13 +53,13 @@ def rows(engine, sql: str, **params) -> list:
 
 @pytest.fixture
 def demo(tmp_path, sqlite_url):
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_app_dir
     from keel.demo import seed_demo
 
     app = make_app(tmp_path, sqlite_url)
-    apply_app(app.extensions["keel"].engine, load_app_dir(APPS / "goal_agility"), SYSTEM)
+    apply_app(app.extensions["keel"].engine, load_app_dir(APPS / "goal_agility", REGISTRIES), SYSTEM)
     app.extensions["keel"].refresh()
     seed_demo(app)
     yield app
@@ -253,7 +254,7 @@ def test_sla_reminder_overdue_mark_and_escalation_to_the_superior(world):
     assert due_text in page and "已超时" not in page
 
     remind_at = dt.datetime.fromisoformat(str(timers["remind"])).replace(tzinfo=dt.UTC)
-    assert fire_due_timers(world.engine, now=remind_at + dt.timedelta(minutes=1))["remind"] == 2
+    assert fire_due_timers(world.engine, world.app.extensions["keel"], now=remind_at + dt.timedelta(minutes=1))["remind"] == 2
     assert "审批即将到期" in sam.get("/inbox").text
 
     with world.engine.begin() as conn:  # the due time passes (the page compares with the real clock)
@@ -261,7 +262,7 @@ def test_sla_reminder_overdue_mark_and_escalation_to_the_superior(world):
                      {"t": dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), "i": task})
     assert "已超时" in sam.get(TASKS).text
     due_at = dt.datetime.fromisoformat(str(timers["due"])).replace(tzinfo=dt.UTC)
-    assert fire_due_timers(world.engine, now=due_at + dt.timedelta(minutes=1))["escalate"] == 2
+    assert fire_due_timers(world.engine, world.app.extensions["keel"], now=due_at + dt.timedelta(minutes=1))["escalate"] == 2
     assert pending_of(sam) == []
     (ceo_task,) = pending_of(ceo)  # sam's and fiona's superior: one task carries both
     assert "SLA laptop" in ceo.get(TASKS).text

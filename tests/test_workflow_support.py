@@ -16,6 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from conftest import make_app
+from helpers_registries import REGISTRIES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "wf_app"
 API = "/api/v1"
@@ -97,15 +98,15 @@ class World:
 
 
 def apply_fixture(engine: sa.Engine, path: Path = FIXTURE, bundle: dict | None = None) -> None:
+    from keel.actor import SYSTEM
     from keel.apply import apply_app
-    from keel.auth.actor import SYSTEM
     from keel.definitions.loader import load_app_dir, load_bundle
 
-    apply_app(engine, load_bundle(bundle) if bundle is not None else load_app_dir(path), SYSTEM)
+    apply_app(engine, load_bundle(bundle, REGISTRIES) if bundle is not None else load_app_dir(path, REGISTRIES), SYSTEM)
 
 
 def build_org(conn: sa.Connection) -> dict[str, int]:
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
     from keel.auth.directory import add_department, add_user, set_department_head
 
     add_department(conn, "company", "公司", SYSTEM)

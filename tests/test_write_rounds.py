@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from helpers_notify import add_people, apply_bundle, bundle, engine_for
 from helpers_records import captured_sql, make_world
-from keel.auth.actor import SYSTEM, Actor
+from helpers_registries import REGISTRIES
+from keel.actor import SYSTEM, Actor
 from keel.errors import NotFound, PermissionDenied
 from keel.notify import inbox
 from keel.storage import records
@@ -93,7 +94,7 @@ def test_a_message_to_many_is_one_insert_and_each_id_is_its_recipients(db_url):
         order = [ids["di"], ids["amy"], ids["cy"], ids["bo"]]
         with engine.begin() as conn, captured_sql(engine) as sql:
             sent = inbox.send(conn, app="notes", template=None, recipients=order, context={}, link="/x",
-                              actor=SYSTEM, subject={"zh": "你好", "en": "Hello"}, body={"zh": "正文", "en": "Body"})
+                              actor=SYSTEM, subject={"zh": "你好", "en": "Hello"}, body={"zh": "正文", "en": "Body"}, registries=REGISTRIES)
         assert sum(s.startswith("INSERT INTO keel_inbox") for s in sql) == 1
         with engine.connect() as conn:
             owner = dict(conn.execute(sa.select(inbox_table.c.id, inbox_table.c.user_id)).all())
@@ -127,7 +128,7 @@ def test_a_workflow_round_keeps_every_write_and_stays_within_its_statements(db_u
     from keel.apply import apply_app
     from keel.auth.directory import add_department, add_user, get_actor, set_department_head
     from keel.definitions.loader import load_bundle
-    from keel.runtime import build
+    from keel.runtime import Runtime, build
     from keel.storage.db import create_engine, create_system_tables
     from keel.storage.workflow_tables import wf_tasks
     from keel.workflow import engine as wf
@@ -138,9 +139,10 @@ def test_a_workflow_round_keeps_every_write_and_stays_within_its_statements(db_u
     try:
         create_system_tables(engine)
         ensure_tables(engine)
-        app_def = load_bundle(WF_BUNDLE)
+        app_def = load_bundle(WF_BUNDLE, REGISTRIES)
         apply_app(engine, app_def, SYSTEM)
         built = build(app_def, 1)
+        runtime = Runtime(engine, REGISTRIES)
         with engine.begin() as conn:
             add_department(conn, "sales", "Sales", SYSTEM)
             add_department(conn, "finance", "Finance", SYSTEM)
@@ -156,13 +158,13 @@ def test_a_workflow_round_keeps_every_write_and_stays_within_its_statements(db_u
                 rid = records.create(conn, built, "request", {"title": "Laptop"}, SYSTEM)["id"]
             with captured_sql(engine) as sql:
                 with engine.begin() as conn:
-                    iid = wf.start(conn, "rounds", "approval", rid, rep, built=built)
+                    iid = wf.start(conn, built, "approval", rid, rep)
                 with engine.connect() as conn:
                     task_of = dict(conn.execute(sa.select(wf_tasks.c.assignee_id, wf_tasks.c.id)
                                                 .where(wf_tasks.c.instance_id == iid)).all())
                 for approver in (boss, head):
                     with engine.begin() as conn:
-                        outcome = wf.approve(conn, task_of[approver.user_id], approver)
+                        outcome = wf.approve(conn, runtime, task_of[approver.user_id], approver)
             assert outcome["status"] == "approved"
             return rid, [s for s in sql if not s.startswith("BEGIN") and "wf_tasks.assignee_id, keel_wf_tasks.id" not in s]
 

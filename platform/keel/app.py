@@ -52,12 +52,14 @@ def create_app(config: dict | None = None) -> Flask:
 
     engine = create_engine(cfg["KEEL_DATABASE_URL"])
     create_system_tables(engine)
-    from keel import api, auth, jobs, notify, plugins, web
-    from keel.web import i18n_setup, security
+    from keel import api, auth, jobs, plugins, web
+    from keel.boundary import security
+    from keel.web import i18n_setup
 
-    # Plugins first: stored definitions may use field types that plugins register.
-    plugins.init_app(app)
-    runtime = Runtime(engine)
+    # The composition root: the plugins (Keel's own subsystems first) decide the field types, definition
+    # kinds, job types ... that everything below is handed; stored definitions are loaded with them.
+    host = plugins.init_app(app)
+    runtime = Runtime(engine, host.registries())
     runtime.refresh()
     app.extensions["keel"] = runtime
 
@@ -67,7 +69,6 @@ def create_app(config: dict | None = None) -> Flask:
     api.init_app(app)
     jobs.init_app(app)
     web.init_app(app)
-    notify.init_app(app)  # after web: its unread count replaces the page default
 
     @app.before_request
     def _pick_up_new_versions():

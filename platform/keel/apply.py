@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event
-from keel.auth.actor import Actor
-from keel.definitions.errors import DefinitionError, DefinitionErrors
+from keel.actor import Actor
 from keel.definitions.model import AppDef
+from keel.registries import Registries
 from keel.storage import sync, versions
+from keel.storage.audit import record_event
 from keel.storage.sync import SyncPlan
 from keel.storage.system import app_versions
 from keel.storage.system import metadata as system_metadata
@@ -45,43 +45,27 @@ def ensure_system_tables(engine: sa.Engine) -> None:
         system_metadata.create_all(conn)
 
 
-def apply_app(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str = "", *,
-              job_types=None) -> ApplyResult:
-    """Apply `app_def` as the app's next version. Raises `DefinitionErrors` for jobs or connectors the
-    installed plugins refuse (`job_types`: the registry to check jobs against, default the process's
-    plugins) and `SyncRefused` when the schema change would lose data; either way nothing is written."""
-    return _apply(engine, app_def, actor, note, "app.apply", {}, job_types)
+def apply_app(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str = "") -> ApplyResult:
+    """Apply `app_def` (loaded, so checked against the plugins it was loaded with) as the app's next
+    version. Raises `SyncRefused` when the schema change would lose data; nothing is written then."""
+    return _apply(engine, app_def, actor, note, "app.apply", {})
 
 
-def rollback_app(engine: sa.Engine, app_id: str, version: int, actor: Actor) -> ApplyResult:
-    """Re-apply the stored bundle of `version` as a new version, through the same path as any apply:
-    a rollback that would need an impossible conversion is refused the same way. Raises NotFound for
-    an unknown app or version."""
+def rollback_app(engine: sa.Engine, app_id: str, version: int, actor: Actor,
+                 registries: Registries) -> ApplyResult:
+    """Re-apply the stored bundle of `version` (checked again with today's `registries`) as a new
+    version, through the same path as any apply: a rollback that would need an impossible conversion is
+    refused the same way. Raises NotFound for an unknown app or version."""
     ensure_system_tables(engine)
     with engine.connect() as conn:
         bundle = versions.get_bundle(conn, app_id, version)
-    app_def = versions.load(bundle)
+    app_def = versions.load(bundle, registries)
     return _apply(engine, app_def, actor, f"rollback to v{version}", "app.rollback",
                   {"rollback_to": version})
 
 
-def plugin_definition_errors(app_def: AppDef, job_types=None) -> list[DefinitionError]:
-    """Checks that need the installed plugins: each job's params against its job type, each
-    connector's config against its connector type. (The loader is pure and knows no plugins.)"""
-    from keel.connectors.sync import connector_definition_errors
-    from keel.jobs.definition import job_definition_errors
-    from keel.jobs.types import collect_job_types, default_plugin_manager
-
-    if job_types is None:
-        job_types = collect_job_types(default_plugin_manager())
-    return job_definition_errors(app_def, job_types) + connector_definition_errors(app_def)
-
-
 def _apply(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str, action: str,
-           detail: dict, job_types=None) -> ApplyResult:
-    errors = plugin_definition_errors(app_def, job_types)
-    if errors:
-        raise DefinitionErrors(errors)
+           detail: dict) -> ApplyResult:
     ensure_system_tables(engine)
     checksum = versions.checksum_of(app_def)
     with engine.begin() as conn:
@@ -91,7 +75,7 @@ def _apply(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str, action: 
         if current is not None and current.checksum == checksum:
             return ApplyResult(current.version, SyncPlan(app_def.id, current.version), False,
                                f"{app_def.id} is already at version {current.version}")
-        old = versions.load(current.bundle) if current is not None else None
+        old = versions.load(current.bundle, app_def.registries) if current is not None else None
         number = current.version + 1 if current is not None else 1
         sync_plan = sync.plan(conn, old, app_def, version=number)
         sync.apply(conn, sync_plan)  # SyncRefused leaves the `with` block: everything rolls back
@@ -111,7 +95,7 @@ def diff_app(engine: sa.Engine, app_def: AppDef) -> DiffResult:
             current = versions.latest_row(conn, app_def.id) if has_versions else None
             if current is not None and current.checksum == versions.checksum_of(app_def):
                 return DiffResult(SyncPlan(app_def.id, current.version), [], current.version)
-            old = versions.load(current.bundle) if current is not None else None
+            old = versions.load(current.bundle, app_def.registries) if current is not None else None
             number = current.version + 1 if current is not None else 1
             sync_plan = sync.plan(conn, old, app_def, version=number)
             changes = versions.bundle_diff(current.bundle if current is not None else None, app_def.bundle)

@@ -7,7 +7,7 @@ import os
 import shutil
 from decimal import Decimal
 
-from keel.auth.actor import SYSTEM
+from keel.actor import SYSTEM
 from keel.auth.directory import add_department, add_user, find_user
 
 DEMO_PASSWORD = "keel-demo-2025"

@@ -27,7 +27,10 @@ class Message:
 
 
 class KeelError(Exception):
-    """Base of every error Keel reports to a user (never shown with a traceback)."""
+    """Base of every error Keel reports to a user (never shown with a traceback). `status` is the HTTP
+    status the API and pages answer it with; the edges read it, the parts below never speak HTTP."""
+
+    status = 400
 
 
 @dataclass
@@ -36,6 +39,7 @@ class FieldErrors(KeelError):
     The key "_record" holds errors about the record as a whole."""
 
     errors: dict[str, list[Message]] = field(default_factory=dict)
+    status = 422
 
     def add(self, field_id: str, msgid: str, **params: Any) -> None:
         self.errors.setdefault(field_id, []).append(Message.of(msgid, **params))
@@ -51,12 +55,14 @@ class FieldErrors(KeelError):
 
 
 class NotFound(KeelError):
-    pass
+    status = 404
 
 
 class PermissionDenied(KeelError):
-    pass
+    status = 403
 
 
 class Conflict(KeelError):
     """A write based on a stale version, or a transition that is no longer possible."""
+
+    status = 409

@@ -3,58 +3,26 @@ demand, forms and schemas). A version applied by another process is picked up on
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 
-from keel.definitions.model import AppDef, EntityDef
 from keel.errors import NotFound
+from keel.registries import Registries
+from keel.storage.built import BuiltApp, build
 from keel.storage.system import app_versions
-from keel.storage.tables import app_tables
 
+__all__ = ["BuiltApp", "Runtime", "build"]
 
-@dataclass
-class BuiltApp:
-    definition: AppDef
-    version: int
-    metadata: sa.MetaData
-    tables: dict[str, sa.Table]
-    # Products derived from the definition (form classes, validators, schemas), built once per
-    # version by whoever needs them: key -> product.
-    products: dict[Any, Any] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.definition.id
-
-    def entity(self, entity_id: str) -> EntityDef:
-        try:
-            return self.definition.entities[entity_id]
-        except KeyError:
-            raise NotFound(f"no entity '{entity_id}' in app '{self.id}'") from None
-
-    def table(self, entity_id: str) -> sa.Table:
-        self.entity(entity_id)
-        return self.tables[entity_id]
-
-    def product(self, key: Any, build) -> Any:
-        """Memoise something derived from this version (a form class, a validator)."""
-        if key not in self.products:
-            self.products[key] = build()
-        return self.products[key]
-
-
-def build(definition: AppDef, version: int) -> BuiltApp:
-    md, tables = app_tables(definition)
-    return BuiltApp(definition, version, md, tables)
+MAX_PINNED = 64
 
 
 class Runtime:
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, registries: Registries | None = None):
         self.engine = engine
+        self.registries = registries or Registries()
         self._apps: dict[str, BuiltApp] = {}
         self._marker: int | None = -1
+        self._pinned: dict[tuple[str, int], BuiltApp] = {}
         self._lock = threading.Lock()
 
     def refresh(self, conn: sa.Connection | None = None) -> None:
@@ -75,7 +43,7 @@ class Runtime:
                 apps = dict(self._apps)
                 for app_id, version, bundle in rows:
                     if app_id not in apps or apps[app_id].version != version:
-                        apps[app_id] = build(load_bundle(bundle), version)
+                        apps[app_id] = build(load_bundle(bundle, self.registries), version)
                 self._apps, self._marker = apps, marker
 
         if conn is not None:
@@ -83,6 +51,34 @@ class Runtime:
         else:
             with self.engine.connect() as c:
                 run(c)
+
+    def at(self, conn: sa.Connection, app_id: str, version: int) -> BuiltApp:
+        """The app built from a stored `version` (an approval pinned to the version it started with): this
+        process's latest build when it is that version, otherwise the stored bundle built once and kept
+        (a few versions per app; old ones are read rarely)."""
+        current = self._apps.get(app_id)
+        if current is not None and current.version == version:
+            return current
+        key = (app_id, version)
+        found = self._pinned.get(key)
+        if found is None:
+            from keel.storage import versions
+
+            found = build(versions.get(conn, app_id, version, self.registries), version)
+            with self._lock:
+                if len(self._pinned) >= MAX_PINNED:
+                    self._pinned.pop(next(iter(self._pinned)))
+                self._pinned[key] = found
+        return found
+
+    def latest(self, conn: sa.Connection, app_id: str) -> BuiltApp:
+        """The app's latest stored version, read in `conn`'s transaction (it may be newer than what this
+        process has seen)."""
+        version = conn.execute(sa.select(sa.func.max(app_versions.c.version))
+                               .where(app_versions.c.app == app_id)).scalar()
+        if version is None:
+            raise NotFound(f"no app '{app_id}'")
+        return self.at(conn, app_id, version)
 
     def get(self, app_id: str) -> BuiltApp:
         try:

@@ -18,6 +18,7 @@ def init_app(app: Flask) -> None:
         errors,
         forms,
         inbox,
+        jobs,
         openapi,
         records,
         workflows,
@@ -25,3 +26,4 @@ def init_app(app: Flask) -> None:
 
     errors.init_app(app)
     app.register_blueprint(bp)
+    app.register_blueprint(jobs.bp)

@@ -2,21 +2,20 @@
 must be an object, JSON-ready values, and the If-Match version of a write."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
-from decimal import Decimal
 from typing import Any
 
 from flask import Response, current_app, request
 
+from keel.actor import Actor
 from keel.api.errors import BadRequestBody, PreconditionRequired
 from keel.auth import current_actor
-from keel.auth.actor import Actor
+from keel.boundary.security import json_body
 from keel.errors import FieldErrors
 from keel.i18n import translate
+from keel.json_values import jsonable
 from keel.runtime import BuiltApp, Runtime
-from keel.web.security import json_body
 
 
 def runtime() -> Runtime:
@@ -43,24 +42,6 @@ def json_object() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequestBody(translate("The request body must be a JSON object."))
     return data
-
-
-def jsonable(value: Any) -> Any:
-    """JSON values for a response. Decimals stay exact as strings; dates and times are ISO 8601 (Flask's
-    default would write dates as HTTP dates and has no rule for naive datetimes)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:  # SQLite gives back naive values; Keel stores UTC
-            value = value.replace(tzinfo=dt.UTC)
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

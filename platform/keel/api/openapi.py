@@ -11,15 +11,15 @@ anonymous visitor has no need for. A signed-in developer or an API token gets it
 from __future__ import annotations
 
 import re
+from importlib.metadata import version as package_version
 from typing import Any
 
 from flask import current_app
 
-import keel
 from keel.api import bp
 from keel.api.common import json_response, runtime
 from keel.forms.schema import entity_json_schema, form_json_schema
-from keel.runtime import BuiltApp
+from keel.storage.built import BuiltApp
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -298,7 +298,7 @@ def build_document(apps: list[BuiltApp]) -> dict:
         components["schemas"].update(app_schemas)
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "Keel API", "version": keel.__version__,
+        "info": {"title": "Keel API", "version": package_version("keel"),
                  "description": "Generated from the app definitions in force: "
                                 + ", ".join(f"{a.id} v{a.version}" for a in sorted(apps, key=lambda a: a.id))},
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",

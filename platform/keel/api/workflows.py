@@ -42,7 +42,7 @@ def list_my_tasks():
     page = int_arg("page", request.args.get("page")) or 1
     per_page = int_arg("per_page", request.args.get("per_page")) or 50
     with runtime().engine.connect() as conn:
-        return json_response(queries.list_tasks(conn, who, status, page, per_page, current_lang()))
+        return json_response(queries.list_tasks(conn, runtime(), who, status, page, per_page, current_lang()))
 
 
 def _route_action(kind: str, action: str, extra: tuple[str, ...]) -> None:
@@ -52,7 +52,7 @@ def _route_action(kind: str, action: str, extra: tuple[str, ...]) -> None:
         data = _body(("comment", *extra), extra)
         who = actor()
         with runtime().engine.begin() as conn:
-            result = getattr(engine, action)(conn, target_id, who, *(data[k] for k in extra),
+            result = getattr(engine, action)(conn, runtime(), target_id, who, *(data[k] for k in extra),
                                              comment=data.get("comment"))
         return json_response(result)
 
@@ -72,7 +72,7 @@ def bulk_approve():
 
     data = _body(("task_ids", "comment"), ("task_ids",))
     ids = bulk.task_ids_of(data["task_ids"])
-    outcome = bulk.approve_many(runtime().engine, ids, actor(), engine.comment_of(data.get("comment")),
+    outcome = bulk.approve_many(runtime(), ids, actor(), engine.comment_of(data.get("comment")),
                                 current_app.extensions.get(EXTENSION))
     if outcome.queued:
         return json_response({"queued": True, "run_id": outcome.run_id, "count": outcome.count}, 202)
@@ -83,7 +83,7 @@ def bulk_approve():
 @bp.get("/workflows/instances/<int:instance_id>")
 def get_instance(instance_id: int):
     with runtime().engine.connect() as conn:
-        return json_response(queries.instance_view(conn, instance_id, actor(), current_lang()))
+        return json_response(queries.instance_view(conn, runtime(), instance_id, actor(), current_lang()))
 
 
 @bp.put("/workflows/delegation")
@@ -126,8 +126,8 @@ def _record_unresolved(response):
     tells the administrators is written now, in a transaction of its own."""
     pending = g.pop("keel_workflow_unresolved", None)
     if pending:
-        from keel.audit.log import record_event
-        from keel.auth.actor import SYSTEM
+        from keel.actor import SYSTEM
+        from keel.storage.audit import record_event
 
         with runtime().engine.begin() as conn:
             for item in pending:

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import FieldErrors
 from keel.runtime import BuiltApp, Runtime
 from keel.storage.query import MAX_PER_PAGE, Page, datetime_json, fetch_row, read_condition

@@ -18,7 +18,7 @@ from flask import Flask, abort, current_app, g, jsonify, make_response, redirect
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
 
-from keel.auth.actor import SYSTEM, Actor
+from keel.actor import SYSTEM, Actor
 from keel.errors import KeelError
 
 __all__ = [

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event, utcnow
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.auth.passwords import hash_password, password_problems
 from keel.errors import FieldErrors, NotFound, PermissionDenied
 from keel.i18n import LOCALES
+from keel.storage.audit import record_event, utcnow
 from keel.storage.system import api_tokens, audit_events, departments, record_versions, user_roles, users
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline.

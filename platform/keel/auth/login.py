@@ -13,13 +13,13 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 
-from keel.audit.log import record_event
 from keel.auth import SessionUser, current_actor, public, safe_next
 from keel.auth.directory import get_actor, get_user, manager_of, roles_of
 from keel.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from keel.auth.throttle import LoginOutcome, attempt_login
 from keel.auth.tokens import issue_token, revoke_token
 from keel.i18n import translate
+from keel.storage.audit import record_event
 from keel.storage.system import departments, users
 
 # The app's own template folder is set by keel.web; pointing the blueprint at the same folder lets the

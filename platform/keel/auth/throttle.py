@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from keel.audit.log import utcnow
 from keel.auth import passwords
 from keel.auth.directory import find_user
+from keel.storage.audit import utcnow
 from keel.storage.system import login_failures, users
 
 MAX_FAILURES = 5

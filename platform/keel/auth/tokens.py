@@ -9,9 +9,9 @@ import secrets
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event, utcnow
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import FieldErrors, NotFound, PermissionDenied
+from keel.storage.audit import record_event, utcnow
 from keel.storage.system import api_tokens, users
 
 PREFIX = "keel_"  # makes a token recognisable to secret scanners and in a leaked log line

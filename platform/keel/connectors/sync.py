@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.errors import DefinitionError
 from keel.definitions.model import AppDef, EntityDef, FieldDef, thaw
 from keel.errors import Conflict, FieldErrors, KeelError, NotFound, PermissionDenied
@@ -61,32 +61,29 @@ class ConnectorSpec:
     allowlist: tuple[str, ...]
 
 
-def connector_spec(app_def: AppDef, connector_id: str) -> ConnectorSpec:
-    d = app_def.connectors.get(connector_id)
+def connector_spec(app: AppDef, connector_id: str) -> ConnectorSpec:
+    """`app`: an AppDef, or the CheckContext of one being validated (it reads the same)."""
+    d = app.definitions_of("connector").get(connector_id)
     if d is None:
-        known = ", ".join(sorted(app_def.connectors)) or "none"
-        raise SyncError(f"no connector '{connector_id}' in app '{app_def.id}' (connectors: {known})")
+        known = ", ".join(sorted(app.definitions_of("connector"))) or "none"
+        raise SyncError(f"no connector '{connector_id}' in app '{app.id}' (connectors: {known})")
     data = thaw(d.data)
     allow = data.get("allowlist") or []
     return ConnectorSpec(d.id, d.file, str(data.get("type")), data.get("config") or {}, data.get("secrets"),
                          tuple(str(a) for a in allow) if isinstance(allow, list) else ())
 
 
-def _host(host=None):
-    from keel.plugins import get_host
-
-    return host if host is not None else get_host()
-
-
-def connector_problems(app_def: AppDef, connector_id: str, host=None) -> list[str]:
+def connector_problems(app: AppDef, connector_id: str) -> list[str]:
     """Every problem of one connector definition as '$.place: message' (config against its type's
-    schema, allowlist entries). Empty when it can be opened."""
+    schema, allowlist entries), with the connector types `app` was loaded with. Empty when it can be
+    opened."""
     from keel.connectors.transport import OutboundError, parse_allow_entry
+    from keel.connectors.types import config_problems
 
-    spec = connector_spec(app_def, connector_id)
+    spec = connector_spec(app, connector_id)
     problems = [p if p.startswith("$.type") else "$.config" + p.removeprefix("$")
-                for p in _host(host).connector_config_problems(spec.type, spec.config)]
-    raw_allow = thaw(app_def.connectors[connector_id].data).get("allowlist")
+                for p in config_problems(app.registries.connector_types, spec.type, spec.config)]
+    raw_allow = thaw(app.definitions_of("connector")[connector_id].data).get("allowlist")
     if raw_allow is not None and (not isinstance(raw_allow, list) or not all(isinstance(a, str) for a in raw_allow)):
         problems.append("$.allowlist: must be a list of host[:port], IP[:port] or CIDR entries")
     for i, entry in enumerate(spec.allowlist):
@@ -97,15 +94,15 @@ def connector_problems(app_def: AppDef, connector_id: str, host=None) -> list[st
     return problems
 
 
-def connector_definition_errors(app_def: AppDef, host=None) -> list[DefinitionError]:
-    """Every connector definition's problems as `file: /pointer: message`, for `keel app validate`."""
+def connector_definition_errors(app, connector_id: str) -> list[DefinitionError]:
+    """One connector definition's problems as `file: /pointer: message`, for `keel app validate` (`app`:
+    the CheckContext of the app being validated, or an AppDef)."""
     out = []
-    for cid in sorted(app_def.connectors):
-        file = app_def.connectors[cid].file
-        for p in connector_problems(app_def, cid, host):
-            place, _, message = p.partition(": ")
-            ptr = place.removeprefix("$").replace(".", "/").replace("[", "/").replace("]", "")
-            out.append(DefinitionError(file, ptr, message))
+    file = app.definitions_of("connector")[connector_id].file
+    for p in connector_problems(app, connector_id):
+        place, _, message = p.partition(": ")
+        ptr = place.removeprefix("$").replace(".", "/").replace("[", "/").replace("]", "")
+        out.append(DefinitionError(file, ptr, message))
     return out
 
 
@@ -123,21 +120,21 @@ def import_root(environ: Mapping[str, str]) -> Path:
     return Path(from_environment(dict(environ))["KEEL_INSTANCE_PATH"]) / "imports"
 
 
-def open_source(app_def: AppDef, connector_id: str, *, host=None, environ: Mapping[str, str] | None = None,
+def open_source(app_def: AppDef, connector_id: str, *, environ: Mapping[str, str] | None = None,
                 upload: tuple[str, bytes] | None = None, values: Mapping[str, Any] | None = None):
     """The item source of one connector definition, configured as the module docstring says."""
     from keel.connectors.transport import OutboundClient
-    from keel.plugins.types import ConnectorContext
+    from keel.connectors.types import ConnectorContext
 
     env = os.environ if environ is None else environ
     spec = connector_spec(app_def, connector_id)
-    problems = connector_problems(app_def, connector_id, host)
+    problems = connector_problems(app_def, connector_id)
     if problems:
         raise SyncError(f"connector '{connector_id}' ({spec.file}) is invalid: " + "; ".join(problems))
     context = ConnectorContext(client=OutboundClient(allowlist=outbound_allowlist(app_def, spec, env)),
                                import_root=import_root(env), upload=upload, values=dict(values or {}),
                                environ=environ)
-    return _host(host).connector_type(spec.type).open(spec.config, spec.secrets, context)
+    return app_def.registries.connector_types[spec.type].open(spec.config, spec.secrets, context)
 
 
 def fetch_items(app_def: AppDef, connector_id: str, **kw: Any) -> list[dict[str, Any]]:
@@ -175,18 +172,16 @@ def report_problems(ctx: JobContext | None, problems: list[str], skip_invalid: b
 
 def _normal(f: FieldDef, raw: Any) -> Any:
     """The JSON form a raw value would be stored as; raises FieldValueError for a bad one."""
-    from keel.fieldtypes import registry
 
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
-    ftype = registry.get(f.type)
+    ftype = f.ftype
     return ftype.dump(f, ftype.parse(f, raw))
 
 
 def _stored(f: FieldDef, value: Any) -> Any:
-    from keel.fieldtypes import registry
 
-    return None if value is None else registry.get(f.type).dump(f, value)
+    return None if value is None else f.ftype.dump(f, value)
 
 
 def _differs(entity: EntityDef, values: Mapping[str, Any], row: Any) -> bool:
@@ -334,14 +329,16 @@ class ConnectorSync(JobType):
         from keel.connectors.mapping import mapping_problems
 
         out: list[tuple[str, str]] = []
-        if params["connector"] not in app_def.connectors:
+        if not app_def.known("connector", params["connector"]):
             out.append(("/connector", f"no connector '{params['connector']}' in app '{app_def.id}'"))
-        else:
+        elif params["connector"] in app_def.definitions_of("connector"):
             out += [("/connector", f"connectors/{params['connector']}.json: {p}")
                     for p in connector_problems(app_def, params["connector"])]
-        entity = app_def.entities.get(params["entity"])
-        if entity is None:
+        if not app_def.known("entity", params["entity"]):
             return out + [("/entity", f"no entity '{params['entity']}' in app '{app_def.id}'")]
+        entity = app_def.entities.get(params["entity"])
+        if entity is None:  # its file is broken, and reported as such
+            return out
         key = entity.field(params["key"])
         if key is None or not key.unique:
             out.append(("/key", f"'{params['key']}' must be a unique field of entity '{entity.id}'"))
@@ -365,7 +362,7 @@ class ConnectorSync(JobType):
     def _mapping(app_def: AppDef, params: Mapping[str, Any]) -> dict[str, Any] | None:
         if params.get("mapping"):
             return dict(params["mapping"])
-        d = app_def.connectors.get(params["connector"])
+        d = app_def.definitions_of("connector").get(params["connector"])
         return thaw(d.data).get("config", {}).get("mapping") if d is not None else None
 
     def authorize(self, ctx: JobContext, params: Mapping[str, Any]) -> str | None:

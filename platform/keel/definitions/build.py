@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -25,11 +25,8 @@ from keel.definitions.model import (
     RoleDef,
     freeze,
 )
-from keel.fieldtypes import FieldValueError, registry
+from keel.fieldtypes.base import FieldValueError
 
-# Kinds that later parts of Keel model in full; for now each file is kept as a `Definition`.
-OTHER_KINDS = {"workflow": "workflows", "dashboard": "dashboards", "job": "jobs", "connector": "connectors",
-               "notification": "notifications"}
 SHORTHAND_SECTION = "main"  # the id of the one section a flat `fields` list becomes
 
 
@@ -48,10 +45,15 @@ class Sources:
     forms: list[tuple[str, FormDef]]
     others: list[Definition]
     broken: set[tuple[str, str]]
+    # Files of registered kinds that failed their JSON Schema: their kind's checks still look at them,
+    # best effort, so a reference error is reported in the same run as the schema error beside it.
+    invalid_others: list[Definition] = field(default_factory=list)
 
 
-def sources(valid: Mapping[str, tuple[str, Mapping[str, Any]]], broken: set[tuple[str, str]], app_doc: Any) -> Sources:
-    """`valid`: path -> (kind, frozen document); `app_doc`: app.json as found in the bundle, valid or not."""
+def sources(valid: Mapping[str, tuple[str, Mapping[str, Any]]], broken: set[tuple[str, str]], app_doc: Any,
+            field_types: Mapping[str, Any]) -> Sources:
+    """`valid`: path -> (kind, frozen document); `app_doc`: app.json as found in the bundle, valid or not;
+    `field_types`: the registered field types, resolved into each FieldDef."""
     app_id, role_ids = None, None
     if isinstance(app_doc, dict):
         app_id = app_doc.get("id") if isinstance(app_doc.get("id"), str) else None
@@ -65,7 +67,7 @@ def sources(valid: Mapping[str, tuple[str, Mapping[str, Any]]], broken: set[tupl
         if kind == "app":
             out.app = doc
         elif kind == "entity":
-            out.entities.append((path, entity(doc)))
+            out.entities.append((path, entity(doc, field_types)))
         elif kind == "form":
             out.forms.append((path, form(doc)))
         else:
@@ -73,30 +75,28 @@ def sources(valid: Mapping[str, tuple[str, Mapping[str, Any]]], broken: set[tupl
     return out
 
 
-def app(src: Sources, bundle: Mapping[str, Any], checksum: str) -> AppDef:
+def app(src: Sources, bundle: Mapping[str, Any], checksum: str, registries: Any) -> AppDef:
     """The AppDef of sources that passed every check (so app.json is there and ids are unique)."""
     a = src.app
     assert a is not None
-    others: dict[str, dict[str, Definition]] = {k: {} for k in OTHER_KINDS}
+    others: dict[str, dict[str, Definition]] = {}
     for d in src.others:
-        others[d.kind][d.id] = d
+        others.setdefault(d.kind, {})[d.id] = d
     return AppDef(
         id=a["id"], version=a["version"], label=Label.parse(a["label"], a["id"]),
         roles=tuple(RoleDef(r["id"], Label.parse(r.get("label"), r["id"])) for r in a.get("roles", ())),
         settings=freeze(a.get("settings", {})),
         entities=MappingProxyType({e.id: e for _, e in src.entities}),
         forms=MappingProxyType({f.id: f for _, f in src.forms}),
-        workflows=MappingProxyType(others["workflow"]), dashboards=MappingProxyType(others["dashboard"]),
-        jobs=MappingProxyType(others["job"]), connectors=MappingProxyType(others["connector"]),
-        notifications=MappingProxyType(others["notification"]),
+        definitions=MappingProxyType({k: MappingProxyType(v) for k, v in others.items()}),
         description=_label_or_none(a.get("description")),
-        bundle=bundle, checksum=checksum)
+        bundle=bundle, checksum=checksum, registries=registries)
 
 
-def entity(d: Mapping[str, Any]) -> EntityDef:
+def entity(d: Mapping[str, Any], field_types: Mapping[str, Any]) -> EntityDef:
     return EntityDef(
         id=d["id"], label=Label.parse(d.get("label"), d["id"]),
-        fields=tuple(field(f) for f in d["fields"]),
+        fields=tuple(field(f, field_types) for f in d["fields"]),
         permissions=tuple(PermissionRule(role=p["role"], read=p.get("read", "none"), create=p.get("create", False),
                                          update=p.get("update", "none"), delete=p.get("delete", "none"))
                           for p in d.get("permissions", ())),
@@ -104,7 +104,7 @@ def entity(d: Mapping[str, Any]) -> EntityDef:
         track_changes=d.get("track_changes", True), raw=freeze(d))
 
 
-def field(d: Mapping[str, Any]) -> FieldDef:
+def field(d: Mapping[str, Any], field_types: Mapping[str, Any]) -> FieldDef:
     roles = {k: tuple(d[k]) if k in d else None for k in ("read_roles", "write_roles")}
     f = FieldDef(
         id=d["id"], type=d["type"], label=Label.parse(d.get("label"), d["id"]),
@@ -114,9 +114,9 @@ def field(d: Mapping[str, Any]) -> FieldDef:
         options=tuple(Option(o["id"], Label.parse({k: o[k] for k in ("zh", "en") if k in o} or None, o["id"]))
                       for o in d.get("options", ())),
         entity=d.get("entity"), currency=d.get("currency"), precision=d.get("precision"), scale=d.get("scale"),
-        columns=tuple(field(c) for c in d.get("columns", ())),
+        columns=tuple(field(c, field_types) for c in d.get("columns", ())),
         help=_label_or_none(d.get("help")), read_roles=roles["read_roles"], write_roles=roles["write_roles"],
-        raw=freeze(d))
+        raw=freeze(d), ftype=field_types.get(d["type"]))
     return replace(f, min=bound(f, d.get("min")), max=bound(f, d.get("max")))
 
 
@@ -124,10 +124,10 @@ def bound(f: FieldDef, value: Any) -> Any:
     """A min/max in the field's own terms: int for integer, Decimal for decimal/money/percent, an ISO
     string for dates (as model.FieldDef documents). Left as written when it does not parse; checks.py
     reports that."""
-    if value is None or f.type not in registry:
+    if value is None or f.ftype is None:
         return value
     try:
-        parsed = registry.get(f.type).parse(f, value)
+        parsed = f.ftype.parse(f, value)
     except (FieldValueError, TypeError, ValueError, ArithmeticError):
         return value
     return parsed.isoformat() if isinstance(parsed, (dt.date, dt.datetime)) else parsed

@@ -8,18 +8,19 @@ and the JSON pointer of the value at fault; all of them are returned, none stops
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS as PG_RESERVED
 from sqlalchemy.sql.compiler import RESERVED_WORDS as SQL_RESERVED
 
 from keel.definitions.build import Sources
 from keel.definitions.errors import DefinitionError, pointer
-from keel.definitions.model import Definition, EntityDef, FieldDef, FormDef, FormField
+from keel.definitions.kinds import CheckContext
+from keel.definitions.model import SYSTEM_COLUMNS, Definition, EntityDef, FieldDef, FormDef, FormField
 from keel.expressions import ExpressionError, compile_expression
-from keel.fieldtypes import FieldValueError, registry
-from keel.storage.tables import SYSTEM_COLUMNS
+from keel.fieldtypes.base import FieldValueError
+from keel.registries import Registries
 
 RESERVED_WORDS = frozenset(SQL_RESERVED | PG_RESERVED)
 # Path segments the API and pages use under /apps/{app}/ besides entity ids.
@@ -34,14 +35,15 @@ COMMON_KEYS = frozenset({"id", "type", "label", "help", "required", "unique", "r
 CELL_FORBIDDEN = frozenset({"unique", "read_only", "default", "computed", "read_roles", "write_roles"})
 
 
-def check_app(src: Sources) -> list[DefinitionError]:
+def check_app(src: Sources, registries: Registries,
+              schema_errors: list[DefinitionError] = ()) -> list[DefinitionError]:
     errors: list[DefinitionError] = []
     roles = _declared_roles(src, errors)
     entities = _unique("entity", [(p, e.id) for p, e in src.entities], errors)
     _unique("form", [(p, f.id) for p, f in src.forms], errors)
-    for kind in ("workflow", "dashboard", "job", "connector", "notification"):
+    for kind in registries.definition_kinds:
         _unique(kind, [(d.file, d.id) for d in src.others if d.kind == kind], errors)
-    ctx = _Context(src, roles, {e.id: e for p, e in src.entities if entities.get(e.id) == p})
+    ctx = _Context(src, roles, {e.id: e for p, e in src.entities if entities.get(e.id) == p}, registries)
     app_id = src.app_id
     if app_id is not None and "__" in app_id:
         errors.append(DefinitionError("app.json", "/id", "must not contain '__' (Keel joins the app and "
@@ -50,15 +52,17 @@ def check_app(src: Sources) -> list[DefinitionError]:
         errors.extend(_entity_errors(ctx, path, e, app_id))
     for path, f in src.forms:
         errors.extend(_form_errors(ctx, path, f))
-    for d in src.others:
-        errors.extend(_other_errors(ctx, d))
+    errors.extend(_kind_errors(ctx, list(schema_errors)))
     return errors
 
 
 class _Context:
-    def __init__(self, src: Sources, roles: frozenset[str] | None, entities: Mapping[str, EntityDef]):
+    def __init__(self, src: Sources, roles: frozenset[str] | None, entities: Mapping[str, EntityDef],
+                 registries: Registries):
         self.src, self.roles, self.entities = src, roles, entities
         self.form_ids = {f.id for _, f in src.forms}
+        self.field_types = registries.field_types
+        self.registries = registries
 
     def known(self, kind: str, ident: str) -> bool:
         """Whether `ident` names a definition of `kind`, or one whose file is already reported broken."""
@@ -159,11 +163,11 @@ def _entity_errors(ctx: _Context, path: str, e: EntityDef, app_id: str | None) -
 
 
 def _field_errors(ctx: _Context, path: str, where: str, f: FieldDef, cell: bool) -> Iterator[DefinitionError]:
-    if f.type not in registry:
+    ftype = f.ftype
+    if ftype is None:
         yield DefinitionError(path, where + "/type", f"unknown field type '{f.type}'; known types: "
-                              + ", ".join(sorted(registry.names())))
+                              + ", ".join(sorted(ctx.field_types)))
         return
-    ftype = registry.get(f.type)
     allowed = (COMMON_KEYS | ftype.keys) - (CELL_FORBIDDEN if cell else frozenset())
     for key in sorted(set(f.raw) - allowed):
         if cell and key in CELL_FORBIDDEN:
@@ -200,12 +204,12 @@ def _field_errors(ctx: _Context, path: str, where: str, f: FieldDef, cell: bool)
         if c.id in seen:
             yield DefinitionError(path, cwhere + "/id", f"duplicate column id '{c.id}'")
         seen.add(c.id)
-        if c.type in registry:  # an unknown cell type is reported by the table type itself
+        if c.ftype is not None:  # an unknown cell type is reported by the table type itself
             yield from _field_errors(ctx, path, cwhere, c, cell=True)
 
 
 def _bound_errors(path: str, where: str, f: FieldDef) -> Iterator[DefinitionError]:
-    ftype = registry.get(f.type)
+    ftype = f.ftype
     parsed: dict[str, Any] = {}
     for key in ("min", "max"):
         raw = f.raw.get(key)
@@ -236,7 +240,7 @@ def _greater(a: Any, b: Any) -> bool:
 
 
 def _value_problems(f: FieldDef, value: Any) -> list[str]:
-    ftype = registry.get(f.type)
+    ftype = f.ftype
     try:
         parsed = ftype.parse(f, value)
     except FieldValueError as e:
@@ -354,46 +358,39 @@ def _form_field_errors(path: str, where: str, entity: EntityDef, ff: FormField,
                               f"'{entity.id}'; a form cannot make it optional")
 
 
-def _other_errors(ctx: _Context, d: Definition) -> Iterator[DefinitionError]:
-    data = d.data
-    if d.kind == "job" and "timezone" in data:
+def _kind_errors(ctx: _Context, schema_errors: list[DefinitionError]) -> Iterator[DefinitionError]:
+    """Each registered kind checks its own files; a kind's check that raises is reported on the file (a
+    plugin's bug must not turn a definition error into a crash). Files that failed their schema are
+    checked too, best effort: what the check finds at places the schema did not already report comes
+    out in the same run; a check that trips over the broken shape says nothing more."""
+    definitions: dict[str, dict[str, Definition]] = {}
+    for d in ctx.src.others:
+        definitions.setdefault(d.kind, {}).setdefault(d.id, d)
+    check_ctx = CheckContext(
+        app_id=ctx.src.app_id, entities=MappingProxyType(dict(ctx.entities)),
+        forms=MappingProxyType({f.id: f for _, f in ctx.src.forms}), roles=ctx.roles,
+        settings=(ctx.src.app or {}).get("settings") or MappingProxyType({}),
+        definitions=MappingProxyType({k: MappingProxyType(v) for k, v in definitions.items()}),
+        broken=frozenset(ctx.src.broken), registries=ctx.registries)
+    reported = {(e.file, e.pointer) for e in schema_errors}
+    for d, valid in [*((d, True) for d in ctx.src.others), *((d, False) for d in ctx.src.invalid_others)]:
+        kind = ctx.registries.definition_kinds.get(d.kind)
+        if kind is None or kind.check is None:
+            continue
         try:
-            ZoneInfo(data["timezone"])
-        except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
-            yield DefinitionError(d.file, "/timezone", f"unknown time zone '{data['timezone']}' "
-                                  "(use a name such as Asia/Shanghai or UTC)")
-    if d.kind == "workflow":
-        starts = data.get("starts_on") or {}
-        for key, kind in (("form", "form"), ("entity", "entity")):
-            ref = starts.get(key)
-            if isinstance(ref, str) and not ctx.known(kind, ref):
-                yield DefinitionError(d.file, pointer("starts_on", key), f"no {kind} '{ref}' in this app")
-        yield from _workflow_errors(ctx, d)
-        yield from _sla_errors(d)
-    if d.kind == "notification":
-        from keel.notify import notification_problems
-
-        for where, message in notification_problems(data):
-            yield DefinitionError(d.file, where, message)
-    if d.kind == "dashboard":
-        yield from ctx.role_errors(d.file, "/roles", data.get("roles"))
+            found = list(kind.check(d, check_ctx))
+        except Exception as e:
+            if valid:
+                owner = ctx.registries.owner("definition_kinds", d.kind) or "?"
+                yield DefinitionError(d.file, "", f"the checks of the {d.kind} kind (plugin '{owner}') failed "
+                                      f"on this file: {type(e).__name__}: {e}")
+            continue
+        for err in found:
+            if valid or not _under_reported(err, reported):
+                yield err
 
 
-def _sla_errors(d: Definition) -> Iterator[DefinitionError]:
-    from keel.workflow.timers import sla_problem
-
-    for n, step in enumerate(d.data.get("steps") or ()):
-        sla = step.get("sla") if isinstance(step, Mapping) else None
-        problem = None if sla is None else sla_problem(sla)
-        if problem:
-            yield DefinitionError(d.file, pointer("steps", n, "sla"), problem)
-
-
-def _workflow_errors(ctx: _Context, d: Definition) -> list[DefinitionError]:
-    """The workflow engine's own checks (states, transitions, approver rules, actions)."""
-    from keel.workflow.definition import Scope, workflow_errors
-
-    notifications = frozenset(n.id for n in ctx.src.others if n.kind == "notification")
-    broken = any(kind == "notification" for kind, _ in ctx.src.broken)
-    return workflow_errors(d, Scope(ctx.entities, {f.id: f.entity for _, f in ctx.src.forms}, ctx.roles,
-                                    None if broken else notifications))
+def _under_reported(err: DefinitionError, reported: set[tuple[str, str]]) -> bool:
+    """Whether the schema already reported this place or a place that contains it."""
+    parts = err.pointer.split("/")
+    return any((err.file, "/".join(parts[:n])) in reported for n in range(1, len(parts) + 1))

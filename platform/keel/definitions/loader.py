@@ -18,36 +18,42 @@ from urllib.parse import urldefrag, urljoin
 
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from keel.definitions import build
 from keel.definitions.checks import check_app
 from keel.definitions.errors import DefinitionError, DefinitionErrors, pointer
-from keel.definitions.model import AppDef, freeze, thaw
+from keel.definitions.kinds import CORE_FOLDERS, SCHEMA_BASE, DefinitionKind
+from keel.definitions.model import AppDef, Definition, freeze, thaw
+from keel.registries import Registries
 
 APP_FILE = "app.json"
-# Sub-folder -> the kind of definition each of its files holds (and the schema it is checked with).
-FOLDERS = {"entities": "entity", "forms": "form", "workflows": "workflow", "dashboards": "dashboard",
-           "jobs": "job", "connectors": "connector", "notifications": "notification"}
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64  # nesting of one JSON document; real definitions need about ten levels
 MAX_MESSAGE = 300
 SCHEMA_DIR = Path(__file__).with_name("schemas")
-SCHEMA_BASE = "https://keel.dev/schemas/"
+
+
+def folders(registries: Registries) -> dict[str, str]:
+    """Sub-folder -> the kind of definition each of its files holds: the core's and every registered
+    kind's, in the order `keel app validate` lists them."""
+    kinds = sorted(registries.definition_kinds.values(), key=lambda k: (k.order, k.name))
+    return {**CORE_FOLDERS, **{k.folder: k.name for k in kinds}}
 
 
 # -- reading a folder --------------------------------------------------------------------------------
 
-def read_bundle(path: str | Path) -> dict[str, Any]:
+def read_bundle(path: str | Path, registries: Registries) -> dict[str, Any]:
     """Every definition file of the app folder at `path`, parsed: relative posix path -> JSON.
     Raises DefinitionErrors for unreadable files (malformed JSON, not UTF-8, too large, a missing
-    app.json, an unknown folder)."""
-    bundle, errors = _read_folder(Path(path))
+    app.json, a folder no registered kind reads)."""
+    bundle, errors = _read_folder(Path(path), folders(registries))
     if errors:
         raise DefinitionErrors(errors)
     return bundle
 
 
-def _read_folder(root: Path) -> tuple[dict[str, Any], list[DefinitionError]]:
+def _read_folder(root: Path, known: Mapping[str, str]) -> tuple[dict[str, Any], list[DefinitionError]]:
     """Files that do not end in .json (a README, notes) and hidden entries are ignored. A folder Keel
     does not know, or a folder inside a kind folder, is an error: a typo like `entites/` must not
     silently drop every entity."""
@@ -62,9 +68,10 @@ def _read_folder(root: Path) -> tuple[dict[str, Any], list[DefinitionError]]:
         if entry.is_symlink():
             errors.append(DefinitionError(name, "", "symbolic links are not followed; copy the file in"))
         elif entry.is_dir():
-            if name not in FOLDERS:
+            if name not in known:
                 errors.append(DefinitionError(name + "/", "", "unknown folder; an app folder may contain "
-                                              + ", ".join(f"{f}/" for f in FOLDERS)))
+                                              + ", ".join(f"{f}/" for f in known)
+                                              + " (other folders come with the plugins that read them)"))
                 continue
             for sub in sorted(entry.iterdir()):
                 rel = f"{name}/{sub.name}"
@@ -131,30 +138,32 @@ def _no_constant(name: str) -> Any:
 
 # -- loading --------------------------------------------------------------------------------------------
 
-def load_bundle(bundle: Mapping[str, Any]) -> AppDef:
-    """Validate a bundle (relative path -> parsed JSON) and build the app model from it."""
-    return _load(bundle, [])
+def load_bundle(bundle: Mapping[str, Any], registries: Registries) -> AppDef:
+    """Validate a bundle (relative path -> parsed JSON) and build the app model from it, with the field
+    types and definition kinds of `registries`."""
+    return _load(bundle, [], registries)
 
 
-def load_app_dir(path: str | Path) -> AppDef:
+def load_app_dir(path: str | Path, registries: Registries) -> AppDef:
     """load_bundle(read_bundle(path)), except that errors from unreadable files are reported together
     with the errors found in the readable ones."""
-    bundle, errors = _read_folder(Path(path))
-    return _load(bundle, errors)
+    bundle, errors = _read_folder(Path(path), folders(registries))
+    return _load(bundle, errors, registries)
 
 
-def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError]) -> AppDef:
+def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError], registries: Registries) -> AppDef:
     if not isinstance(bundle, Mapping):
         raise DefinitionErrors([DefinitionError("", "", "a definition bundle maps file paths to JSON documents")])
     errors = list(file_errors)
     # Files that could not be used: a reference to their id is not reported a second time.
-    broken = {(_kind_of(e.file) or "", Path(e.file).stem) for e in file_errors}
+    known = folders(registries)
+    broken = {(_kind_of(e.file, known) or "", Path(e.file).stem) for e in file_errors}
     docs: dict[str, tuple[str, Any]] = {}
     for path in sorted(bundle, key=str):
-        kind = _kind_of(path) if isinstance(path, str) else None
+        kind = _kind_of(path, known) if isinstance(path, str) else None
         if kind is None:
             errors.append(DefinitionError(str(path), "", "unexpected file: definitions are app.json and "
-                                          + ", ".join(f"{f}/<id>.json" for f in FOLDERS)))
+                                          + ", ".join(f"{f}/<id>.json" for f in known)))
         elif _depth_exceeds(bundle[path], MAX_DEPTH):  # checked before anything recurses into it
             errors.append(DefinitionError(path, "", f"nested more than {MAX_DEPTH} levels deep"))
             broken.add((kind, Path(path).stem))
@@ -164,7 +173,7 @@ def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError]) -> AppD
     canonical: dict[str, str] = {}
     valid: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for path, (kind, doc) in docs.items():
-        problems = _document_errors(path, kind, doc, canonical)
+        problems = _document_errors(path, kind, doc, canonical, registries)
         if problems:
             errors.extend(problems)
             ident = doc.get("id") if isinstance(doc, dict) else None
@@ -175,24 +184,28 @@ def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError]) -> AppD
         errors.append(DefinitionError(APP_FILE, "", "missing: every app folder needs an app.json"))
 
     app_doc = docs.get(APP_FILE, (None, None))[1]
-    sources = build.sources(valid, broken, app_doc)
-    errors.extend(check_app(sources))
+    sources = build.sources(valid, broken, app_doc, registries.field_types)
+    sources.invalid_others = [Definition(doc["id"], kind, path, frozen[path]) for path, (kind, doc) in docs.items()
+                              if path not in valid and kind in registries.definition_kinds
+                              and isinstance(doc, dict) and isinstance(doc.get("id"), str)]
+    errors.extend(check_app(sources, registries, errors))
     if errors:
         raise DefinitionErrors(errors)
-    return build.app(sources, bundle=frozen, checksum=_checksum(canonical))
+    return build.app(sources, bundle=frozen, checksum=_checksum(canonical), registries=registries)
 
 
-def _kind_of(path: str) -> str | None:
+def _kind_of(path: str, known: Mapping[str, str]) -> str | None:
     if path == APP_FILE:
         return "app"
     parts = path.split("/")
-    if len(parts) == 2 and parts[0] in FOLDERS and parts[1].endswith(".json") \
+    if len(parts) == 2 and parts[0] in known and parts[1].endswith(".json") \
             and not parts[1].startswith(".") and len(parts[1]) > len(".json"):
-        return FOLDERS[parts[0]]
+        return known[parts[0]]
     return None
 
 
-def _document_errors(path: str, kind: str, doc: Any, canonical: dict[str, str]) -> list[DefinitionError]:
+def _document_errors(path: str, kind: str, doc: Any, canonical: dict[str, str],
+                     registries: Registries) -> list[DefinitionError]:
     """Size and schema of one document; records its canonical JSON for the checksum."""
     try:
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -201,7 +214,7 @@ def _document_errors(path: str, kind: str, doc: Any, canonical: dict[str, str]) 
     if len(text.encode("utf-8")) > MAX_FILE_BYTES:
         return [DefinitionError(path, "", f"file too large (at most {MAX_FILE_BYTES} bytes)")]
     canonical[path] = text
-    return list(schema_errors(path, kind, doc))
+    return list(schema_errors(path, _validator(kind, registries), doc))
 
 
 def _depth_exceeds(doc: Any, limit: int) -> bool:
@@ -228,22 +241,43 @@ def _checksum(canonical: Mapping[str, str]) -> str:
 # -- JSON Schemas -----------------------------------------------------------------------------------------
 
 @cache
-def validators() -> Mapping[str, Draft202012Validator]:
-    """One validator per kind, built once per process (building one per file would cost more than
-    validating it). References between the schema files are inlined first: a `$ref` lookup per value
-    was half the validation time of a large app."""
-    schemas = {}
+def _core_schemas() -> Mapping[str, Mapping[str, Any]]:
+    out = {}
     for p in SCHEMA_DIR.glob("*.json"):
         s = json.loads(p.read_text("utf-8"))
-        schemas[s["$id"]] = s
-    registry: Registry = Registry().with_resources((i, Resource.from_contents(s)) for i, s in schemas.items())
-    checker = FormatChecker()
-    out = {}
-    for kind in ("app", *FOLDERS.values()):
-        schema_id = f"{SCHEMA_BASE}{kind}.json"
-        out[kind] = Draft202012Validator(_inline(schemas[schema_id], schema_id, schemas, ()),
-                                         registry=registry, format_checker=checker)
+        out[s["$id"]] = s
     return MappingProxyType(out)
+
+
+def _validator(kind: str, registries: Registries) -> Draft202012Validator:
+    if kind in ("app", *CORE_FOLDERS.values()):
+        return _core_validator(kind)
+    return _kind_validator(registries.definition_kinds[kind])
+
+
+@cache
+def _core_validator(kind: str) -> Draft202012Validator:
+    schema_id = f"{SCHEMA_BASE}{kind}.json"
+    return _compile(_core_schemas()[schema_id], schema_id, _core_schemas())
+
+
+@cache
+def _kind_validator(kind: DefinitionKind) -> Draft202012Validator:
+    """Built once per registered kind (kinds are compared by identity), never per file: building a
+    validator costs more than validating a document."""
+    schema_id = kind.schema.get("$id") or f"{SCHEMA_BASE}{kind.name}.json"
+    return _compile(kind.schema, schema_id, {**_core_schemas(), schema_id: kind.schema})
+
+
+def _compile(schema: Mapping[str, Any], schema_id: str,
+             schemas: Mapping[str, Mapping[str, Any]]) -> Draft202012Validator:
+    """References between the schema files are inlined first: a `$ref` lookup per value was half the
+    validation time of a large app."""
+    # A plugin's schema may leave out `$schema`: it is read as draft 2020-12, like Keel's own.
+    registry: Registry = Registry().with_resources(
+        (i, Resource.from_contents(s, default_specification=DRAFT202012)) for i, s in schemas.items())
+    return Draft202012Validator(_inline(schema, schema_id, schemas, ()), registry=registry,
+                                format_checker=FormatChecker())
 
 
 def _inline(node: Any, base: str, schemas: Mapping[str, dict], expanding: tuple[str, ...]) -> Any:
@@ -268,8 +302,8 @@ def _inline(node: Any, base: str, schemas: Mapping[str, dict], expanding: tuple[
     return {**_inline(sub, doc, schemas, expanding + (target,)), **_inline(rest, base, schemas, expanding)}
 
 
-def schema_errors(path: str, kind: str, doc: Any) -> Iterable[DefinitionError]:
-    for err in validators()[kind].iter_errors(doc):
+def schema_errors(path: str, validator: Draft202012Validator, doc: Any) -> Iterable[DefinitionError]:
+    for err in validator.iter_errors(doc):
         where = pointer(*err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
             allowed = sorted(err.schema.get("properties", {}))

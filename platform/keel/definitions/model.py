@@ -30,6 +30,10 @@ def thaw(value: Any) -> Any:
     return value
 
 
+# Columns every entity record has, kept by Keel itself; a field may not take these ids.
+SYSTEM_COLUMNS = ("id", "row_version", "created_at", "created_by", "updated_at", "updated_by", "deleted_at")
+
+
 @dataclass(frozen=True)
 class Label:
     zh: str
@@ -80,6 +84,10 @@ class FieldDef:
     read_roles: tuple[str, ...] | None = None   # None: everyone who may read the record
     write_roles: tuple[str, ...] | None = None  # None: everyone who may write the record
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
+    # The registered FieldType that `type` names, resolved by the loader from the registries it was
+    # given (None only while checks report an unknown type). Everything downstream asks it, never a
+    # registry: a definition carries the behaviour it was validated with.
+    ftype: Any = field(default=None, compare=False, repr=False)
 
     @property
     def writable(self) -> bool:
@@ -166,8 +174,8 @@ class RoleDef:
 
 @dataclass(frozen=True)
 class Definition:
-    """A definition kind that a later part of Keel models in full (workflow, dashboard, job,
-    connector): its id, the file it came from and its frozen JSON."""
+    """A file of a kind a subsystem registered (workflow, notification, job, connector, dashboard, or a
+    plugin's): its id, the file it came from and its frozen JSON. The subsystem models it in full."""
 
     id: str
     kind: str
@@ -184,16 +192,33 @@ class AppDef:
     settings: Mapping[str, Any]
     entities: Mapping[str, EntityDef]
     forms: Mapping[str, FormDef]
-    workflows: Mapping[str, Definition]
-    dashboards: Mapping[str, Definition]
-    jobs: Mapping[str, Definition]
-    connectors: Mapping[str, Definition]
+    # Files of registered kinds: kind name ("workflow") -> id -> Definition.
+    definitions: Mapping[str, Mapping[str, Definition]] = field(default_factory=lambda: MappingProxyType({}))
     # relative file path -> parsed JSON, exactly what was loaded; stored as the version's bundle
     bundle: Mapping[str, Any] = field(compare=False, repr=False, default_factory=lambda: MappingProxyType({}))
     checksum: str = ""
     description: Label | None = None
-    # notifications/ files; modelled in full by the notifications part
-    notifications: Mapping[str, Definition] = field(default_factory=lambda: MappingProxyType({}))
+    # The keel.registries.Registries it was loaded with: its field types and kinds, and what a part
+    # that reads another version of the same app (history, sync) loads that one with.
+    registries: Any = field(default=None, compare=False, repr=False)
 
     def role_ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self.roles)
+
+    def definitions_of(self, kind: str) -> Mapping[str, Definition]:
+        """The app's definitions of a registered kind by id (empty when it has none)."""
+        return self.definitions.get(kind, _NONE)
+
+    def known(self, kind: str, ident: str) -> bool:
+        """Whether `ident` names a definition of `kind` ("entity", "form", or a registered kind). Checks
+        that take an app (a job type's `definition_errors`) ask this before saying a name is unknown: the
+        CheckContext of an app being validated answers the same question, and also says yes for a file
+        that is broken already, so that one mistake is not reported twice."""
+        if kind == "entity":
+            return ident in self.entities
+        if kind == "form":
+            return ident in self.forms
+        return ident in self.definitions_of(kind)
+
+
+_NONE: Mapping[str, Definition] = MappingProxyType({})

@@ -427,8 +427,6 @@ class Table(Json):
         limit = f.raw.get("max_rows", 200)
         if len(rows) > limit:
             raise FieldValueError("At most %(n)s rows.", n=limit)
-        from keel.fieldtypes import registry
-
         cols = {c.id: c for c in f.columns}
         out = []
         for i, row in enumerate(rows, 1):
@@ -443,7 +441,7 @@ class Table(Json):
                         raise FieldValueError("Row %(row)s: '%(col)s' is required.", row=i, col=cid)
                     clean[cid] = None
                     continue
-                t = registry.get(col.type)
+                t = col.ftype
                 try:
                     pv = t.parse(col, v)
                 except FieldValueError as e:
@@ -458,19 +456,15 @@ class Table(Json):
         return out
 
     def json_schema(self, f):
-        from keel.fieldtypes import registry
-
-        props = {c.id: registry.get(c.type).json_schema(c) for c in f.columns}
+        props = {c.id: c.ftype.json_schema(c) for c in f.columns}
         return {"type": "array", "maxItems": f.raw.get("max_rows", 200),
                 "items": {"type": "object", "properties": props, "additionalProperties": False,
                           "required": [c.id for c in f.columns if c.required]}}
 
     def definition_errors(self, f):
-        from keel.fieldtypes import registry
-
         errs = [] if f.columns else ["a table field needs `columns`"]
         for c in f.columns:
-            if c.type in ("table", "link", "user", "json") or c.type not in registry.names():
+            if c.type in ("table", "link", "user", "json") or c.ftype is None:
                 errs.append(f"column '{c.id}' has a type a table cell cannot have: {c.type}")
         return errs
 

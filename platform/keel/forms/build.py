@@ -33,7 +33,6 @@ except ImportError:  # pragma: no cover - WTForms < 3.3
 
 from keel.definitions.model import EntityDef, FieldDef, Label
 from keel.errors import Message
-from keel.fieldtypes import registry
 from keel.forms.schema import form_def, form_field_required
 
 # Form attributes are prefixed so that a field called `data`, `errors` or `meta` cannot shadow the
@@ -96,7 +95,7 @@ class GridCell:
 def _column_spec(c: FieldDef, lang: str) -> ColumnSpec:
     from keel.i18n import translate
 
-    widget = registry.get(c.type).widget
+    widget = c.ftype.widget
     choices = tuple((o.id, o.label.get(lang)) for o in c.options)
     if widget == "checkbox":  # a grid needs "no answer" too: a row is empty when all its cells are
         widget, choices = "select", (("true", translate("Yes")), ("false", translate("No")))
@@ -177,7 +176,7 @@ def _widget_field(f: FieldDef, spec: FieldSpec, lang: str) -> Field:
     w = spec.widget
     if w == "table":
         # max_rows as the field type states it (its JSON Schema), so the grid and the check agree
-        max_rows = registry.get(f.type).json_schema(f).get("maxItems") or BLANK_ROWS
+        max_rows = f.ftype.json_schema(f).get("maxItems") or BLANK_ROWS
         return TableGridField(columns=tuple(_column_spec(c, lang) for c in f.columns), max_rows=max_rows,
                               **kw)
     if w == "checkbox":
@@ -204,7 +203,7 @@ def _widget_field(f: FieldDef, spec: FieldSpec, lang: str) -> Field:
 
 def _spec(f: FieldDef, section: str, lang: str, *, help_: Label | None, required: bool,
           visible_if: str | None) -> FieldSpec:
-    t = registry.get(f.type)
+    t = f.ftype
     target = "user" if f.type == "user" else (f.entity if f.type == "link" else None)
     # A field with declared columns (the `table` type) is a grid; its type's own widget is raw JSON.
     widget = "table" if f.columns and t.widget == "json" else t.widget

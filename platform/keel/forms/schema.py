@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.model import EntityDef, FieldDef, FormDef
 from keel.errors import NotFound
-from keel.fieldtypes import registry
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MODES = ("create", "update", "read")
@@ -45,7 +44,7 @@ def nullable(schema: dict) -> dict:
 
 def field_schema(f: FieldDef) -> dict:
     """The field type's schema plus the field's labels (both languages: a schema is not per user)."""
-    s = dict(registry.get(f.type).json_schema(f))
+    s = dict(f.ftype.json_schema(f))
     s["title"] = f.label.en
     s["x-label"] = {"zh": f.label.zh, "en": f.label.en}
     if f.help is not None:
@@ -137,7 +136,7 @@ def _build_form_schema(built, form_id: str, lang: str) -> dict:
             f = entity.field(ff.field)
             if f is None:  # definitions.checks refuses this; never fail a page over it
                 continue
-            s = dict(registry.get(f.type).json_schema(f))
+            s = dict(f.ftype.json_schema(f))
             s["title"] = f.label.get(lang)
             help_ = ff.help or f.help
             if help_ is not None:

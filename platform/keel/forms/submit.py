@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import FieldErrors, PermissionDenied
-from keel.fieldtypes import FieldValueError, registry
+from keel.fieldtypes.base import FieldValueError
 from keel.forms.schema import form_def, form_field_required
 
 
@@ -49,7 +49,7 @@ def expression_values(built, form_id: str, data: Mapping[str, Any]) -> dict[str,
             values[ff.field] = None
             continue
         try:
-            values[ff.field] = registry.get(f.type).parse(f, v)
+            values[ff.field] = f.ftype.parse(f, v)
         except FieldValueError:
             values[ff.field] = None
     return values
@@ -116,7 +116,7 @@ def form_values(built, form_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _type_messages(errors: FieldErrors, f, value: Any) -> None:
-    t = registry.get(f.type)
+    t = f.ftype
     try:
         parsed = t.parse(f, value)
     except FieldValueError as e:
@@ -135,9 +135,6 @@ def submit_form(conn: sa.Connection, built, form_id: str, data: Mapping[str, Any
     form = form_def(built, form_id)
     check_roles(built, form_id, actor)
     values = form_values(built, form_id, data)
-    record = records.create(conn, built, form.entity, values, actor)
-    from keel.workflow.engine import start_for  # the workflows this form starts (422 when nobody can approve)
-
-    if start_for(conn, built, record, actor, form_id=form_id):
-        record = records._result(conn, built, form.entity, record["id"], actor)  # as the workflow left it
-    return record
+    # The record event names the form: a workflow that starts on it starts in this transaction (and a
+    # 422 when nobody can approve rolls the record back with it).
+    return records.create(conn, built, form.entity, values, actor, origin={"form": form_id})

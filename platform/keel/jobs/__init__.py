@@ -2,8 +2,9 @@
 on Redis (or, embedded without Redis, on threads of the server).
 
     definition.py  JobSpec and the job-definition checks (`job_definition_errors`)
-    types.py       JobType, JobContext, the registry filled through the `keel_job_types` hook
+    types.py       JobType, JobContext (job types arrive through the `keel_job_types` hook)
     builtin_types  the job types Keel ships (`diagnostic`, `touch_records`)
+    plugin.py      what jobs register through the hooks: the `job` kind and the built-in types
     schedule.py    cron in the definition's time zone; idempotency keys
     runs.py        asking for a run (once per key), skipped runs, reading runs
     execute.py     starting a run, running a chunk, taking back lost work
@@ -11,8 +12,9 @@ on Redis (or, embedded without Redis, on threads of the server).
     tasks.py       what an RQ worker executes
     scheduler.py   `keel scheduler`
     embedded.py    a private redis-server, or in-process jobs, for `keel serve` / `keel demo`
-    cli.py         `keel worker`, `keel scheduler`, `keel jobs list|run`
-    api.py/pages.py  /api/v1/jobs... and /admin/jobs
+
+The faces of jobs live in the layers above: `keel worker|scheduler|jobs` in keel.cli.jobs, /api/v1/jobs in
+keel.api.jobs, /admin/jobs in keel.web.jobs_pages.
 """
 from __future__ import annotations
 
@@ -27,20 +29,16 @@ EXTENSION = "keel.jobs"
 
 
 def init_app(app: Flask) -> None:
-    from keel.jobs import api, pages
+    """The app's job environment (its engine, runtime and the job types of its registries) and queue."""
     from keel.jobs.queue import QUEUE_NAME, RQDispatcher
-    from keel.jobs.types import collect_job_types, default_plugin_manager, find_plugin_manager
 
     runtime = app.extensions["keel"]
-    pm = find_plugin_manager(app.extensions) or default_plugin_manager()
-    env = JobEnv(runtime.engine, runtime, collect_job_types(pm))
+    env = JobEnv(runtime.engine, runtime, runtime.registries.job_types)
     # KEEL_JOB_QUEUE (default "keel"): lets two Keel instances (or tests) share one Redis.
     app.config.setdefault("KEEL_JOB_QUEUE", os.environ.get("KEEL_JOB_QUEUE") or QUEUE_NAME)
     if app.config.get("KEEL_REDIS_URL"):
         env.dispatcher = RQDispatcher(app.config["KEEL_REDIS_URL"], app.config["KEEL_JOB_QUEUE"])
     app.extensions[EXTENSION] = env
-    app.register_blueprint(api.bp)
-    app.register_blueprint(pages.bp)
 
 
 def jobs_env(app: Flask | None = None) -> JobEnv:

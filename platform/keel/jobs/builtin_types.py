@@ -1,4 +1,4 @@
-"""The job types Keel ships, registered through the same `keel_job_types` hook a plugin uses.
+"""The job types Keel ships, registered through the same `keel_job_types` hook a plugin uses (jobs/plugin.py).
 
 - `diagnostic`: counts to `items` in chunks, optionally sleeping and failing its first attempts. It
   checks a deployment end to end (scheduler, queue, workers, retries) without touching any data.
@@ -13,15 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import pluggy
 import sqlalchemy as sa
 
 from keel.jobs.types import JobContext, JobType
-
-try:  # the plugin SDK's marker, when it is there; pluggy markers of one project name are the same
-    from keel.plugins import hookimpl
-except ImportError:  # pragma: no cover - the plugin SDK is being written alongside
-    hookimpl = pluggy.HookimplMarker("keel")
 
 DEFAULT_CHUNK_SIZE = 1000
 
@@ -79,7 +73,7 @@ class TouchRecords(JobType):
 
     def definition_errors(self, app_def, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         entity = params.get("entity")
-        if isinstance(entity, str) and entity not in app_def.entities:
+        if isinstance(entity, str) and not app_def.known("entity", entity):
             return [("/entity", f"no entity '{entity}' in app '{app_def.id}'")]
         return []
 
@@ -122,7 +116,3 @@ class TouchRecords(JobType):
             count += 1
         return {"records": count}
 
-
-@hookimpl
-def keel_job_types() -> list[JobType]:
-    return [Diagnostic(), TouchRecords()]

@@ -22,7 +22,6 @@ from jsonschema import Draft202012Validator, FormatChecker
 from keel.definitions.errors import DefinitionError, pointer
 from keel.definitions.model import AppDef, Definition, Label, thaw
 from keel.jobs import schedule
-from keel.jobs.types import JobTypeRegistry
 
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_TIMEOUT = 600
@@ -80,7 +79,7 @@ def job_spec(app_id: str, definition: Definition) -> JobSpec:
 
 
 def app_job_specs(app_def: AppDef) -> dict[str, JobSpec]:
-    return {job_id: job_spec(app_def.id, d) for job_id, d in sorted(app_def.jobs.items())}
+    return {job_id: job_spec(app_def.id, d) for job_id, d in sorted(app_def.definitions_of("job").items())}
 
 
 def _params_validator(job_type) -> Draft202012Validator:
@@ -95,24 +94,22 @@ def params_errors(job_type, params: Any) -> list[tuple[str, str]]:
     return errors
 
 
-def job_definition_errors(app_def: AppDef, job_types: JobTypeRegistry) -> list[DefinitionError]:
-    """Every problem of every job definition of `app_def`, as `file: /pointer: message`."""
-    out: list[DefinitionError] = []
-    for _job_id, definition in sorted(app_def.jobs.items()):
-        out.extend(_errors_of(app_def, definition, job_types))
-    return out
+def job_definition_errors(app, definition: Definition) -> list[DefinitionError]:
+    """Every problem of one job definition, as `file: /pointer: message`, checked against the job types
+    `app` was loaded with (`app`: the CheckContext of the app being validated, or an AppDef)."""
+    return _errors_of(app, definition, app.registries.job_types)
 
 
-def _errors_of(app_def: AppDef, definition: Definition, job_types: JobTypeRegistry) -> list[DefinitionError]:
+def _errors_of(app_def, definition: Definition, job_types: Mapping[str, Any]) -> list[DefinitionError]:
     d, file = definition.data, definition.file
     errors: list[DefinitionError] = []
 
     def err(ptr: str, message: str) -> None:
         errors.append(DefinitionError(file, ptr, message))
 
-    job_type = job_types.get(d.get("type"))
+    job_type = job_types.get(d.get("type")) if isinstance(d.get("type"), str) else None
     if job_type is None:
-        err("/type", f"unknown job type '{d.get('type')}' (known: {', '.join(job_types.names()) or 'none'})")
+        err("/type", f"unknown job type '{d.get('type')}' (known: {', '.join(sorted(job_types)) or 'none'})")
     params = thaw(d.get("params", {}))
     if not isinstance(params, dict):
         err("/params", "params must be an object")
@@ -139,7 +136,6 @@ def _errors_of(app_def: AppDef, definition: Definition, job_types: JobTypeRegist
     timeout = d.get("timeout_seconds", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
         err("/timeout_seconds", "must be a whole number of seconds from 1 to 86400")
-    errors.extend(_retries_errors(file, d.get("retries", DEFAULT_RETRIES)))
 
     idem = d.get("idempotency", "period" if cron else "run")
     if not isinstance(idem, str):
@@ -163,27 +159,6 @@ def _errors_of(app_def: AppDef, definition: Definition, job_types: JobTypeRegist
     if not isinstance(d.get("enabled", True), bool):
         err("/enabled", "must be true or false")
     return errors
-
-
-def _retries_errors(file: str, retries: Any) -> list[DefinitionError]:
-    if not isinstance(retries, Mapping):
-        return [DefinitionError(file, "/retries", "must be an object {\"max\": n, \"backoff_seconds\": [...]}")]
-    out = []
-    unknown = sorted(set(retries) - {"max", "backoff_seconds"})
-    if unknown:
-        out.append(DefinitionError(file, "/retries", f"unknown key(s): {', '.join(unknown)}"))
-    n = retries.get("max", DEFAULT_RETRIES["max"])
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 20:
-        out.append(DefinitionError(file, "/retries/max", "must be a whole number from 0 to 20"))
-    backoff = retries.get("backoff_seconds", [])
-    if not isinstance(backoff, (list, tuple)):
-        out.append(DefinitionError(file, "/retries/backoff_seconds", "must be a list of seconds"))
-    else:
-        for i, s in enumerate(backoff):
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 86400:
-                out.append(DefinitionError(file, pointer("retries", "backoff_seconds", i),
-                                           "must be a whole number of seconds from 0 to 86400"))
-    return out
 
 
 def _zone_exists(name: str) -> bool:

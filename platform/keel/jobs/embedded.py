@@ -134,7 +134,7 @@ def _worker_process(app: Flask, redis_url: str) -> subprocess.Popen:
             env[key] = str(app.config[key])
     env["KEEL_REDIS_URL"] = redis_url
     # Quiet: it shares the terminal of `keel serve`/`demo`; runs are recorded on the jobs page anyway.
-    proc = subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker", "--quiet"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "worker", "--quiet"], env=env,
                             preexec_fn=_die_with_parent)
     atexit.register(_stop_process, proc)
     return proc

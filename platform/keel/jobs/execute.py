@@ -12,15 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import SYSTEM, Actor
+from keel.actor import SYSTEM, Actor
 from keel.jobs.clock import Clock, aware
 from keel.jobs.clock import now as system_now
-from keel.jobs.types import JobContext, JobFailed, JobType, JobTypeRegistry
+from keel.jobs.types import JobContext, JobFailed, JobType
 from keel.storage.job_tables import job_chunks, job_runs
 
 log = logging.getLogger("keel.jobs")
@@ -34,7 +35,7 @@ class JobEnv:
 
     engine: sa.Engine
     runtime: Any
-    types: JobTypeRegistry
+    types: Mapping[str, JobType]  # by name: the registries the app was built with
     clock: Clock = system_now
     lease_grace_seconds: float = 30.0   # beyond the chunk timeout before a running chunk counts as lost
     stale_after_seconds: float = 300.0  # a queued run/chunk not picked up by then is sent again

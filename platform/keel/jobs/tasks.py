@@ -19,20 +19,16 @@ def set_worker_env(env: JobEnv) -> None:
     _ENV, _PID = env, os.getpid()
 
 
-def _env_from_configuration() -> JobEnv:
-    """A worker started by plain `rq worker` rather than `keel worker`: build the app from the
-    environment (KEEL_DATABASE_URL, KEEL_REDIS_URL ...) once."""
-    from keel import create_app
-    from keel.jobs import jobs_env
-
-    return jobs_env(create_app())
+class NoJobEnvironment(RuntimeError):
+    """A worker process without Keel's job environment: it was started by plain `rq worker`."""
 
 
 def _for_this_process() -> JobEnv:
     global _PID
     if _ENV is None:
-        set_worker_env(_env_from_configuration())
-    elif _PID != os.getpid():
+        raise NoJobEnvironment("this worker has no Keel job environment: start workers with `keel worker` "
+                               "(it connects the database and the installed job types)")
+    if _PID != os.getpid():
         _ENV.engine.dispose(close=False)  # forget the parent's connections, leave them open for it
         _PID = os.getpid()
     assert _ENV is not None

@@ -6,20 +6,20 @@ chunk may run more than once (a retry, a worker killed mid-way), so `run_chunk` 
 `ctx.conn`: the executor commits the chunk's effects and its "done" mark in that one transaction, and
 rolls both back together when anything fails.
 
-Job types come from plugins through the `keel_job_types` hook (the built-in ones too, see
-`builtin_types`); `collect_job_types` gathers them into a `JobTypeRegistry`."""
+Job types come from plugins through the `keel_job_types` hook (the built-in ones too, see jobs/plugin.py);
+the plugin host checks their names and hands them down as `registries.job_types`."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import KeelError
 
 log = logging.getLogger("keel.jobs")
@@ -93,87 +93,3 @@ class JobContext:
         """Report progress inside a chunk (shown by `keel jobs run`; ignored on a worker)."""
         if self.on_progress is not None:
             self.on_progress(done, total)
-
-
-class JobTypeRegistry:
-    def __init__(self, types: Iterable[JobType] = ()):
-        self._types: dict[str, JobType] = {}
-        for t in types:
-            self.register(t)
-
-    def register(self, job_type: JobType) -> None:
-        name = getattr(job_type, "name", None)
-        if not isinstance(name, str) or not TYPE_NAME.fullmatch(name):
-            raise ValueError(f"job type name {name!r} must be lower-case letters, digits, '_' or '.'")
-        existing = self._types.get(name)
-        if existing is not None and type(existing) is not type(job_type):
-            raise ValueError(f"job type '{name}' is registered twice ({type(existing).__module__} and "
-                             f"{type(job_type).__module__})")
-        self._types[name] = job_type
-
-    def get(self, name: str) -> JobType | None:
-        return self._types.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._types)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._types
-
-
-def _hook_of(candidate: Any):
-    hook = getattr(candidate, "hook", None)
-    return hook if hook is not None and hasattr(hook, "keel_job_types") else None
-
-
-def find_plugin_manager(extensions: Mapping[str, Any]):
-    """The pluggy plugin manager among a Flask app's extensions, whatever key the plugin host uses
-    (anything with `.hook.keel_job_types`, or an object holding one as `.pm`)."""
-    for value in extensions.values():
-        for candidate in (value, getattr(value, "pm", None), getattr(value, "plugin_manager", None)):
-            if candidate is not None and _hook_of(candidate) is not None:
-                return candidate
-    return None
-
-
-def default_plugin_manager():
-    """The plugin host's manager (`keel.plugins.manager.get_host()`), when the plugin SDK is installed
-    and offers the `keel_job_types` hook; None otherwise."""
-    try:
-        from keel.plugins.manager import get_host
-    except ImportError:
-        return None
-    try:
-        host = get_host()
-    except Exception:
-        log.exception("the plugin host failed to start; only built-in job types are available")
-        return None
-    for candidate in (host, getattr(host, "pm", None), getattr(host, "plugin_manager", None)):
-        if candidate is not None and _hook_of(candidate) is not None:
-            return candidate
-    return None
-
-
-def collect_job_types(pm=None) -> JobTypeRegistry:
-    """Every job type: from the plugin manager's `keel_job_types` hook when there is one, and the
-    built-in types (registered through the same hook when the host registered `builtin_types`,
-    otherwise added here). A plugin returning a broken type is logged and left out; Keel still starts."""
-    from keel.jobs import builtin_types
-
-    registry = JobTypeRegistry()
-    results: list[Any] = []
-    if pm is not None:
-        try:
-            results = list(_hook_of(pm).keel_job_types())
-        except Exception:  # a plugin's hook raised: the others and the built-ins still count
-            log.exception("a plugin's keel_job_types hook failed; its job types are not available")
-    is_registered = getattr(pm, "is_registered", None)
-    if pm is None or is_registered is None or not is_registered(builtin_types):
-        results.append(builtin_types.keel_job_types())
-    for batch in results:
-        for job_type in batch or ():
-            try:
-                registry.register(job_type)
-            except ValueError as e:
-                log.error("job type not registered: %s", e)
-    return registry

@@ -8,14 +8,13 @@ rows in the caller's transaction, and `deliver_pending` — called after commit 
 the timers job) — sends them, each claimed with a lease so two senders never both send one, a crashed
 sender's claim expires, and a failure is retried with back-off until `MAX_ATTEMPTS`.
 
-Channels come from `register_channel` (the built-ins `robot` and `email` register the same way) and,
-when the plugin SDK offers it, from the `keel_delivery_channels` hook."""
+Channels come from the `keel_delivery_channels` hook (the built-ins `robot` and `email` register there
+too, in notify/plugin.py); callers pass the registry they were given (`registries.delivery_channels`)."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import os
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,75 +61,22 @@ class DeliveryChannel:
         raise NotImplementedError
 
 
-_registry: dict[str, DeliveryChannel] = {}
-_registry_lock = threading.Lock()
-_builtins_loaded = False
-
-
-def register_channel(channel: DeliveryChannel) -> None:
-    if not isinstance(channel.name, str) or not channel.name:
-        raise ValueError("a delivery channel needs a name")
-    with _registry_lock:
-        existing = _registry.get(channel.name)
-        if existing is not None and type(existing) is not type(channel):
-            raise ValueError(f"delivery channel '{channel.name}' is registered twice")
-        _registry[channel.name] = channel
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    from keel.notify.channels import builtin_channels
-
-    for channel in builtin_channels():
-        register_channel(channel)
-    _builtins_loaded = True
-
-
-def register_plugin_channels(pm: Any) -> None:
-    """Channels from plugins' `keel_delivery_channels` hook, when the plugin SDK declares that hook."""
-    hook = getattr(getattr(pm, "hook", None), "keel_delivery_channels", None)
-    if hook is None:
-        return
-    try:
-        batches = hook()
-    except Exception:
-        log.exception("a plugin's keel_delivery_channels hook failed")
-        return
-    for batch in batches or ():
-        for channel in batch or ():
-            try:
-                register_channel(channel)
-            except (ValueError, AttributeError) as e:
-                log.error("delivery channel not registered: %s", e)
-
-
-def channel(name: str) -> DeliveryChannel | None:
-    _load_builtins()
-    return _registry.get(name)
-
-
-def channel_names() -> list[str]:
-    _load_builtins()
-    return sorted(_registry)
-
-
-def channel_config_problem(config: Any) -> str | None:
-    """Why one entry of a `channels` list is unusable; for definition checks and for `queue`."""
+def channel_config_problem(config: Any, channels: Mapping[str, DeliveryChannel]) -> str | None:
+    """Why one entry of a `channels` list is unusable with the installed `channels`; for definition
+    checks and for `queue`."""
     if not isinstance(config, Mapping) or not isinstance(config.get("type"), str):
         return "a channel is an object with a `type`"
-    found = channel(config["type"])
+    found = channels.get(config["type"])
     if found is None:
-        return f"unknown channel type '{config['type']}' (known: {', '.join(channel_names())})"
+        return f"unknown channel type '{config['type']}' (known: {', '.join(sorted(channels))})"
     return found.config_problem(config)
 
 
 # -- queueing (in the sender's transaction) ------------------------------------------------------------
 
 def queue(conn: sa.Connection, *, app: str | None, channels: Iterable[Mapping[str, Any]],
-          recipient_ids: list[int], inbox_ids: Mapping[int, int], payload: Mapping[str, Any],
-          now: dt.datetime) -> list[int]:
+          installed: Mapping[str, DeliveryChannel], recipient_ids: list[int], inbox_ids: Mapping[int, int],
+          payload: Mapping[str, Any], now: dt.datetime) -> list[int]:
     """Pending deliveries of one message on each configured channel. A channel entry that is unusable
     is logged and skipped: the inbox message itself must still be written."""
     channels = list(channels)
@@ -140,11 +86,11 @@ def queue(conn: sa.Connection, *, app: str | None, channels: Iterable[Mapping[st
                         .where(users.c.id.in_(recipient_ids))).all() if recipient_ids else []
     values = []
     for config in channels:
-        problem = channel_config_problem(config)
+        problem = channel_config_problem(config, installed)
         if problem:
             log.error("app %s: notification channel %r skipped: %s", app, dict(config), problem)
             continue
-        for inbox_id, target in channel(config["type"]).targets(conn, config, rows, inbox_ids):
+        for inbox_id, target in installed[config["type"]].targets(conn, config, rows, inbox_ids):
             values.append({"channel": config["type"], "inbox_id": inbox_id, "app": app, "target": target,
                            "payload": dict(payload), "status": "pending", "attempts": 0,
                            "next_attempt_at": now, "created_at": now})
@@ -195,8 +141,9 @@ def _record(conn: sa.Connection, row: sa.Row, error: DeliveryError | None, now: 
     return "retry"
 
 
-def _send(row: sa.Row, settings: Mapping[str, str]) -> DeliveryError | None:
-    found = channel(row.channel)
+def _send(row: sa.Row, settings: Mapping[str, str],
+          installed: Mapping[str, DeliveryChannel]) -> DeliveryError | None:
+    found = installed.get(row.channel)
     if found is None:
         return DeliveryError(f"no delivery channel '{row.channel}' is installed")
     try:
@@ -209,10 +156,11 @@ def _send(row: sa.Row, settings: Mapping[str, str]) -> DeliveryError | None:
     return None
 
 
-def deliver_pending(target: sa.Engine | sa.Connection, *, now: dt.datetime | None = None,
-                    settings: Mapping[str, str] | None = None, ids: Iterable[int] | None = None,
-                    limit: int = 200) -> dict[str, int]:
-    """Send due pending deliveries (or only `ids`); returns counts {sent, retry, failed}.
+def deliver_pending(target: sa.Engine | sa.Connection, installed: Mapping[str, DeliveryChannel], *,
+                    now: dt.datetime | None = None, settings: Mapping[str, str] | None = None,
+                    ids: Iterable[int] | None = None, limit: int = 200) -> dict[str, int]:
+    """Send due pending deliveries (or only `ids`) through the `installed` channels; returns counts
+    {sent, retry, failed}.
 
     With an Engine every claim and every result is its own transaction and the sending happens outside
     any. With a Connection (a job's transaction) everything is written on it, so a rollback of that
@@ -235,12 +183,12 @@ def deliver_pending(target: sa.Engine | sa.Connection, *, now: dt.datetime | Non
                 row = _claim(conn, delivery_id, now)
             if row is None:
                 continue
-            error = _send(row, settings)
+            error = _send(row, settings, installed)
             with target.begin() as conn:
                 counts[_record(conn, row, error, now)] += 1
         return counts
     for delivery_id in target.execute(query).scalars().all():
         row = _claim(target, delivery_id, now)
         if row is not None:
-            counts[_record(target, row, _send(row, settings), now)] += 1
+            counts[_record(target, row, _send(row, settings, installed), now)] += 1
     return counts

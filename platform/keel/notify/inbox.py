@@ -13,12 +13,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.model import AppDef, thaw
 from keel.errors import FieldErrors, NotFound
 from keel.notify import delivery
 from keel.notify.render import literal_message, pick, render_message
+from keel.registries import Registries
+from keel.storage.audit import record_event
 from keel.storage.notify_tables import inbox
 from keel.storage.system import app_versions, users
 
@@ -36,22 +37,23 @@ def _now() -> dt.datetime:
 
 # -- the notification definitions of an app's current version -------------------------------------------
 
-_defs: dict[tuple[str, int, str], AppDef] = {}
+_defs: dict[tuple[str, int, str, int], AppDef] = {}
 
 
-def current_app_def(conn: sa.Connection, app: str) -> AppDef:
-    """The app's latest stored version, loaded once per (version, checksum) per process."""
+def current_app_def(conn: sa.Connection, app: str, registries: Registries) -> AppDef:
+    """The app's latest stored version, loaded with `registries` once per (version, checksum) per
+    process."""
     row = conn.execute(sa.select(app_versions.c.version, app_versions.c.checksum)
                        .where(app_versions.c.app == app)
                        .order_by(app_versions.c.version.desc()).limit(1)).first()
     if row is None:
         raise NotFound(f"no app '{app}'")
-    key = (app, row.version, row.checksum)
+    key = (app, row.version, row.checksum, id(registries))
     found = _defs.get(key)
     if found is None:
         from keel.storage.versions import get
 
-        found = get(conn, app, row.version)
+        found = get(conn, app, row.version, registries)
         if len(_defs) > 64:
             _defs.clear()
         _defs[key] = found
@@ -59,7 +61,7 @@ def current_app_def(conn: sa.Connection, app: str) -> AppDef:
 
 
 def notification(app_def: AppDef, template: str) -> Mapping[str, Any]:
-    found = app_def.notifications.get(template)
+    found = app_def.definitions_of("notification").get(template)
     if found is None:
         raise NotFound(f"app '{app_def.id}' has no notification '{template}' "
                        f"(notifications/{template}.json)")
@@ -103,13 +105,17 @@ def _recipient_ids(recipients: Iterable[Any]) -> list[int]:
 def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Iterable[int],
          context: Mapping[str, Any], link: str | None, actor: Actor,
          subject: Mapping[str, str] | None = None, body: Mapping[str, str] | None = None,
-         entity: str | None = None, record_id: int | None = None, app_def: AppDef | None = None) -> list[int]:
+         entity: str | None = None, record_id: int | None = None, app_def: AppDef | None = None,
+         registries: Registries | None = None) -> list[int]:
     """Write one inbox message per recipient (deduplicated; unknown or inactive users are skipped and
     named in the audit event) and queue its deliveries. `template` names a notification definition of
     the app's current version, rendered once per language with `context` as data; without one,
     `subject`/`body` ({zh, en}) are the text itself. `app_def`: that current version, when the caller
-    already holds it (the workflow engine does), so it is not looked up again. Returns the inbox ids,
-    in recipient order."""
+    already holds it (the workflow engine does), so it is not looked up again; otherwise it is loaded
+    with `registries`, which also name the delivery channels. Returns the inbox ids, in recipient order."""
+    registries = app_def.registries if app_def is not None and registries is None else registries
+    if registries is None:
+        raise ValueError("inbox.send needs the app's definition or the registries to load it with")
     ids = _recipient_ids(recipients)
     if link is not None and (not isinstance(link, str) or len(link) > MAX_LINK
                              or not link.startswith(("/", "https://"))
@@ -119,7 +125,7 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
         raise errors
     definition = None
     if template is not None:
-        app_def = app_def or current_app_def(conn, app)
+        app_def = app_def or current_app_def(conn, app, registries)
         definition = notification(app_def, template)
         subjects, bodies = render_message(definition["subject"], definition["body"], context,
                                           where=f"notifications/{template}.json")
@@ -131,7 +137,7 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
         subjects, bodies = literal_message(subject, body)
         if app_def is None:
             try:
-                app_def = current_app_def(conn, app) if app else None
+                app_def = current_app_def(conn, app, registries) if app else None
             except NotFound:
                 app_def = None  # a system message about something outside any app
     active = set(conn.execute(_ACTIVE, {"ids": ids}).scalars()) if ids else set()
@@ -147,7 +153,7 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
         made = dict(conn.execute(_INSERT_RETURNING, rows).all())
         inbox_ids = {r["user_id"]: made[r["user_id"]] for r in rows}
     queued = delivery.queue(conn, app=app, channels=_channels(app_def, definition),
-                            recipient_ids=list(inbox_ids), inbox_ids=inbox_ids,
+                            installed=registries.delivery_channels, recipient_ids=list(inbox_ids), inbox_ids=inbox_ids,
                             payload={"subject": subjects, "body": bodies, "link": link}, now=now) \
         if inbox_ids else []
     record_event(conn, actor, "inbox.send", app=app, entity=entity, record_id=record_id, at=now, detail={

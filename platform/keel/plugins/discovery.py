@@ -32,10 +32,11 @@ BUILTIN = "builtin"
 ENTRY_POINT = "entry point"
 FOLDER = "folder"
 
-# The modules holding Keel's own implementations, registered first and in this order, like plugins.
-# A module that does not exist is left out (a part of Keel not installed in this build).
-BUILTIN_PLUGINS = (("keel", "keel.plugins.builtins"), ("keel.jobs", "keel.jobs.builtin_types"),
-                   ("keel.workflow", "keel.workflow.builtins"))
+# Keel's own subsystems, each registering what it brings through the hooks exactly like a plugin, first
+# and in this order. This list is the composition of the engine: the packages below never name each other.
+BUILTIN_PLUGINS = (("keel.fieldtypes", "keel.fieldtypes.plugin"), ("keel.jobs", "keel.jobs.plugin"),
+                   ("keel.connectors", "keel.connectors.plugin"), ("keel.notify", "keel.notify.plugin"),
+                   ("keel.workflow", "keel.workflow.plugin"), ("keel.dashboards", "keel.dashboards.plugin"))
 
 
 @dataclass(frozen=True)

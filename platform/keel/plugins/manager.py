@@ -7,26 +7,29 @@ that brought it and ignored; a plugin that fails to import, implements an unknow
 raises or returns something unusable is reported with its name and error, and nothing of it is used.
 Keel starts either way: failures are values on the host (`host.failures`), logged as warnings.
 
-One host per Flask app (`app.extensions["keel_plugins"]`, made by `init_app`), and one per process for
-code without an app, such as the CLI and workers (`get_host()`, configured from the environment).
+The host is built at the composition root — `create_app`, the CLI, a test — and hands what the plugins
+registered down as one `Registries` value (`host.registries()`); nothing below keeps a host of its own.
 """
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pluggy
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from keel import hooks
+from keel.connectors.types import ConnectorType
+from keel.definitions.kinds import kind_problem
 from keel.errors import KeelError
 from keel.fieldtypes.base import FieldType
-from keel.plugins import hookspecs
+from keel.jobs.types import TYPE_NAME, JobType
 from keel.plugins.discovery import (
     ENTRY_POINT,
     FOLDER,
@@ -36,11 +39,13 @@ from keel.plugins.discovery import (
     entry_point_candidates,
     folder_candidates,
 )
-from keel.plugins.types import ConnectorType
+from keel.registries import Registries
+from keel.storage.events import RecordListeners
 
 log = logging.getLogger("keel.plugins")
+GIVEN = "given"  # a plugin object handed to PluginHost.load(extra=...), e.g. by a test
 
-HOOK_NAMES = tuple(n for n in vars(hookspecs) if n.startswith("keel_"))
+HOOK_NAMES = hooks.hook_names()
 
 
 class UnknownPluginObject(KeelError):
@@ -76,10 +81,6 @@ def _connector_type_problem(obj: Any) -> str | None:
 
 
 def _job_type_problem(obj: Any) -> str | None:
-    try:  # the jobs engine is optional for the SDK: without it a job type is anything with a name
-        from keel.jobs.types import TYPE_NAME, JobType
-    except ImportError:
-        return _named(obj)
     if not isinstance(obj, JobType):
         return "is not a keel.jobs.types.JobType instance"
     if not isinstance(obj.name, str) or not TYPE_NAME.fullmatch(obj.name):
@@ -97,7 +98,12 @@ class Kind:
     problem: Callable[[Any], str | None] = _named
 
 
+def _definition_kind_problem(obj: Any) -> str | None:
+    return kind_problem(obj)
+
+
 KINDS = (
+    Kind("definition_kinds", "keel_definition_kinds", "definition kind", _definition_kind_problem),
     Kind("field_types", "keel_field_types", "field type", _field_type_problem),
     Kind("connector_types", "keel_connector_types", "connector type", _connector_type_problem),
     Kind("job_types", "keel_job_types", "job type", _job_type_problem),
@@ -124,12 +130,13 @@ class LoadedPlugin:
 
 class PluginHost:
     def __init__(self) -> None:
-        self.pm = pluggy.PluginManager("keel")
-        self.pm.add_hookspecs(hookspecs)
+        self.pm = pluggy.PluginManager(hooks.PROJECT)
+        self.pm.add_hookspecs(hooks)
         self.plugins: list[LoadedPlugin] = []
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []
         self.plugins_path: Path | None = None
+        self.definition_kinds: dict[str, Any] = {}
         self.field_types: dict[str, Any] = {}
         self.connector_types: dict[str, ConnectorType] = {}
         self.job_types: dict[str, Any] = {}
@@ -140,13 +147,18 @@ class PluginHost:
         self._owners: dict[tuple[str, str], str] = {}
 
     @classmethod
-    def load(cls, plugins_path: str | os.PathLike[str] | None = None, *,
-             entry_points: bool = True) -> PluginHost:
+    def load(cls, plugins_path: str | os.PathLike[str] | None = None, *, entry_points: bool = True,
+             extra: Iterable[tuple[str, Any]] = ()) -> PluginHost:
         """A host with Keel's built-ins, the installed entry-point plugins (unless `entry_points` is
-        False) and the plugins in `plugins_path` (none when None)."""
+        False) and the plugins in `plugins_path` (none when None). `extra`: (name, plugin object) pairs
+        registered right after the built-ins — how a test builds a host with exactly the plugins it
+        wants."""
         host = cls()
         for candidate in builtin_candidates():
             host.add(candidate)
+        for name, obj in extra:
+            host.add(Candidate(name, GIVEN, f"given to PluginHost.load as '{name}'", None, name,
+                               lambda obj=obj: obj))
         if entry_points:
             for candidate in entry_point_candidates():
                 host.add(candidate)
@@ -161,7 +173,9 @@ class PluginHost:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PluginHost:
-        return cls.load(plugins_path_from(config))
+        """The host for an app's configuration: KEEL_PLUGINS_PATH, and KEEL_EXTRA_PLUGINS — (name, plugin
+        object) pairs given in code, by a test or an application embedding Keel."""
+        return cls.load(plugins_path_from(config), extra=config.get("KEEL_EXTRA_PLUGINS") or ())
 
     # loading -------------------------------------------------------------------------------------------
     def add(self, candidate: Candidate) -> LoadedPlugin | None:
@@ -249,9 +263,22 @@ class PluginHost:
                                              f"by plugin '{owner}'; this one is ignored", plugin.source,
                                              plugin.location))
                     continue
+                clash = self._folder_clash(kind, obj)
+                if clash is not None:
+                    self._fail(PluginFailure(plugin.name, f"{kind.label} '{obj.name}' claims the folder "
+                                             f"'{obj.folder}/', which plugin '{clash}' reads already; this one "
+                                             "is ignored", plugin.source, plugin.location))
+                    continue
                 table[obj.name] = obj
                 self._owners[(kind.attr, obj.name)] = plugin.name
                 plugin.registers.setdefault(kind.label, []).append(obj.name)
+
+    def _folder_clash(self, kind: Kind, obj: Any) -> str | None:
+        """The plugin whose definition kind reads the folder `obj` wants (two kinds cannot share one)."""
+        if kind.attr != "definition_kinds":
+            return None
+        taken = next((k for k in self.definition_kinds.values() if k.folder == obj.folder), None)
+        return None if taken is None else self._owners[("definition_kinds", taken.name)]
 
     def _fail(self, failure: PluginFailure) -> None:
         self.failures.append(failure)
@@ -278,28 +305,20 @@ class PluginHost:
 
     def connector_config_problems(self, type_name: str, config: Any) -> list[str]:
         """Every problem of a connector definition's `config` for its type, as 'place: message'."""
-        try:
-            ctype = self.connector_type(type_name)
-        except UnknownPluginObject as exc:
-            return [f"$.type: {exc}"]
-        try:
-            return list(ctype.validate(config))
-        except Exception as exc:  # a plugin's validator must not turn a definition error into a crash
-            return [f"$: the {type_name} connector type could not check this config: "
-                    f"{type(exc).__name__}: {exc}"]
+        from keel.connectors.types import config_problems
 
-    def install_field_types(self, registry: Any) -> None:
-        """Put this host's field types into a FieldTypeRegistry (the process-wide one, normally)."""
-        from keel.fieldtypes.registry import FieldTypeConflict
+        return config_problems(self.connector_types, type_name, config)
 
-        for name, ftype in self.field_types.items():
-            owner = self._owners[("field_types", name)]
-            try:
-                registry.add(ftype, owner=owner)
-            except FieldTypeConflict as exc:
-                plugin = next(p for p in self.plugins if p.name == owner)
-                self._fail(PluginFailure(owner, f"{exc}; this one is ignored", plugin.source,
-                                         plugin.location))
+    def registries(self) -> Registries:
+        """Everything the loaded plugins registered, as the immutable value the engine is given."""
+        if getattr(self, "_registries", None) is None:
+            freeze = MappingProxyType
+            self._registries = Registries(
+                **{kind.attr: freeze(dict(getattr(self, kind.attr))) for kind in KINDS},
+                record_events=RecordListeners(self.pm.hook.keel_record_before_write,
+                                              self.pm.hook.keel_record_written),
+                owners=freeze(dict(self._owners)))
+        return self._registries
 
     def start(self, app: Any) -> None:
         """Call each plugin's keel_startup(app) once; one that raises is reported, the app still starts."""
@@ -331,32 +350,3 @@ def plugins_path_from(config: Mapping[str, Any]) -> Path | None:
         return Path(value) if str(value).strip() else None
     apps = Path(config.get("KEEL_APPS_PATH") or "app_definitions")
     return apps.resolve().parent / "plugins"
-
-
-# -- the process-wide host ----------------------------------------------------------------------------
-
-_host: PluginHost | None = None
-_loading = False
-_lock = threading.RLock()
-
-
-def get_host() -> PluginHost:
-    """The host for code that has no Flask app (CLI, workers, the field type registry), configured from
-    the environment and loaded on first use."""
-    global _host, _loading
-    if _host is not None:
-        return _host
-    with _lock:
-        if _host is None:
-            if _loading:
-                raise KeelError("get_host() was called while plugins are loading (from a plugin's import?); "
-                                "plugins must not use the host at import time")
-            from keel.config import from_environment
-
-            _loading = True
-            try:
-                _host = PluginHost.from_config(from_environment())
-            finally:
-                _loading = False
-    return _host
-

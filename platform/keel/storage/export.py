@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import FieldErrors
-from keel.runtime import BuiltApp
+from keel.storage.built import BuiltApp
 from keel.storage.permissions import readable_fields
 from keel.storage.query import NUMERIC_TYPES, select_records, to_json
 

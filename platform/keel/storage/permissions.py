@@ -13,7 +13,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.model import ROW_SCOPES, EntityDef, FieldDef
 from keel.storage.system import users
 

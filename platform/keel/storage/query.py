@@ -17,11 +17,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.model import EntityDef, FieldDef, Label
 from keel.errors import FieldErrors, NotFound
-from keel.fieldtypes import FieldValueError, registry
-from keel.runtime import BuiltApp
+from keel.fieldtypes.base import FieldValueError
+from keel.fieldtypes.builtin import Boolean, DateTime, Integer, User
+from keel.storage.built import BuiltApp
 from keel.storage.permissions import readable_fields, row_filter
 from keel.storage.system import record_versions
 
@@ -36,12 +37,13 @@ METRICS = ("count", "sum", "avg", "min", "max")
 
 # System columns a client may filter and sort by, typed like fields so values parse the same way.
 SYSTEM_FIELDS = {
-    "id": FieldDef("id", "integer", Label("ID", "ID")),
-    "created_at": FieldDef("created_at", "datetime", Label("创建时间", "Created at")),
-    "created_by": FieldDef("created_by", "user", Label("创建人", "Created by")),
-    "updated_at": FieldDef("updated_at", "datetime", Label("更新时间", "Updated at")),
-    "updated_by": FieldDef("updated_by", "user", Label("更新人", "Updated by")),
+    "id": FieldDef("id", "integer", Label("ID", "ID"), ftype=Integer()),
+    "created_at": FieldDef("created_at", "datetime", Label("创建时间", "Created at"), ftype=DateTime()),
+    "created_by": FieldDef("created_by", "user", Label("创建人", "Created by"), ftype=User()),
+    "updated_at": FieldDef("updated_at", "datetime", Label("更新时间", "Updated at"), ftype=DateTime()),
+    "updated_by": FieldDef("updated_by", "user", Label("更新人", "Updated by"), ftype=User()),
 }
+_BOOLEAN = Boolean()
 _DATETIME = SYSTEM_FIELDS["created_at"]
 
 
@@ -92,7 +94,7 @@ def record_id_of(value: Any) -> int:
 
 
 def datetime_json(value: Any) -> Any:
-    return registry.get("datetime").dump(_DATETIME, value)
+    return _DATETIME.ftype.dump(_DATETIME, value)
 
 
 def to_json(entity: EntityDef, row: Any, fields: Iterable[FieldDef]) -> dict:
@@ -105,7 +107,7 @@ def to_json(entity: EntityDef, row: Any, fields: Iterable[FieldDef]) -> dict:
         out["deleted_at"] = datetime_json(m["deleted_at"])
     for f in fields:
         value = m.get(f.id)
-        out[f.id] = None if value is None else registry.get(f.type).dump(f, value)
+        out[f.id] = None if value is None else f.ftype.dump(f, value)
     return out
 
 
@@ -116,7 +118,7 @@ def _queryable(entity: EntityDef, actor: Actor) -> dict[str, FieldDef]:
 
 
 def _sql_type(f: FieldDef) -> sa.types.TypeEngine:
-    return registry.get(f.type).column_type(f)
+    return f.ftype.column_type(f)
 
 
 def _ops_for(f: FieldDef) -> tuple[str, ...]:
@@ -139,12 +141,12 @@ def _parse_one(f: FieldDef, raw: Any) -> Any:
         raise FieldValueError("A value is required.")
     if isinstance(raw, str) and f.type in ("text", "long_text", "rich_text"):
         return raw  # compared as given: a filter is not a stored value, so it is not sanitised
-    return registry.get(f.type).parse(f, raw)
+    return f.ftype.parse(f, raw)
 
 
 def _parse_filter_value(f: FieldDef, op: str, raw: Any) -> Any:
     if op == "isnull":
-        return registry.get("boolean").parse(f, raw)
+        return _BOOLEAN.parse(f, raw)
     if op == "in":
         items = raw.split(",") if isinstance(raw, str) else list(raw)
         if not items or len(items) > MAX_IN_VALUES:
@@ -352,7 +354,7 @@ def _expand(conn: sa.Connection, built: BuiltApp, actor: Actor, items: list[dict
                                                        read_condition(ttable, target, actor)))
             for r in rows:
                 value = r[1] if title is not None else None
-                found[r[0]] = None if value is None else registry.get(title.type).dump(title, value)
+                found[r[0]] = None if value is None else title.ftype.dump(title, value)
         for item in items:
             rid = item.get(f.id)
             item[f.id] = {"id": rid, "title": found[rid]} if rid in found else None
@@ -447,7 +449,7 @@ def aggregate(conn: sa.Connection, built: BuiltApp, entity_id: str, actor: Actor
         q = sa.select(sa.null().label("g"), *labels).select_from(src)
     out = []
     for r in conn.execute(q).mappings():
-        group = None if r["g"] is None or g is None else registry.get(g.type).dump(g, r["g"])
+        group = None if r["g"] is None or g is None else g.ftype.dump(g, r["g"])
         out.append({"group": group, "value": _metric_value(metric, f, r)})
     return out
 
@@ -459,13 +461,13 @@ def _metric_value(metric: str, f: FieldDef | None, r: Mapping) -> Any:
         if not r["count"] or r["sum"] is None:
             return None
         scale = 4 if f.type == "integer" else (f.scale if f.scale is not None
-                                               else registry.get(f.type).default_scale)
+                                               else f.ftype.default_scale)
         return str((Decimal(r["sum"]) / r["count"]).quantize(Decimal(1).scaleb(-scale)))
     value = r[metric]
     if value is None:
         return None
     if isinstance(value, (dt.date, dt.datetime)):
-        return registry.get(f.type).dump(f, value)
+        return f.ftype.dump(f, value)
     return str(value)
 
 

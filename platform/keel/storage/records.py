@@ -15,19 +15,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event, utcnow
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.model import EntityDef, FieldDef, thaw
 from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
-from keel.fieldtypes import FieldValueError, registry
-from keel.runtime import BuiltApp
+from keel.fieldtypes.base import FieldValueError
+from keel.storage.audit import record_event, utcnow
+from keel.storage.built import BuiltApp
+from keel.storage.events import RecordEvent
 from keel.storage.permissions import can_create, readable_fields, row_filter, writable_fields
 from keel.storage.query import fetch_row, read_condition, record_id_of, to_json
 from keel.storage.system import record_versions, users
 from keel.storage.tables import SYSTEM_COLUMNS
-from keel.workflow import guards as workflow_guards
 
 # ---------------------------------------------------------------- validation
+
+def _mapping(values: Any) -> Mapping[str, Any]:
+    """What listeners see of the sent values (a non-object body is reported by the parser below)."""
+    return values if isinstance(values, Mapping) else {}
+
 
 def _is_empty(f: FieldDef, value: Any) -> bool:
     if value is None or (isinstance(value, str) and value.strip() == ""):
@@ -37,7 +42,7 @@ def _is_empty(f: FieldDef, value: Any) -> bool:
 
 
 def _as_json(f: FieldDef, value: Any) -> Any:
-    return None if value is None else registry.get(f.type).dump(f, value)
+    return None if value is None else f.ftype.dump(f, value)
 
 
 def _parse_values(entity: EntityDef, actor: Actor, values: Mapping[str, Any],
@@ -64,7 +69,7 @@ def _parse_values(entity: EntityDef, actor: Actor, values: Mapping[str, Any],
         elif _is_empty(f, raw):
             parsed[key] = None
         else:
-            ftype = registry.get(f.type)
+            ftype = f.ftype
             try:
                 value = ftype.parse(f, raw)
             except FieldValueError as e:
@@ -84,7 +89,7 @@ def _defaults(entity: EntityDef, sent: Mapping[str, Any]) -> dict[str, Any]:
         if f.id in sent or f.computed or f.default is None:
             continue
         try:
-            out[f.id] = registry.get(f.type).parse(f, thaw(f.default))
+            out[f.id] = f.ftype.parse(f, thaw(f.default))
         except FieldValueError:
             out[f.id] = None  # definitions.checks refuses such defaults; never block a write on one
     return out
@@ -148,7 +153,7 @@ def _compute(built: BuiltApp, entity: EntityDef, full: dict[str, Any]) -> dict[s
         try:
             expr = built.product(("computed", entity.id, f.id), lambda f=f: compile_expression(f.computed))
             value = expr.evaluate(full)
-            value = None if value is None else registry.get(f.type).parse(f, value)
+            value = None if value is None else f.ftype.parse(f, value)
         except (ExpressionError, FieldValueError):
             value = None
         full[f.id] = out[f.id] = value
@@ -201,7 +206,7 @@ def _check_expected(expected_version: Any) -> int:
     return expected_version
 
 
-# One statement object for every version row (its compiled form is cached once; see audit.log).
+# One statement object for every version row (its compiled form is cached once; see storage.audit).
 _INSERT_VERSION = record_versions.insert()
 
 
@@ -238,11 +243,16 @@ def _write(conn: sa.Connection, stmt) -> sa.CursorResult:
 
 # ---------------------------------------------------------------- the four writes
 
-def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping[str, Any], actor: Actor) -> dict:
+def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping[str, Any], actor: Actor,
+           origin: Mapping[str, Any] | None = None) -> dict:
+    """Create a record. `origin` says where the write comes from ({"form": id} for a form submission);
+    the listeners of record events see it (a workflow that starts from a form starts on it)."""
     entity, table = built.entity(entity_id), built.table(entity_id)
     if not can_create(entity, actor):
         raise PermissionDenied(f"you may not create {entity_id} records")
-    workflow_guards.check_create(built, entity_id, values, actor)  # fields a workflow keeps: 422
+    origin = origin or {}
+    built.events.before(RecordEvent(conn, built, entity_id, "create", actor, values=_mapping(values),
+                                    origin=origin))
     errors = FieldErrors()
     sent = _parse_values(entity, actor, values, errors)
     record = {f.id: None for f in entity.fields}
@@ -267,7 +277,8 @@ def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping
     record_id = result.inserted_primary_key[0]
     changes = {f.id: [None, _as_json(f, record[f.id])] for f in entity.fields if record[f.id] is not None}
     _store(conn, built, entity_id, record_id, 1, "create", changes, actor, now)
-    workflow_guards.after_create(conn, built, entity_id, {"id": record_id}, actor)  # workflows on this entity
+    built.events.after(RecordEvent(conn, built, entity_id, "create", actor, record_id, _mapping(values),
+                                   changes, 1, origin))
     return _result(conn, built, entity_id, record_id, actor)
 
 
@@ -278,19 +289,22 @@ def update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
 
 
 def update_current(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
-                   values: Mapping[str, Any], actor: Actor) -> int | None:
+                   values: Mapping[str, Any], actor: Actor, origin: Mapping[str, Any] | None = None) -> int | None:
     """Change the record as it is now, under its row lock, for the platform's own writes (the workflow
     engine keeping its status field, its `set_fields` actions): they act on the current version, not
     on one somebody edited. Checked, versioned and audited exactly like `update`; the record is not
     read back, as nobody is shown it. Returns the new row version, or None when nothing changed."""
-    return _update(conn, built, entity_id, record_id, values, actor, None, read_back=False)
+    return _update(conn, built, entity_id, record_id, values, actor, None, read_back=False, origin=origin)
 
 
 def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, values: Mapping[str, Any],
-            actor: Actor, expected: int | None, read_back: bool = True) -> Any:
+            actor: Actor, expected: int | None, read_back: bool = True,
+            origin: Mapping[str, Any] | None = None) -> Any:
     entity, table = built.entity(entity_id), built.table(entity_id)
     row = _locked_row(conn, built, entity_id, record_id, actor, "update")
-    workflow_guards.check_update(conn, built, entity_id, row.id, values, actor)  # under approval/approved: 409
+    origin = origin or {}
+    built.events.before(RecordEvent(conn, built, entity_id, "update", actor, row.id, _mapping(values),
+                                    version=row.row_version, origin=origin))
     if expected is None:
         expected = row.row_version  # read under the lock: nobody can change it before the write below
     elif row.row_version != expected:
@@ -322,6 +336,8 @@ def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
         raise _conflict(conn, table, row.id, expected)
     diff = {k: [_as_json(fields[k], before[k]), _as_json(fields[k], v)] for k, v in changed.items()}
     _store(conn, built, entity_id, row.id, expected + 1, "update", diff, actor, now)
+    built.events.after(RecordEvent(conn, built, entity_id, "update", actor, row.id, _mapping(values), diff,
+                                   expected + 1, origin))
     return _result(conn, built, entity_id, row.id, actor) if read_back else expected + 1
 
 
@@ -330,7 +346,7 @@ def delete(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
     """Soft delete: the row stays, with `deleted_at` set, and can be restored."""
     table = built.table(entity_id)
     row = _locked_row(conn, built, entity_id, record_id, actor, "delete")
-    workflow_guards.check_delete(conn, built, entity_id, row.id, actor)
+    built.events.before(RecordEvent(conn, built, entity_id, "delete", actor, row.id, version=row.row_version))
     if expected_version is not None and row.row_version != _check_expected(expected_version):
         raise _conflict(conn, table, row.id, expected_version)
     now = utcnow()
@@ -340,6 +356,7 @@ def delete(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
     if result.rowcount == 0:
         raise _conflict(conn, table, row.id, row.row_version)
     _store(conn, built, entity_id, row.id, row.row_version + 1, "delete", {}, actor, now)
+    built.events.after(RecordEvent(conn, built, entity_id, "delete", actor, row.id, version=row.row_version + 1))
 
 
 def restore(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, actor: Actor) -> dict:
@@ -348,6 +365,7 @@ def restore(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
     entity, table = built.entity(entity_id), built.table(entity_id)
     row = fetch_row(conn, built, entity_id, record_id, actor, deleted_only=True, for_update=True)
     _require(conn, table, entity, actor, "delete", row.id, include_deleted=True)
+    built.events.before(RecordEvent(conn, built, entity_id, "restore", actor, row.id, version=row.row_version))
     errors = FieldErrors()
     _check_unique(conn, table, entity, {f.id: row._mapping.get(f.id) for f in entity.fields}, row.id, errors)
     if errors:
@@ -359,4 +377,5 @@ def restore(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
     if result.rowcount == 0:
         raise _conflict(conn, table, row.id, row.row_version)
     _store(conn, built, entity_id, row.id, row.row_version + 1, "restore", {}, actor, now)
+    built.events.after(RecordEvent(conn, built, entity_id, "restore", actor, row.id, version=row.row_version + 1))
     return _result(conn, built, entity_id, row.id, actor)

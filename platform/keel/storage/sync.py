@@ -22,7 +22,7 @@ from alembic.operations import Operations, ops
 
 from keel.definitions.model import AppDef, EntityDef, FieldDef
 from keel.errors import KeelError
-from keel.fieldtypes import FieldValueError, registry
+from keel.fieldtypes.base import FieldValueError
 from keel.fieldtypes.builtin import LONG_TEXT_MAX, TEXT_MAX, DecimalType, Select, Text
 from keel.storage import versions
 from keel.storage.system import app_versions
@@ -190,7 +190,7 @@ class _Planner:
             return
         for _number, bundle in versions.versions_newest_first(self.conn, self.new.id):
             try:
-                yield versions.load(bundle)
+                yield versions.load(bundle, self.new.registries)
             except (KeelError, ValueError):
                 continue  # an old bundle the current loader no longer accepts tells us nothing
 
@@ -198,18 +198,18 @@ class _Planner:
 
     def convert(self, where: str, old_f: FieldDef, f: FieldDef, table: sa.Table, columns: dict,
                 restoring: bool) -> None:
-        new_type = registry.get(f.type)
+        new_type = f.ftype
         if old_f.type not in new_type.converts_from:
             allowed = ", ".join(sorted(new_type.converts_from)) or "no other type"
             self.refuse(f"{where}: cannot change type {old_f.type} → {f.type}: {f.type} cannot take over "
                         f"{old_f.type} values (it converts from: {allowed}).")
             return
-        stored_type = registry.get(old_f.type).column_type(old_f) if old_f.type in registry else None
+        stored_type = old_f.ftype.column_type(old_f) if old_f.ftype is not None else None
         self.convert_values(where, old_f.type, f, table, columns, stored_type, restoring)
 
     def convert_values(self, where: str, old_name: str, f: FieldDef, table: sa.Table, columns: dict,
                        stored_type: Any, restoring: bool) -> None:
-        new_type = registry.get(f.type)
+        new_type = f.ftype
         rows, total = self.read(table.name, f.id, stored_type or columns[f.id]["type"])
         converted, failures = [], []
         for rid, value in rows:
@@ -242,7 +242,7 @@ class _Planner:
             name = type(reflected).__name__.lower()
             self.convert_values(where, name, f, table, columns, reflected, True)
             return
-        new_type = registry.get(f.type)
+        new_type = f.ftype
         # Numbers are read unrounded (see check_narrowing); other values as the new type reads them.
         stored = sa.Numeric(asdecimal=True) if _family(reflected) == "numeric" else table.c[f.id].type
         rows, total = self.read(table.name, f.id, stored)
@@ -266,7 +266,7 @@ class _Planner:
     def check_narrowing(self, where: str, old_f: FieldDef, f: FieldDef, table: sa.Table) -> None:
         """Refuse a definition change that stored data would no longer fit: a select option still in
         use, max_length below stored text, fewer decimal digits than stored numbers have."""
-        new_type = registry.get(f.type)
+        new_type = f.ftype
         if isinstance(new_type, Select):
             gone = set(old_f.option_ids()) - set(f.option_ids())
             if not gone:
@@ -285,7 +285,7 @@ class _Planner:
             return
         # Read with the old type: on SQLite the new Numeric's result processor would round the values
         # to the new scale and hide exactly the digits that do not fit.
-        rows, total = self.read(table.name, f.id, registry.get(old_f.type).column_type(old_f))
+        rows, total = self.read(table.name, f.id, old_f.ftype.column_type(old_f))
         failures = []
         for rid, value in rows:
             try:

@@ -5,11 +5,9 @@ import hashlib
 
 import sqlalchemy as sa
 
-from keel.definitions.model import AppDef, EntityDef
-from keel.fieldtypes import registry
+from keel.definitions.model import SYSTEM_COLUMNS, AppDef, EntityDef
 
-# Columns every entity table has; a field may not use these names (definitions.checks refuses it).
-SYSTEM_COLUMNS = ("id", "row_version", "created_at", "created_by", "updated_at", "updated_by", "deleted_at")
+__all__ = ["SYSTEM_COLUMNS", "app_tables", "entity_table", "index_name", "table_name"]
 
 
 def table_name(app_id: str, entity_id: str) -> str:
@@ -38,7 +36,7 @@ def entity_table(metadata: sa.MetaData, app_id: str, entity: EntityDef) -> sa.Ta
     for f in entity.fields:
         # Columns are nullable in SQL: `required` is enforced on write, and a field added to a table
         # that already has rows must not fail on them.
-        cols.append(sa.Column(f.id, registry.get(f.type).column_type(f), nullable=True))
+        cols.append(sa.Column(f.id, f.ftype.column_type(f), nullable=True))
     indexes = [sa.Index(index_name(name, f.id), f.id) for f in entity.fields if f.type in ("link", "user")]
     return sa.Table(name, metadata, *cols, *indexes)
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from keel.definitions.model import AppDef, thaw
 from keel.errors import NotFound
+from keel.registries import Registries
 from keel.storage.system import app_versions, users
 
 
@@ -25,11 +26,11 @@ def checksum_of(app_def: AppDef) -> str:
     return app_def.checksum or bundle_checksum(app_def.bundle)
 
 
-def load(bundle: Mapping[str, Any]) -> AppDef:
+def load(bundle: Mapping[str, Any], registries: Registries) -> AppDef:
     # Imported here: the loader validates against JSON Schemas and is only needed when reading back.
     from keel.definitions.loader import load_bundle
 
-    return load_bundle(bundle)
+    return load_bundle(bundle, registries)
 
 
 def next_version(conn: sa.Connection, app_id: str) -> int:
@@ -57,9 +58,9 @@ def latest_row(conn: sa.Connection, app_id: str) -> sa.Row | None:
         .where(app_versions.c.app == app_id).order_by(app_versions.c.version.desc()).limit(1)).first()
 
 
-def latest(conn: sa.Connection, app_id: str) -> tuple[int, AppDef] | None:
+def latest(conn: sa.Connection, app_id: str, registries: Registries) -> tuple[int, AppDef] | None:
     row = latest_row(conn, app_id)
-    return None if row is None else (row.version, load(row.bundle))
+    return None if row is None else (row.version, load(row.bundle, registries))
 
 
 def get_bundle(conn: sa.Connection, app_id: str, version: int) -> dict:
@@ -74,8 +75,8 @@ def get_bundle(conn: sa.Connection, app_id: str, version: int) -> dict:
     return bundle
 
 
-def get(conn: sa.Connection, app_id: str, version: int) -> AppDef:
-    return load(get_bundle(conn, app_id, version))
+def get(conn: sa.Connection, app_id: str, version: int, registries: Registries) -> AppDef:
+    return load(get_bundle(conn, app_id, version), registries)
 
 
 def history(conn: sa.Connection, app_id: str) -> list[dict]:

@@ -46,12 +46,16 @@ def init_app(app: Flask) -> None:
     from keel.web.pages import bp, register_error_pages
 
     app.register_blueprint(bp)
-    from keel.web import workflow_pages
+    from keel.web import jobs_pages, workflow_pages
 
     app.register_blueprint(workflow_pages.bp)
+    app.register_blueprint(jobs_pages.bp)
     from keel.web.workflow_view import local_time
 
     # Every page shows stored (UTC) times in the working calendar's zone, the same one SLAs count in.
     app.add_template_filter(local_time, "local_time")
     context.init_app(app)
+    from keel.web import inbox_pages
+
+    inbox_pages.init_app(app)  # after context: its unread count replaces the header's default
     register_error_pages(app)

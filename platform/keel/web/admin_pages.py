@@ -48,7 +48,6 @@ def _posted_files() -> dict[str, str]:
 def parse_files(app_id: str, texts: Mapping[str, str]):
     """(app_def, []) or (None, [error lines]): JSON syntax errors of every file first, then every
     definition error of the whole bundle."""
-    from keel.apply import plugin_definition_errors
     from keel.definitions.loader import load_bundle, parse_json
 
     bundle, errors = {}, []
@@ -60,12 +59,9 @@ def parse_files(app_id: str, texts: Mapping[str, str]):
     if errors:
         return None, errors
     try:
-        app_def = load_bundle(bundle)
+        app_def = load_bundle(bundle, runtime().registries)
     except DefinitionErrors as e:
         return None, [str(x) for x in e.errors]
-    plugin_errors = plugin_definition_errors(app_def)
-    if plugin_errors:
-        return None, [str(x) for x in plugin_errors]
     if app_def.id != app_id:
         return None, [str(DefinitionError("app.json", "/id", f"must stay '{app_id}' on this page"))]
     return app_def, []
@@ -130,7 +126,7 @@ def admin_app_rollback(app_id: str):
     except ValueError:
         abort(400)
     try:
-        result = rollback_app(runtime().engine, app_id, version, who)
+        result = rollback_app(runtime().engine, app_id, version, who, runtime().registries)
     except SyncRefused as e:
         return _render(app_id, None, 409, refusals=e.refusals)
     if result.changed:

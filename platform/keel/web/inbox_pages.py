@@ -1,13 +1,20 @@
 """/inbox: my messages, newest first, unread ones marked, with a button to mark one or all read (plain
-form posts with the CSRF token; no script needed)."""
+form posts with the CSRF token; no script needed). Also the inbox's part of every page: the header's
+unread count, and sending what a request queued for outside channels once its response is done."""
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+import logging
+
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from keel.i18n import current_lang
+from keel.notify import channel_settings
 from keel.notify import inbox as inbox_store
+from keel.web.context import signed_in_actor
 from keel.web.workflow_view import DEFAULT_TZ
+
+log = logging.getLogger("keel.notify")
 
 bp = Blueprint("inbox_pages", __name__)
 PER_PAGE = 20
@@ -61,3 +68,43 @@ def _back() -> str:
     # Only back to the inbox itself (never a Referer or a user-given URL: no open redirect).
     return url_for("inbox_pages.inbox_page", unread="1") if request.form.get("unread") == "1" \
         else url_for("inbox_pages.inbox_page")
+
+
+def _unread_count() -> dict:
+    who = signed_in_actor()
+    if who is None:
+        return {}
+    with _engine().connect() as conn:
+        return {"unread_count": inbox_store.unread_count(conn, who.user_id)}
+
+
+def _deliver_after_response(response):
+    """Send what this request queued, once the response has gone out (WSGI servers close a response
+    after sending it; the test client when the test calls `close()`). By then the view's transaction
+    has committed: rows of a rolled-back transaction do not exist, so nothing is sent for them. A
+    failure is only logged; the delivery stays pending for the timers job."""
+    ids = g.pop("keel_pending_deliveries", None)
+    if not ids:
+        return response
+    from keel.notify.delivery import deliver_pending
+
+    runtime = current_app.extensions["keel"]
+    engine, channels, config = runtime.engine, runtime.registries.delivery_channels, channel_settings(
+        current_app.config)
+
+    def send() -> None:
+        try:
+            deliver_pending(engine, channels, ids=ids, settings=config)
+        except Exception:
+            log.exception("sending %s delivery(ies) after the request failed; they stay pending", len(ids))
+
+    response.call_on_close(send)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Call after the other page set-up: the unread count replaces the header's default of 0."""
+    if "inbox_pages" not in app.blueprints:
+        app.register_blueprint(bp)
+    app.context_processor(_unread_count)
+    app.after_request(_deliver_after_response)

@@ -55,7 +55,7 @@ def _render_tasks(tab: str = "pending", errors: list[str] | None = None, status:
     who, lang, page = actor(), current_lang(), _page_arg()
     tab = tab if tab in TABS else "pending"
     with runtime().engine.connect() as conn:
-        data = queries.list_tasks(conn, who, TABS[tab], page, PER_PAGE, lang)
+        data = queries.list_tasks(conn, runtime(), who, TABS[tab], page, PER_PAGE, lang)
         items = data["items"] if tab == "pending" else [t for t in data["items"]
                                                         if t["status"] not in ("pending", "waiting")]
         rows = view.task_rows(conn, who, items, lang, _now())
@@ -113,7 +113,7 @@ def task_action(task_id: int):
             raise errors
         extra = _task_arguments(action)
         with runtime().engine.begin() as conn:
-            result = getattr(engine, action)(conn, task_id, who, *extra, comment=request.form.get("comment"))
+            result = getattr(engine, action)(conn, runtime(), task_id, who, *extra, comment=request.form.get("comment"))
     except KeelError as e:
         with runtime().engine.connect() as conn:
             message = view.explain_task_refusal(conn, e, task_id, who)
@@ -142,7 +142,7 @@ def bulk_approve():
     from keel.jobs import EXTENSION
 
     eng = runtime().engine
-    outcome = bulk.approve_many(eng, ids, who, comment, current_app.extensions.get(EXTENSION))
+    outcome = bulk.approve_many(runtime(), ids, who, comment, current_app.extensions.get(EXTENSION))
     if outcome.queued:
         flash(translate("%(n)s tasks are being approved in the background (job run #%(run)s).",
                         n=outcome.count, run=outcome.run_id), "success")
@@ -170,7 +170,7 @@ def bulk_approve():
 def _render_instance(instance_id: int, errors: list[str] | None = None, status: int = 200):
     who, lang = actor(), current_lang()
     with runtime().engine.connect() as conn:
-        data = queries.instance_view(conn, instance_id, who, lang)  # NotFound (404) unless a participant
+        data = queries.instance_view(conn, runtime(), instance_id, who, lang)  # NotFound (404) unless a participant
         page = view.instance_page_data(conn, data, who, lang, _now())
         mine = view.task_rows(conn, who, _my_pending(conn, who, page["my_task_ids"], lang), lang, _now())
     return render_template("instance.html", title=f"{page['workflow_label']} #{instance_id}", inst=page,
@@ -180,7 +180,7 @@ def _render_instance(instance_id: int, errors: list[str] | None = None, status: 
 def _my_pending(conn, who, task_ids: list[int], lang: str) -> list[dict]:
     if not task_ids:
         return []
-    found = queries.list_tasks(conn, who, "pending", 1, queries.MAX_PER_PAGE, lang)["items"]
+    found = queries.list_tasks(conn, runtime(), who, "pending", 1, queries.MAX_PER_PAGE, lang)["items"]
     return [t for t in found if t["id"] in task_ids]
 
 
@@ -197,7 +197,7 @@ def instance_action(instance_id: int, action: str):
     who = actor()
     try:
         with runtime().engine.begin() as conn:
-            getattr(engine, action)(conn, instance_id, who, comment=request.form.get("comment"))
+            getattr(engine, action)(conn, runtime(), instance_id, who, comment=request.form.get("comment"))
     except KeelError as e:
         with runtime().engine.connect() as conn:
             message = view.explain_instance_refusal(conn, e, instance_id, action, who)

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import url_for
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import Conflict, KeelError, NotFound, PermissionDenied
 from keel.i18n import translate
 from keel.storage.notify_tables import timers
@@ -66,7 +66,9 @@ def _aware(value: dt.datetime) -> dt.datetime:
 def workflow_of(conn: sa.Connection, app: str, version: int, workflow: str):
     """The workflow definition an instance is pinned to, or None when that version no longer loads."""
     try:
-        return workflows_of(machine.pinned_app(conn, app, version)).get(workflow)
+        from flask import current_app
+
+        return workflows_of(machine.pinned_app(conn, current_app.extensions["keel"], app, version)).get(workflow)
     except KeelError:
         return None
 

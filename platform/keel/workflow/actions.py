@@ -19,11 +19,10 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from keel.auth.actor import SYSTEM, Actor
-from keel.definitions.model import thaw
+from keel.actor import SYSTEM, Actor
+from keel.definitions.model import SYSTEM_COLUMNS, thaw
 from keel.expressions import ExpressionError, compile_expression
-from keel.fieldtypes import FieldValueError, registry
-from keel.storage.tables import SYSTEM_COLUMNS
+from keel.fieldtypes.base import FieldValueError
 
 log = logging.getLogger("keel.workflow")
 RECIPIENT_WORDS = ("submitter", "approvers", "participants")
@@ -51,7 +50,7 @@ def _field_value_problems(entity, fid: str, value: Any) -> list[str]:
         return [f"'{fid}' is computed and cannot be set"]
     if value is None:
         return []
-    ftype = registry.get(f.type)
+    ftype = f.ftype
     try:
         parsed = ftype.parse(f, thaw(value))
     except FieldValueError as e:
@@ -183,24 +182,16 @@ BUILTIN_ACTIONS = {a.name: a for a in (SetFields(), CreateRecord(), Notify())}
 
 
 
-def _plugin_actions() -> Mapping[str, Any]:
-    try:
-        from keel.plugins.manager import get_host
-
-        return get_host().workflow_actions
-    except Exception:
-        log.exception("the plugin host is unavailable; only built-in workflow actions are known")
-        return {}
-
-
-def action_for(name: str) -> Any | None:
-    return BUILTIN_ACTIONS.get(name) or _plugin_actions().get(name)
+def action_for(name: Any, actions: Mapping[str, Any]) -> Any | None:
+    """The workflow action called `name` among the registered `actions` (the built-ins register there too)."""
+    return actions.get(name) if isinstance(name, str) else None
 
 
 def action_errors(spec: Mapping[str, Any], scope) -> list[tuple[str, str]]:
-    impl = action_for(spec.get("action"))
+    actions = scope.registries.workflow_actions
+    impl = action_for(spec.get("action"), actions)
     if impl is None:
-        known = sorted(set(BUILTIN_ACTIONS) | set(_plugin_actions()))
+        known = sorted(actions)
         return [("/action", f"unknown action '{spec.get('action')}' (known: {', '.join(known)})")]
     check = getattr(impl, "check", None)
     if check is not None:
@@ -216,7 +207,7 @@ def run_actions(ctx: ActionContext, specs) -> None:
     """Run a list of actions in order. An action that fails fails the transition: its transaction rolls
     back whole, and the error reaches the person who acted."""
     for spec in specs:
-        impl = action_for(spec["action"])
+        impl = action_for(spec["action"], ctx.built.registries.workflow_actions)
         if impl is None:  # checked when the definition was applied; a plugin uninstalled since?
             from keel.errors import Conflict
 

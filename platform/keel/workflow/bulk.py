@@ -14,8 +14,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from keel.api.errors import STATUS_BY_ERROR
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.definitions.model import Label
 from keel.errors import FieldErrors, KeelError
 from keel.jobs.types import JobContext, JobFailed, JobType
@@ -38,38 +37,37 @@ def task_ids_of(raw: Any) -> list[int]:
     return list(dict.fromkeys(raw))
 
 
-def threshold(conn: sa.Connection, ids: list[int]) -> int:
+def threshold(conn: sa.Connection, runtime, ids: list[int]) -> int:
     """The smallest bulk_queue_threshold of the workflows these tasks belong to."""
     rows = conn.execute(sa.select(wf_instances.c.app, wf_instances.c.app_version, wf_instances.c.workflow)
                         .select_from(wf_tasks.join(wf_instances, wf_instances.c.id == wf_tasks.c.instance_id))
                         .where(wf_tasks.c.id.in_(ids)).distinct()).all()
     found = []
     for app, version, workflow in rows:
-        wf = workflows_of(machine.pinned_app(conn, app, version)).get(workflow)
+        wf = workflows_of(machine.pinned_app(conn, runtime, app, version)).get(workflow)
         if wf is not None:
             found.append(wf.bulk_queue_threshold)
     return min(found, default=DEFAULT_BULK_THRESHOLD)
 
 
-def approve_one(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None) -> dict[str, Any]:
+def approve_one(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: str | None) -> dict[str, Any]:
     from keel.workflow.engine import approve
 
     try:
         with conn.begin_nested():  # a refused task rolls back alone
-            approve(conn, task_id, actor, comment, bulk=True)
+            approve(conn, runtime, task_id, actor, comment, bulk=True)
         return {"task": task_id, "status": 200, "result": "approved"}
     except KeelError as e:
         if isinstance(e, FieldErrors):
             return {"task": task_id, "status": 422, "errors": e.rendered()}
-        status = next(code for cls, code in STATUS_BY_ERROR if isinstance(e, cls))
-        return {"task": task_id, "status": status, "error": str(e)}
+        return {"task": task_id, "status": e.status, "error": str(e)}
 
 
-def run_inline(engine: sa.Engine, ids: list[int], actor: Actor, comment: str | None) -> list[dict[str, Any]]:
+def run_inline(runtime, ids: list[int], actor: Actor, comment: str | None) -> list[dict[str, Any]]:
     out = []
     for task_id in ids:
-        with engine.begin() as conn:
-            out.append(approve_one(conn, task_id, actor, comment))
+        with runtime.engine.begin() as conn:
+            out.append(approve_one(conn, runtime, task_id, actor, comment))
     return out
 
 
@@ -91,16 +89,17 @@ class BulkOutcome:
         return sum(r["status"] == 200 for r in self.results)
 
 
-def approve_many(engine: sa.Engine, ids: list[int], actor: Actor, comment: str | None, jobs_env) -> BulkOutcome:
+def approve_many(runtime, ids: list[int], actor: Actor, comment: str | None, jobs_env) -> BulkOutcome:
     """Approve `ids` for `actor`: as a background job run above the workflows' threshold when
     `jobs_env` has a working queue, else here, task by task. The one path for the API and the pages."""
+    engine = runtime.engine
     with engine.connect() as conn:
-        limit = threshold(conn, ids)
+        limit = threshold(conn, runtime, ids)
     if len(ids) > limit and jobs_env is not None:
         run_id = queue(jobs_env, app_of(engine, ids), ids, actor, comment)
         if run_id is not None:
             return BulkOutcome(len(ids), limit, run_id=run_id)
-    return BulkOutcome(len(ids), limit, results=tuple(run_inline(engine, ids, actor, comment)))
+    return BulkOutcome(len(ids), limit, results=tuple(run_inline(runtime, ids, actor, comment)))
 
 
 def app_of(engine: sa.Engine, ids: list[int]) -> str:
@@ -158,6 +157,7 @@ class BulkApproveJob(JobType):
     def run_chunk(self, ctx: JobContext, params: Mapping[str, Any], chunk: Any) -> dict[str, int | float]:
         if ctx.actor.is_system:
             raise JobFailed("the system cannot approve tasks in bulk")
-        results = [approve_one(ctx.conn, task_id, ctx.actor, params.get("comment")) for task_id in chunk["task_ids"]]
+        results = [approve_one(ctx.conn, ctx.runtime, task_id, ctx.actor, params.get("comment"))
+                   for task_id in chunk["task_ids"]]
         return {"approved": sum(r["status"] == 200 for r in results),
                 "refused": sum(r["status"] != 200 for r in results)}

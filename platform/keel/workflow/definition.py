@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.definitions.errors import DefinitionError, pointer
-from keel.definitions.model import AppDef, Definition, EntityDef, Label
+from keel.definitions.model import SYSTEM_COLUMNS, AppDef, Definition, EntityDef, Label
 from keel.expressions import ExpressionError, compile_expression
-from keel.storage.tables import SYSTEM_COLUMNS
+from keel.registries import Registries
 
 MODES = ("single", "sequential", "all", "any")
 STEP_ACTIONS = ("approve", "reject", "send_back", "transfer", "add_approvers", "cc", "withdraw", "remind", "bulk")
@@ -167,7 +167,7 @@ def workflows_of(app: AppDef) -> dict[str, Workflow]:
     """Every workflow of an app version, parsed once per (app, checksum) per process."""
     form_entities = {f.id: f.entity for f in app.forms.values()}
     out = {}
-    for wid, d in app.workflows.items():
+    for wid, d in app.definitions_of("workflow").items():
         key = (app.id, app.checksum, wid)
         wf = _CACHE.get(key) if app.checksum else None
         if wf is None:
@@ -190,6 +190,7 @@ class Scope:
     form_entities: Mapping[str, str]          # form id -> entity id
     roles: frozenset[str] | None               # None: not knowable (app.json broken)
     notifications: frozenset[str] | None
+    registries: Registries                      # approver rules and actions to check against
     entity: EntityDef | None = None
 
     def user_fields(self) -> list[str]:
@@ -200,7 +201,7 @@ def workflow_errors(d: Definition, scope: Scope) -> list[DefinitionError]:
     """Every problem of one workflow definition, each with its file and JSON pointer."""
     wf = parse(d, form_entities=scope.form_entities)
     entity = scope.entities.get(wf.entity) if wf.entity else None
-    scope = Scope(scope.entities, scope.form_entities, scope.roles, scope.notifications, entity)
+    scope = Scope(scope.entities, scope.form_entities, scope.roles, scope.notifications, scope.registries, entity)
     errors: list[DefinitionError] = []
 
     def err(where: str, message: str) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event, utcnow
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import FieldErrors, PermissionDenied
+from keel.storage.audit import record_event, utcnow
 from keel.storage.workflow_tables import wf_delegations
 from keel.workflow.engine import _users
 

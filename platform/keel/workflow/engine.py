@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import utcnow
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
+from keel.storage.audit import utcnow
 from keel.storage.system import users
 from keel.storage.workflow_tables import FINISHED, wf_instances, wf_tasks
 from keel.workflow import notices
@@ -40,14 +40,13 @@ _OPEN_INSTANCE = sa.select(wf_instances.c.id).where(
 _INSERT_INSTANCE = wf_instances.insert()
 
 
-def start(conn: sa.Connection, app_id: str, workflow_id: str, record_id: int, actor: Actor, *,
-          built=None) -> int:
-    """Start `workflow_id` for a record, pinned to the app's latest version (`built`, when the caller has
-    it); returns the instance id. Raises NoApprover (422) when a step on the way would find nobody,
-    before anything is written."""
+def start(conn: sa.Connection, built, workflow_id: str, record_id: int, actor: Actor) -> int:
+    """Start `workflow_id` for a record, pinned to the app's latest version (`built`); returns the
+    instance id. Raises NoApprover (422) when a step on the way would find nobody, before anything is
+    written."""
     if actor.is_system:
         raise PermissionDenied("a workflow is started by a person: the system actor has no superior to ask")
-    built = built or machine.latest_built(conn, app_id)
+    app_id = built.id
     wf = workflows_of(built.definition).get(workflow_id)
     if wf is None:
         raise NotFound(f"no workflow '{workflow_id}' in app '{app_id}'")
@@ -116,7 +115,7 @@ def start_for(conn: sa.Connection, built, record: dict, actor: Actor, *, form_id
                     continue
             except ExpressionError:
                 continue
-        started.append(start(conn, built.id, wid, record["id"], actor, built=built))
+        started.append(start(conn, built, wid, record["id"], actor))
     return started
 
 
@@ -171,14 +170,14 @@ def comment_of(comment: Any) -> str | None:
     return comment
 
 
-def _task_run(conn: sa.Connection, task_id: Any, actor: Actor, action: str) -> tuple[machine.Run, Any, Step]:
+def _task_run(conn: sa.Connection, runtime, task_id: Any, actor: Actor, action: str) -> tuple[machine.Run, Any, Step]:
     """Lock, then check that `actor` may do `action` on the task now. Raises before any write."""
     task, inst = _lock_task(conn, task_id)
     if task.assignee_id != actor.user_id and not actor.is_admin:
         raise PermissionDenied("this task is assigned to someone else")
     if task.kind != "approve":
         raise Conflict("a CC is for information: there is nothing to decide")
-    run = machine.load_run(conn, inst, actor)
+    run = machine.load_run(conn, runtime, inst, actor)
     step = run.workflow.steps.get(task.step)
     if step is None:
         raise Conflict(f"step '{task.step}' is not in the version of the workflow this request runs on")
@@ -209,11 +208,11 @@ def _detail(task: Any, comment: str | None, **more: Any) -> dict[str, Any]:
 
 # ---- deciding -------------------------------------------------------------------------------------------
 
-def approve(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None = None, *,
+def approve(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: str | None = None, *,
             bulk: bool = False) -> dict:
     """同意. `bulk`: part of a bulk approval, which the step must allow as well."""
     comment = comment_of(comment)
-    run, task, step = _task_run(conn, task_id, actor, "approve")
+    run, task, step = _task_run(conn, runtime, task_id, actor, "approve")
     if bulk and not step.allows("bulk"):
         raise PermissionDenied(f"step '{step.id}' does not allow bulk approval")
     _mark(run, task, "approved", comment)
@@ -222,20 +221,20 @@ def approve(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None
     return {"task": task.id, "instance": run.id, "status": run.instance["status"], "state": run.instance["state"]}
 
 
-def reject(conn: sa.Connection, task_id: int, actor: Actor, comment: str | None = None) -> dict:
+def reject(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: str | None = None) -> dict:
     comment = comment_of(comment)
-    run, task, step = _task_run(conn, task_id, actor, "reject")
+    run, task, step = _task_run(conn, runtime, task_id, actor, "reject")
     _mark(run, task, "rejected", comment)
     machine.audit(run, "reject", **_detail(task, comment))
     machine.after_decision(run, step, "reject")
     return {"task": task.id, "instance": run.id, "status": run.instance["status"], "state": run.instance["state"]}
 
 
-def send_back(conn: sa.Connection, task_id: int, actor: Actor, to_step: Any, comment: str | None = None) -> dict:
+def send_back(conn: sa.Connection, runtime, task_id: int, actor: Actor, to_step: Any, comment: str | None = None) -> dict:
     """退回: back to an earlier step this request has passed (its approvers decide again), or to the
     submitter ("submitter") for changes and resubmission."""
     comment = comment_of(comment)
-    run, task, step = _task_run(conn, task_id, actor, "send_back")
+    run, task, step = _task_run(conn, runtime, task_id, actor, "send_back")
     passed = set(conn.execute(sa.select(wf_tasks.c.step).where(
         wf_tasks.c.instance_id == run.id, wf_tasks.c.kind == "approve", wf_tasks.c.step != step.id)).scalars())
     if to_step != "submitter" and (not isinstance(to_step, str) or to_step not in passed
@@ -291,10 +290,10 @@ def _newcomers(run: machine.Run, step: Step, people: list[int], field: str) -> N
         raise errors
 
 
-def transfer(conn: sa.Connection, task_id: int, actor: Actor, to_user: Any, comment: str | None = None) -> dict:
+def transfer(conn: sa.Connection, runtime, task_id: int, actor: Actor, to_user: Any, comment: str | None = None) -> dict:
     """转交: the task goes to someone else, who decides instead."""
     comment = comment_of(comment)
-    run, task, step = _task_run(conn, task_id, actor, "transfer")
+    run, task, step = _task_run(conn, runtime, task_id, actor, "transfer")
     (target,) = _users(conn, [to_user] if not isinstance(to_user, list) else to_user[:1], "to_user")
     _newcomers(run, step, [target], "to_user")
     _mark(run, task, "transferred", comment)
@@ -303,11 +302,11 @@ def transfer(conn: sa.Connection, task_id: int, actor: Actor, to_user: Any, comm
     return {"task": new_id, "instance": run.id, "status": run.instance["status"], "state": run.instance["state"]}
 
 
-def add_approvers(conn: sa.Connection, task_id: int, actor: Actor, people: Any, comment: str | None = None) -> dict:
+def add_approvers(conn: sa.Connection, runtime, task_id: int, actor: Actor, people: Any, comment: str | None = None) -> dict:
     """加签: more approvers at this step. In a sequential chain they come right after this task; in the
     other modes they decide alongside the others (an any-of step still ends at the first approval)."""
     comment = comment_of(comment)
-    run, task, step = _task_run(conn, task_id, actor, "add_approvers")
+    run, task, step = _task_run(conn, runtime, task_id, actor, "add_approvers")
     ids = _users(conn, people, "users")
     _newcomers(run, step, ids, "users")
     if step.mode == "sequential":
@@ -321,10 +320,10 @@ def add_approvers(conn: sa.Connection, task_id: int, actor: Actor, people: Any, 
     return {"tasks": new, "instance": run.id}
 
 
-def cc(conn: sa.Connection, task_id: int, actor: Actor, people: Any, comment: str | None = None) -> dict:
+def cc(conn: sa.Connection, runtime, task_id: int, actor: Actor, people: Any, comment: str | None = None) -> dict:
     """抄送: people who are told and may read the request, but do not decide."""
     comment = comment_of(comment)
-    run, task, step = _task_run(conn, task_id, actor, "cc")
+    run, task, step = _task_run(conn, runtime, task_id, actor, "cc")
     ids = _users(conn, people, "users")
     new = machine.insert_tasks(run, step, ids, ["informed"] * len(ids), [0] * len(ids), kind="cc")
     machine.audit(run, "cc", **_detail(task, comment, users=ids, new_tasks=new))
@@ -336,24 +335,24 @@ def cc(conn: sa.Connection, task_id: int, actor: Actor, people: Any, comment: st
 
 # ---- the submitter's actions ------------------------------------------------------------------------------
 
-def _submitter_run(conn: sa.Connection, instance_id: Any, actor: Actor, action: str,
+def _submitter_run(conn: sa.Connection, runtime, instance_id: Any, actor: Actor, action: str,
                    statuses: tuple[str, ...]) -> machine.Run:
     inst = _lock_instance(conn, instance_id)
     if inst.submitter_id != actor.user_id and not actor.is_admin:
         raise PermissionDenied(f"only the submitter may {action} this request")
     if inst.status not in statuses:
         raise Conflict(f"this request is {inst.status}: you cannot {action} it now")
-    run = machine.load_run(conn, inst, actor)
+    run = machine.load_run(conn, runtime, inst, actor)
     step = run.workflow.steps.get(inst.state)
     if inst.status == "pending" and step is not None and not step.allows(action):
         raise PermissionDenied(f"step '{step.id}' does not allow {action}")
     return run
 
 
-def withdraw(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
+def withdraw(conn: sa.Connection, runtime, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
     """撤回: the submitter takes the request back; open tasks are cancelled."""
     comment = comment_of(comment)
-    run = _submitter_run(conn, instance_id, actor, "withdraw", ("pending", "returned"))
+    run = _submitter_run(conn, runtime, instance_id, actor, "withdraw", ("pending", "returned"))
     open_people = [t.assignee_id for t in conn.execute(sa.select(wf_tasks.c.assignee_id).where(
         wf_tasks.c.instance_id == run.id, wf_tasks.c.status.in_(machine.OPEN)))]
     machine.audit(run, "withdraw", step=run.instance["state"], comment=comment)
@@ -367,10 +366,10 @@ def withdraw(conn: sa.Connection, instance_id: int, actor: Actor, comment: str |
 REMIND_INTERVAL_SECONDS = 600
 
 
-def remind(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
+def remind(conn: sa.Connection, runtime, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
     """催办: remind the approvers who have not acted yet (at most once every ten minutes)."""
     comment = comment_of(comment)
-    run = _submitter_run(conn, instance_id, actor, "remind", ("pending",))
+    run = _submitter_run(conn, runtime, instance_id, actor, "remind", ("pending",))
     last = run.instance.get("last_reminded_at")
     if last is not None:
         last = last if last.tzinfo else last.replace(tzinfo=run.now.tzinfo)
@@ -387,11 +386,11 @@ def remind(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | N
     return {"instance": run.id, "reminded": people}
 
 
-def resubmit(conn: sa.Connection, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
+def resubmit(conn: sa.Connection, runtime, instance_id: int, actor: Actor, comment: str | None = None) -> dict:
     """A request returned for changes goes through the workflow again from the start, with the record as
     the submitter changed it (on the same pinned version)."""
     comment = comment_of(comment)
-    run = _submitter_run(conn, instance_id, actor, "resubmit", ("returned",))
+    run = _submitter_run(conn, runtime, instance_id, actor, "resubmit", ("returned",))
     try:
         run.planned = machine.plan_path(machine.resolve_context(run), run.workflow, run.workflow.start)
     except NoApprover as e:
@@ -406,7 +405,7 @@ def resubmit(conn: sa.Connection, instance_id: int, actor: Actor, comment: str |
 
 # ---- for SLA timers --------------------------------------------------------------------------------------
 
-def escalate_task(conn: sa.Connection, task_id: int, to_user_id: int, actor: Actor) -> int:
+def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, actor: Actor) -> int:
     """Reassign a pending task to `to_user_id` (an overdue task going to the approver's manager).
     Returns the new task's id. Only the system or an administrator escalates."""
     if not actor.is_admin:
@@ -415,7 +414,7 @@ def escalate_task(conn: sa.Connection, task_id: int, to_user_id: int, actor: Act
     if inst.status != "pending" or task.status != "pending" or task.kind != "approve":
         raise Conflict(f"task {task_id} is no longer pending")
     (target,) = _users(conn, [to_user_id], "to_user")
-    run = machine.load_run(conn, inst, actor)
+    run = machine.load_run(conn, runtime, inst, actor)
     step = run.workflow.steps[task.step]
     if target == inst.submitter_id and not step.allow_self_approval:
         raise Conflict(f"task {task_id} cannot go to {target}: the submitter does not approve their own request")

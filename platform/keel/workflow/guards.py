@@ -1,11 +1,16 @@
-"""What the record write path asks the workflow engine (storage.records calls these).
+"""The workflow engine's side of every record write, heard through the record events (workflow/plugin.py
+subscribes these to `keel_record_before_write` and `keel_record_written`); storage never imports it.
 
 - A field a workflow keeps (its `status_field`) is written by the engine only: a user sending it gets a
   422, on create and update alike, through every channel (form, API, import).
 - While a request is pending its record is frozen (the approvers decide on what they saw), and once
   approved it is immutable: a change needs a new revision request. Both are a 409 with a message that
   says so. A request returned for changes, rejected or withdrawn leaves the record editable again.
-- A record created by a user starts the workflows that start on its entity.
+- A record created by a user starts the workflows that start on its entity, and those of the form it was
+  submitted with. When every form of an entity starts an approval, its records can only be created
+  through one of them: any other channel (the entity API, an import) gets a 422 naming the form, so no
+  record exists outside its approval. (A form that starts none is the admin's way to allow records
+  without approval.)
 
 The system actor (the engine's own actions, migrations) is never stopped here."""
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import Conflict, FieldErrors
 from keel.storage.workflow_tables import wf_instances
 
@@ -27,9 +32,27 @@ def managed_fields(built, entity_id: str) -> set[str]:
         return {w.status_field for w in workflows_of(built.definition).values()
                 if w.entity == entity_id and w.status_field}
 
-    if not built.definition.workflows:
+    if not built.definition.definitions_of("workflow"):
         return set()
     return built.product(("workflow_managed_fields", entity_id), build)
+
+
+def entry_forms(built, entity_id: str) -> list[str]:
+    """The forms through which records of `entity_id` must be created: all of its forms when each starts a
+    workflow; none when one of them starts nothing (or a workflow starts on the entity itself)."""
+    def build() -> list[str]:
+        from keel.workflow.definition import workflows_of
+
+        flows = [w for w in workflows_of(built.definition).values() if w.entity == entity_id]
+        starting = {w.form for w in flows if w.form is not None}
+        forms = {f.id for f in built.definition.forms.values() if f.entity == entity_id}
+        if not starting or forms - starting or any(w.form is None for w in flows):
+            return []
+        return sorted(starting)
+
+    if not built.definition.definitions_of("workflow"):
+        return []
+    return built.product(("workflow_entry_forms", entity_id), build)
 
 
 def _check_managed(built, entity_id: str, values: Any, actor: Actor) -> None:
@@ -43,12 +66,22 @@ def _check_managed(built, entity_id: str, values: Any, actor: Actor) -> None:
         raise errors
 
 
-def check_create(built, entity_id: str, values: Any, actor: Actor) -> None:
+def check_create(built, entity_id: str, values: Any, actor: Actor, form: str | None = None) -> None:
     _check_managed(built, entity_id, values, actor)
+    if actor.is_system:
+        return
+    forms = entry_forms(built, entity_id)
+    if forms and form is None:
+        errors = FieldErrors()
+        labels = "、".join(f"「{built.definition.forms[f].label.get(actor.locale)}」" if f in built.definition.forms
+                          else f for f in forms)
+        errors.add("_record", "Records of this kind start an approval: create them through the form %(forms)s "
+                   "(POST /api/v1/apps/%(app)s/forms/%(form)s).", forms=labels, app=built.id, form=forms[0])
+        raise errors
 
 
 def latest_status(conn: sa.Connection, built, entity_id: str, record_id: int) -> tuple[int, str] | None:
-    if not built.definition.workflows:
+    if not built.definition.definitions_of("workflow"):
         return None
     row = conn.execute(sa.select(wf_instances.c.id, wf_instances.c.status).where(
         wf_instances.c.app == built.id, wf_instances.c.entity == entity_id, wf_instances.c.record_id == record_id,
@@ -81,9 +114,10 @@ def check_delete(conn: sa.Connection, built, entity_id: str, record_id: int, act
     _check_frozen(conn, built, entity_id, record_id, "deleted")
 
 
-def after_create(conn: sa.Connection, built, entity_id: str, record: Mapping[str, Any], actor: Actor) -> None:
-    if actor.is_system or not built.definition.workflows:
+def after_create(conn: sa.Connection, built, entity_id: str, record: Mapping[str, Any], actor: Actor,
+                 form: str | None = None) -> None:
+    if actor.is_system or not built.definition.definitions_of("workflow"):
         return
     from keel.workflow.engine import start_for
 
-    start_for(conn, built, dict(record), actor, entity_id=entity_id)
+    start_for(conn, built, dict(record), actor, form_id=form, entity_id=entity_id)

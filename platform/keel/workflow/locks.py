@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import Conflict
 from keel.workflow import guards
 
@@ -24,7 +24,7 @@ class EditLock:
 def edit_lock(conn: sa.Connection, built, entity_id: str, record_id: int, actor: Actor) -> EditLock | None:
     """The lock a workflow holds on this record against this actor's changes, or None when they may be
     written (as far as workflows go: row and field permissions are checked apart)."""
-    if not built.definition.workflows:
+    if not built.definition.definitions_of("workflow"):
         return None
     try:
         guards.check_update(conn, built, entity_id, record_id, {}, actor)

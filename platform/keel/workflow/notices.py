@@ -131,7 +131,7 @@ def recipients(ctx, to: Iterable[Any]) -> list[int]:
 
 def template_context(ctx) -> dict[str, Any]:
     """The data a notification template sees: the record (JSON values), the request and its workflow."""
-    from keel.api.common import jsonable
+    from keel.json_values import jsonable
     from keel.storage.query import to_json
 
     inst = ctx.instance

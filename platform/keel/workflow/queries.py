@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import FieldErrors, NotFound
 from keel.storage.system import audit_events, users
 from keel.storage.workflow_tables import TASK_STATUSES, wf_instances, wf_tasks
@@ -19,9 +19,10 @@ MAX_PER_PAGE = 200
 TASK_FILTERS = ("all", "open", *TASK_STATUSES)
 
 
-def _labels(conn: sa.Connection, app: str, version: int, workflow: str, step: str, lang: str) -> tuple[str, str]:
+def _labels(conn: sa.Connection, runtime, app: str, version: int, workflow: str, step: str,
+            lang: str) -> tuple[str, str]:
     try:
-        wf = workflows_of(machine.pinned_app(conn, app, version)).get(workflow)
+        wf = workflows_of(machine.pinned_app(conn, runtime, app, version)).get(workflow)
     except Exception:  # a version that no longer loads: show the ids
         wf = None
     if wf is None:
@@ -30,7 +31,7 @@ def _labels(conn: sa.Connection, app: str, version: int, workflow: str, step: st
     return wf.label.get(lang), node.label.get(lang) if node is not None else step
 
 
-def list_tasks(conn: sa.Connection, actor: Actor, status: str = "pending", page: int = 1,
+def list_tasks(conn: sa.Connection, runtime, actor: Actor, status: str = "pending", page: int = 1,
                per_page: int = 50, lang: str = "zh") -> dict[str, Any]:
     """The actor's tasks, newest first. `status`: a task status, `open` (pending), or `all`."""
     if status not in TASK_FILTERS:
@@ -60,7 +61,7 @@ def list_tasks(conn: sa.Connection, actor: Actor, status: str = "pending", page:
     for r in rows:
         key = (r.app, r.app_version, r.workflow, r.step)
         if key not in labels:
-            labels[key] = _labels(conn, *key, lang)
+            labels[key] = _labels(conn, runtime, *key, lang)
         wf_label, step_label = labels[key]
         items.append({
             "id": r.id, "kind": r.kind, "status": r.status, "step": r.step, "step_label": step_label,
@@ -82,11 +83,11 @@ def can_read(conn: sa.Connection, inst: Any, actor: Actor) -> bool:
     ).first() is not None
 
 
-def instance_view(conn: sa.Connection, instance_id: int, actor: Actor, lang: str = "zh") -> dict[str, Any]:
+def instance_view(conn: sa.Connection, runtime, instance_id: int, actor: Actor, lang: str = "zh") -> dict[str, Any]:
     inst = conn.execute(sa.select(wf_instances).where(wf_instances.c.id == instance_id)).first()
     if inst is None or not can_read(conn, inst, actor):
         raise NotFound(f"no workflow instance {instance_id}")
-    app = machine.pinned_app(conn, inst.app, inst.app_version)
+    app = machine.pinned_app(conn, runtime, inst.app, inst.app_version)
     wf = workflows_of(app)[inst.workflow]
     tasks = conn.execute(sa.select(wf_tasks).where(wf_tasks.c.instance_id == inst.id).order_by(wf_tasks.c.id)).all()
     events = conn.execute(sa.select(audit_events).where(

@@ -185,25 +185,17 @@ BUILTIN_RULES = {r.name: r for r in (ManagerOf(), Role(), Department(), UserFiel
 
 
 
-def _plugin_rules() -> Mapping[str, Any]:
-    try:
-        from keel.plugins.manager import get_host
-
-        return get_host().approver_rules
-    except Exception:
-        log.exception("the plugin host is unavailable; only built-in approver rules are known")
-        return {}
-
-
-def rule_for(name: str) -> Any | None:
-    return BUILTIN_RULES.get(name) or _plugin_rules().get(name)
+def rule_for(name: Any, rules: Mapping[str, Any]) -> Any | None:
+    """The approver rule called `name` among the registered `rules` (the built-ins register there too)."""
+    return rules.get(name) if isinstance(name, str) else None
 
 
 def rule_errors(rule: Mapping[str, Any], scope) -> list[tuple[str, str]]:
     """Problems with one approver rule of a definition, as (pointer inside the rule, message)."""
-    impl = rule_for(rule.get("rule"))
+    rules = scope.registries.approver_rules
+    impl = rule_for(rule.get("rule"), rules)
     if impl is None:
-        known = sorted(set(BUILTIN_RULES) | set(_plugin_rules()))
+        known = sorted(rules)
         return [("/rule", f"unknown approver rule '{rule.get('rule')}' (known: {', '.join(known)})")]
     check = getattr(impl, "check", None)
     if check is not None:
@@ -221,7 +213,7 @@ def describe(rule: Mapping[str, Any]) -> str:
 
 
 def resolve_rule(ctx: ResolveContext, rule: Mapping[str, Any]) -> list[int]:
-    impl = rule_for(rule.get("rule"))
+    impl = rule_for(rule.get("rule"), ctx.app.registries.approver_rules)
     if impl is None:
         return []
     try:

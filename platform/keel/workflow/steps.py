@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event, utcnow
-from keel.auth.actor import SYSTEM, Actor
+from keel.actor import SYSTEM, Actor
 from keel.definitions.model import AppDef
 from keel.errors import Conflict
 from keel.expressions import ExpressionError, compile_expression
+from keel.storage.audit import record_event, utcnow
 from keel.storage.system import app_versions, users
 from keel.storage.workflow_tables import wf_delegations, wf_instances, wf_tasks
 from keel.workflow import notices
@@ -31,62 +30,22 @@ OPEN = ("pending", "waiting")
 
 # ---- definitions of a version, built apps ----------------------------------------------------------
 
-_lock = threading.Lock()
-_apps: dict[tuple[str, int], AppDef] = {}
-_built: dict[tuple[str, int], Any] = {}
-MAX_CACHED = 64
-
-
-def _remember(cache: dict, key, value):
-    with _lock:
-        if len(cache) >= MAX_CACHED:
-            cache.pop(next(iter(cache)))
-        cache[key] = value
-    return value
-
-
 # The app's latest version, as a column next to an instance row (engine's locking statements).
 LATEST_VERSION = (sa.select(sa.func.max(app_versions.c.version)).where(app_versions.c.app == wf_instances.c.app)
                   .scalar_subquery().label("latest_app_version"))
 
 
-def latest_built(conn: sa.Connection, app_id: str, version: int | None = None):
-    """The app as built from its latest version: records live in today's tables. The running server's
-    own build is reused when it is current. `version`: the latest version number, when the caller read
-    it in this transaction already."""
+def latest_built(conn: sa.Connection, runtime, app_id: str, version: int | None = None):
+    """The app as built from its latest version: records live in today's tables. `version`: the latest
+    version number, when the caller read it in this transaction already."""
     if version is None:
-        version = conn.execute(sa.select(sa.func.max(app_versions.c.version))
-                               .where(app_versions.c.app == app_id)).scalar()
-    if version is None:
-        raise Conflict(f"app '{app_id}' is not applied")
-    from flask import current_app, has_app_context
-
-    if has_app_context() and "keel" in current_app.extensions:
-        try:
-            built = current_app.extensions["keel"].get(app_id)
-        except Exception:  # not loaded in this process yet
-            built = None
-        if built is not None and built.version == version:
-            return built
-    built = _built.get((app_id, version))
-    if built is None:
-        from keel.runtime import build
-        from keel.storage import versions
-
-        built = _remember(_built, (app_id, version), build(versions.get(conn, app_id, version), version))
-    return built
+        return runtime.latest(conn, app_id)
+    return runtime.at(conn, app_id, version)
 
 
-def pinned_app(conn: sa.Connection, app_id: str, version: int, latest=None) -> AppDef:
-    """The definition of the version an instance started with (cached per process)."""
-    if latest is not None and latest.version == version:
-        return latest.definition
-    app = _apps.get((app_id, version))
-    if app is None:
-        from keel.storage import versions
-
-        app = _remember(_apps, (app_id, version), versions.get(conn, app_id, version))
-    return app
+def pinned_app(conn: sa.Connection, runtime, app_id: str, version: int) -> AppDef:
+    """The definition of the version an instance started with."""
+    return runtime.at(conn, app_id, version).definition
 
 
 # ---- one transition's working set ------------------------------------------------------------------
@@ -108,10 +67,10 @@ class Run:
         return self.instance["id"]
 
 
-def load_run(conn: sa.Connection, instance: Any, actor: Actor) -> Run:
+def load_run(conn: sa.Connection, runtime, instance: Any, actor: Actor) -> Run:
     inst = dict(instance._mapping) if hasattr(instance, "_mapping") else dict(instance)
-    built = latest_built(conn, inst["app"], inst.pop(LATEST_VERSION.name, None))
-    app_def = pinned_app(conn, inst["app"], inst["app_version"], built)
+    built = latest_built(conn, runtime, inst["app"], inst.pop(LATEST_VERSION.name, None))
+    app_def = pinned_app(conn, runtime, inst["app"], inst["app_version"])
     wf = workflows_of(app_def).get(inst["workflow"])
     if wf is None:
         raise Conflict(f"workflow '{inst['workflow']}' is missing from version {inst['app_version']} of app "

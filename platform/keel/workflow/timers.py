@@ -24,10 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import record_event
-from keel.auth.actor import SYSTEM
+from keel.actor import SYSTEM
 from keel.errors import KeelError
 from keel.jobs.types import JobType
+from keel.storage.audit import record_event
 from keel.storage.notify_tables import timers
 from keel.storage.system import users
 from keel.workflow.calendar import DEFAULT_TZ, add_working_days
@@ -178,8 +178,8 @@ def _fail(target: sa.Engine | sa.Connection, row: sa.Row, error: BaseException, 
         return _record_failure(target, row, error, now)
 
 
-def fire_due_timers(target: sa.Engine | sa.Connection, now: dt.datetime | None = None, *, limit: int = 500,
-                    deliver: bool = True) -> dict[str, int]:
+def fire_due_timers(target: sa.Engine | sa.Connection, runtime, now: dt.datetime | None = None, *,
+                    limit: int = 500, deliver: bool = True) -> dict[str, int]:
     """Fire every timer due at `now`: each in its own transaction (an Engine) or savepoint (a
     Connection: a job's transaction). Returns counts: remind, due, escalate, skipped, failed — and
     what the deliveries queued by them did (sent, retry, undelivered) when `deliver` and an Engine."""
@@ -196,7 +196,7 @@ def fire_due_timers(target: sa.Engine | sa.Connection, now: dt.datetime | None =
                 if row is None:
                     break
                 attempted.add(row.id)
-                outcome = fire(conn, row, now)
+                outcome = fire(conn, runtime, row, now)
                 if outcome == "skipped":
                     conn.execute(timers.update().where(timers.c.id == row.id).values(outcome="skipped"))
         except Exception as error:  # any failure of one timer: recorded on it, retried later
@@ -208,7 +208,7 @@ def fire_due_timers(target: sa.Engine | sa.Connection, now: dt.datetime | None =
     if deliver and is_engine:
         from keel.notify.delivery import deliver_pending
 
-        sent = deliver_pending(target, now=now)
+        sent = deliver_pending(target, runtime.registries.delivery_channels, now=now)
         counts.update(sent=sent["sent"], retry=sent["retry"], undelivered=sent["failed"])
     return counts
 
@@ -232,12 +232,11 @@ def _instance(conn: sa.Connection, instance_id: int) -> sa.Row | None:
     return conn.execute(sa.select(wf_instances).where(wf_instances.c.id == instance_id)).first()
 
 
-def _workflow_label(conn: sa.Connection, inst: sa.Row) -> dict[str, str]:
+def _workflow_label(conn: sa.Connection, runtime, inst: sa.Row) -> dict[str, str]:
     from keel.definitions.model import Label, thaw
-    from keel.notify.inbox import current_app_def
 
     try:
-        found = current_app_def(conn, inst.app).workflows.get(inst.workflow)
+        found = runtime.latest(conn, inst.app).definition.definitions_of("workflow").get(inst.workflow)
     except KeelError:
         found = None
     label = Label.parse(thaw(found.data.get("label")) if found else None, inst.workflow)
@@ -270,14 +269,14 @@ def _texts(kind: str, name: Mapping[str, str], inst: sa.Row, due_local: str) -> 
     return texts[kind]
 
 
-def _message(conn: sa.Connection, inst: sa.Row, kind: str, recipients: list[int], template: str | None,
+def _message(conn: sa.Connection, runtime, inst: sa.Row, kind: str, recipients: list[int], template: str | None,
              context: dict[str, Any], name: Mapping[str, str], due_local: str) -> list[int]:
     from keel.notify.inbox import send
 
     subject, body = _texts(kind, name, inst, due_local)
     return send(conn, app=inst.app, template=template, recipients=recipients, context=context,
                 link=INSTANCE_LINK.format(id=inst.id), actor=SYSTEM, subject=subject, body=body,
-                entity=inst.entity, record_id=inst.record_id)
+                entity=inst.entity, record_id=inst.record_id, registries=runtime.registries)
 
 
 def _admins(conn: sa.Connection) -> list[int]:
@@ -285,7 +284,7 @@ def _admins(conn: sa.Connection) -> list[int]:
                              .order_by(users.c.id)).scalars())
 
 
-def fire(conn: sa.Connection, row: sa.Row, now: dt.datetime) -> str:
+def fire(conn: sa.Connection, runtime, row: sa.Row, now: dt.datetime) -> str:
     """Do what one claimed timer says, on `conn`; returns its outcome (the counts key)."""
     assignee = _pending_assignee(conn, row)
     inst = _instance(conn, row.instance_id)
@@ -297,25 +296,25 @@ def fire(conn: sa.Connection, row: sa.Row, now: dt.datetime) -> str:
     import zoneinfo
 
     due_local = _aware(row.due_at).astimezone(zoneinfo.ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
-    name = _workflow_label(conn, inst)
+    name = _workflow_label(conn, runtime, inst)
     context = {"instance_id": inst.id, "workflow": inst.workflow, "step": row.step_id, "due_at": due_local,
                "entity": inst.entity, "record_id": inst.record_id, "workflow_label": name}
     audit = {"timer_id": row.id, "instance_id": inst.id, "step": row.step_id, "task_id": row.task_id,
              "assignee": assignee, "due_at": _aware(row.due_at).isoformat()}
     if row.kind == "remind":
-        _message(conn, inst, "remind", [assignee], sla.get("remind_template"), context, name, due_local)
+        _message(conn, runtime, inst, "remind", [assignee], sla.get("remind_template"), context, name, due_local)
         record_event(conn, SYSTEM, "workflow.sla_remind", app=inst.app, entity=inst.entity,
                      record_id=inst.record_id, detail=audit, at=now)
         return "remind"
     if row.kind == "due":
-        _message(conn, inst, "due", [assignee], sla.get("overdue_template"), context, name, due_local)
+        _message(conn, runtime, inst, "due", [assignee], sla.get("overdue_template"), context, name, due_local)
         record_event(conn, SYSTEM, "workflow.sla_overdue", app=inst.app, entity=inst.entity,
                      record_id=inst.record_id, detail=audit, at=now)
         return "due"
-    return _escalate(conn, row, inst, assignee, sla, context, name, due_local, audit, now)
+    return _escalate(conn, runtime, row, inst, assignee, sla, context, name, due_local, audit, now)
 
 
-def _escalate(conn, row, inst, assignee: int, sla: Mapping[str, Any], context, name, due_local: str,
+def _escalate(conn, runtime, row, inst, assignee: int, sla: Mapping[str, Any], context, name, due_local: str,
               audit: dict[str, Any], now: dt.datetime) -> str:
     from keel.auth.directory import manager_of
 
@@ -324,7 +323,7 @@ def _escalate(conn, row, inst, assignee: int, sla: Mapping[str, Any], context, n
     to = manager_of(conn, assignee) if level < limit else None
     if to is None or to == assignee:
         admins = _admins(conn)
-        _message(conn, inst, "unresolved", admins, None, context, name, due_local)
+        _message(conn, runtime, inst, "unresolved", admins, None, context, name, due_local)
         record_event(conn, SYSTEM, "workflow.sla_escalation_unresolved", app=inst.app, entity=inst.entity,
                      record_id=inst.record_id, at=now, detail={
                          **audit, "level": level, "notified_admins": admins,
@@ -334,10 +333,10 @@ def _escalate(conn, row, inst, assignee: int, sla: Mapping[str, Any], context, n
 
     # escalate_task moves the task and tells the superior that it waits for them (the engine's "task"
     # message); an `escalate_template` of the step adds its own message on top.
-    new_task = escalate_task(conn, row.task_id, to, SYSTEM)
+    new_task = escalate_task(conn, runtime, row.task_id, to, SYSTEM)
     if sla.get("escalate_template"):
-        _message(conn, inst, "escalated_to", [to], sla["escalate_template"], context, name, due_local)
-    _message(conn, inst, "escalated_from", [assignee], None, context, name, due_local)
+        _message(conn, runtime, inst, "escalated_to", [to], sla["escalate_template"], context, name, due_local)
+    _message(conn, runtime, inst, "escalated_from", [assignee], None, context, name, due_local)
     record_event(conn, SYSTEM, "workflow.sla_escalate", app=inst.app, entity=inst.entity,
                  record_id=inst.record_id, at=now, detail={**audit, "to": to, "level": level + 1,
                                                            "new_task_id": new_task})
@@ -365,6 +364,6 @@ class WorkflowTimersJob(JobType):
 
         # ctx.conn is the chunk's transaction (on SQLite it holds the write lock, so nothing here may
         # open a second writing connection): timers fire in savepoints of it, deliveries are sent on it.
-        counts = fire_due_timers(ctx.conn, _now(), deliver=False)
-        sent = deliver_pending(ctx.conn, now=_now(), limit=50)
+        counts = fire_due_timers(ctx.conn, ctx.runtime, _now(), deliver=False)
+        sent = deliver_pending(ctx.conn, ctx.runtime.registries.delivery_channels, now=_now(), limit=50)
         return {**counts, "sent": sent["sent"], "retry": sent["retry"], "undelivered": sent["failed"]}

@@ -34,7 +34,7 @@ def _sync(engine, rows):
     from keel_hr.directory_sync import DirectorySync, Options
     from keel_hr.snapshot import read_departments, read_people
 
-    from keel.auth.actor import SYSTEM
+    from keel.actor import SYSTEM
 
     problems: list[str] = []
     with engine.begin() as conn:

@@ -1,5 +1,5 @@
 """The delivery channels Keel ships: group robots (DingTalk, WeCom, Feishu) and e-mail. They register
-through `keel.notify.delivery.register_channel`, exactly like a plugin's channel would."""
+through the `keel_delivery_channels` hook (notify/plugin.py), exactly like a plugin's channel would."""
 from __future__ import annotations
 
 from keel.notify.delivery import DeliveryChannel

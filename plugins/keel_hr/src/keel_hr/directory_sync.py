@@ -25,10 +25,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.audit.log import utcnow
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.auth.directory import deactivate_user, reactivate_user, record_directory_history
 from keel.connectors.sync import SyncError
+from keel.storage.audit import utcnow
 from keel.storage.system import departments, user_roles, users
 
 USER_COLUMNS = ("username", "display_name", "email", "department_id", "manager_id", "external_key")

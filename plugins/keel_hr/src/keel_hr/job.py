@@ -72,9 +72,9 @@ class SyncDirectory(JobType):
         if "connector" in params.get("departments", {}):
             connectors.append(("/departments/connector", params["departments"]["connector"]))
         for ptr, cid in connectors:
-            if cid not in app_def.connectors:
+            if not app_def.known("connector", cid):
                 out.append((ptr, f"no connector '{cid}' in app '{app_def.id}'"))
-            else:
+            elif cid in app_def.definitions_of("connector"):  # not a broken file, which is reported on its own
                 out += [(ptr, f"connectors/{cid}.json: {p}") for p in connector_problems(app_def, cid)]
         out += [("/users", p) for p in mapping_problems(params["users"])]
         if "departments" in params:

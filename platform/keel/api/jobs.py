@@ -81,7 +81,7 @@ class _BodyError(Exception):
 
 def _body() -> dict:
     """The optional JSON object body (parsed with the platform's size and depth limits)."""
-    from keel.web.security import json_body
+    from keel.boundary.security import json_body
 
     if not request.get_data(cache=True):
         return {}

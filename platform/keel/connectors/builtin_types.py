@@ -1,5 +1,6 @@
 """The built-in connector types, `http_json` and `file` (CSV/Excel). They are plain ConnectorType objects
-(keel.plugins.types) registered through `keel_connector_types` in builtins.py, exactly like a plugin's."""
+(connectors/types.py) registered through `keel_connector_types` in connectors/plugin.py, exactly like a
+plugin's."""
 from __future__ import annotations
 
 import codecs
@@ -12,7 +13,7 @@ from jsonschema import Draft202012Validator
 from keel.connectors.files import read_import_file, read_table_file
 from keel.connectors.http_json import HTTP_JSON_SCHEMA, ConnectorError, HttpJsonSource, validate_config
 from keel.connectors.mapping import MAPPING_SCHEMA, mapping_problems
-from keel.plugins.types import ConnectorContext
+from keel.connectors.types import ConnectorContext
 
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 

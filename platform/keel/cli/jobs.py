@@ -1,10 +1,8 @@
-"""`keel worker`, `keel scheduler` and `keel jobs list|run`. The lead's `keel.cli` attaches them:
-
-    cli.add_command(worker); cli.add_command(scheduler); cli.add_command(jobs_group)
+"""`keel worker`, `keel scheduler` and `keel jobs list|run`, attached to the `keel` group by keel.cli.
 
 Each command builds the app from the environment (KEEL_DATABASE_URL, KEEL_REDIS_URL ...), or uses the
-Flask app in `ctx.obj["app"]` when one is given (tests, embedding). `python -m keel.jobs.cli worker`
-works as well (the embedded set-up starts its worker that way)."""
+Flask app in `ctx.obj["app"]` when one is given (tests, embedding). `python -m keel.cli worker` works as
+well (the embedded set-up starts its worker that way)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -184,7 +182,3 @@ def jobs_run(name: str, app_id: str | None, params: tuple[str, ...]) -> None:
     click.echo(f"run #{run['id']} {run['status']} in {run['duration_seconds']} s; counts: {counts}")
     if run["status"] != "succeeded":
         raise click.ClickException(run["error"] or f"run ended {run['status']}")
-
-
-if __name__ == "__main__":  # `python -m keel.jobs.cli worker` (the embedded set-up's worker)
-    click.Group(commands=[worker, scheduler, jobs_group])()

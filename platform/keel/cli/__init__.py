@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.errors import KeelError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -39,10 +39,19 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _load(path: str):
+def _registries():
+    """The registries of this process's plugins (Keel's built-ins, entry points, the plugins folder), for
+    commands that need no database; configured from the environment like `create_app`."""
+    from keel.config import from_environment
+    from keel.plugins import PluginHost
+
+    return PluginHost.from_config(from_environment()).registries()
+
+
+def _load(path: str, registries=None):
     from keel.definitions.loader import load_app_dir
 
-    return load_app_dir(Path(path))
+    return load_app_dir(Path(path), registries or _registries())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +83,8 @@ def apply_all(app, apps_path: str) -> list[str]:
         raise KeelError(f"apps folder not found: {root}")
     out = []
     for folder in sorted(p for p in root.iterdir() if (p / "app.json").is_file()):
-        result = apply_app(app.extensions["keel"].engine, _load(str(folder)), cli_actor(), note="keel init")
+        runtime = app.extensions["keel"]
+        result = apply_app(runtime.engine, _load(str(folder), runtime.registries), cli_actor(), note="keel init")
         state = f"version {result.version}" if result.changed else "unchanged"
         out.append(f"app {folder.name}: {state}")
     app.extensions["keel"].refresh()
@@ -130,15 +140,12 @@ def app_group() -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 def app_validate(path: str) -> None:
     """Check an app folder; print every error as `file: /pointer: message`."""
-    from keel.apply import plugin_definition_errors
-    from keel.definitions.errors import DefinitionErrors
-
-    d = _load(path)
-    errors = plugin_definition_errors(d)
-    if errors:
-        raise DefinitionErrors(errors)
-    click.echo(f"ok: app '{d.id}' version {d.version}: {len(d.entities)} entities, {len(d.forms)} forms, "
-               f"{len(d.workflows)} workflows, {len(d.jobs)} jobs, {len(d.connectors)} connectors")
+    registries = _registries()
+    d = _load(path, registries)
+    kinds = sorted(registries.definition_kinds.values(), key=lambda k: (k.order, k.name))
+    counts = [f"{len(d.entities)} entities", f"{len(d.forms)} forms",
+              *(f"{len(d.definitions_of(k.name))} {k.plural}" for k in kinds)]
+    click.echo(f"ok: app '{d.id}' version {d.version}: " + ", ".join(counts))
 
 
 @app_group.command("apply")
@@ -148,8 +155,9 @@ def app_apply(path: str, note: str) -> None:
     """Validate PATH, store it as a new version and sync the database schema."""
     from keel.apply import apply_app
 
-    d = _load(path)
-    result = apply_app(_engine(), d, cli_actor(), note=note)
+    runtime = _app().extensions["keel"]
+    d = _load(path, runtime.registries)
+    result = apply_app(runtime.engine, d, cli_actor(), note=note)
     for step in result.plan.steps:
         click.echo(f"  {step.description}")
     if result.changed:
@@ -164,8 +172,9 @@ def app_diff(path: str) -> None:
     """Show what `apply` would change, without changing anything."""
     from keel.apply import diff_app
 
-    d = _load(path)
-    result = diff_app(_engine(), d)
+    runtime = _app().extensions["keel"]
+    d = _load(path, runtime.registries)
+    result = diff_app(runtime.engine, d)
     click.echo(f"app '{d.id}': current version {result.current_version or 'none'}")
     for line in result.changes:
         click.echo(f"  {line}")
@@ -201,7 +210,8 @@ def app_rollback(app_id: str, version: int) -> None:
     """Re-apply an earlier VERSION of APP as a new version."""
     from keel.apply import rollback_app
 
-    result = rollback_app(_engine(), app_id, version, cli_actor())
+    runtime = _app().extensions["keel"]
+    result = rollback_app(runtime.engine, app_id, version, cli_actor(), runtime.registries)
     if result.changed:
         click.echo(f"rolled back: app '{app_id}' is now at version {result.version} (content of v{version})")
     else:
@@ -255,8 +265,8 @@ def user_token(username: str, name: str) -> None:
 
 
 def _attach_subcommands() -> None:
-    from keel.jobs.cli import jobs_group, scheduler, worker
-    from keel.plugins.cli import plugin_group
+    from keel.cli.jobs import jobs_group, scheduler, worker
+    from keel.cli.plugins import plugin_group
 
     for command in (plugin_group, worker, scheduler, jobs_group):
         cli.add_command(command)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from keel.plugins.manager import KINDS, PluginHost, get_host, plugins_path_from
+from keel.config import from_environment
+from keel.plugins.manager import KINDS, PluginHost, plugins_path_from
 
 
 def _default_folder() -> Path:
@@ -47,7 +48,7 @@ def plugin_new(name: str, path: str | None) -> None:
 def plugin_list(path: str | None) -> None:
     """Show the loaded plugins (name, version, source, what they register) and the failed ones.
     Exits 1 when a plugin failed, so a deployment check can use it."""
-    host = PluginHost.load(Path(path)) if path else get_host()
+    host = PluginHost.load(Path(path)) if path else PluginHost.from_config(from_environment())
     labels = {k.label: k.attr.replace("_", " ") for k in KINDS}
     width = max((len(p.name) for p in host.plugins), default=4)
     folder = host.plugins_path

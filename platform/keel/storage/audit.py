@@ -1,4 +1,4 @@
-"""Writing the audit trail. Every write in Keel calls `record_event` inside the transaction of the
+"""Writing the audit trail (reading it, permission-filtered, is keel.audit). Every write in Keel calls `record_event` inside the transaction of the
 write itself, so an event exists exactly when the change does."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.auth.actor import Actor
+from keel.actor import Actor
 from keel.storage.system import audit_events
 
 # One statement object for every event: its compiled form is cached once, instead of a new

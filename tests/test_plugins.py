@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, make_app
-from keel.connectors import ConnectorError, OutboundClient, TableFileError
+from keel.connectors import ConnectorError, TableFileError
 from keel.definitions import DefinitionErrors, load_bundle
 from keel.fieldtypes import FieldValueError, registry
+from keel.outbound import OutboundClient
 from keel.plugins import ConnectorContext, ConnectorType, PluginHost, UnknownPluginObject, get_host
 from keel.plugins.cli import plugin_group
 from keel.plugins.discovery import forget

@@ -1,5 +1,5 @@
 """A small threaded HTTP server on 127.0.0.1 (ephemeral port) whose replies a test scripts: status codes,
-delays, redirects, Retry-After, paginated JSON. Every request it receives is recorded, headers included,
+delays, slow-drip bodies and headers, redirects, Retry-After, paginated JSON. Every request it receives is recorded, headers included,
 so a test can check what was (or was not) sent to it.
 
     with LoopbackServer() as hr:
@@ -11,6 +11,7 @@ so a test can check what was (or was not) sent to it.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -31,6 +32,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0           # seconds to wait before answering (timeouts)
     no_length: bool = False      # omit Content-Length and close: the client must read to EOF
+    drip: float = 0.0            # seconds between bytes: the body trickles out one byte at a time
+    drip_head: bool = False      # with `drip`, the status line and headers trickle too
+    length: int | None = None    # the Content-Length to announce when it is not the body's (a promise
+                                 # of more than is sent: the server closes after the body)
 
 
 @dataclass
@@ -50,11 +55,18 @@ class Seen:
 Route = Callable[[Seen], Reply]
 
 
-class LoopbackServer:
-    """`tls=(certfile, keyfile)` serves HTTPS; `url()` then uses `host` (the certificate's name)."""
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
-    def __init__(self, tls: tuple[str, str] | None = None, host: str = "127.0.0.1") -> None:
-        self.host, self.scheme = host, "https" if tls else "http"
+
+class LoopbackServer:
+    """`tls=(certfile, keyfile)` serves HTTPS; `url()` then uses `host` (the certificate's name).
+    `address="::1"` listens on IPv6 loopback instead of 127.0.0.1."""
+
+    def __init__(self, tls: tuple[str, str] | None = None, host: str | None = None,
+                 address: str = "127.0.0.1") -> None:
+        self.address = f"[{address}]" if ":" in address else address
+        self.host, self.scheme = host or self.address, "https" if tls else "http"
         self.requests: list[Seen] = []
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
@@ -86,23 +98,36 @@ class LoopbackServer:
                 if reply.json is not _NO_JSON:
                     body = json.dumps(reply.json, ensure_ascii=False).encode()
                     headers.setdefault("Content-Type", "application/json")
-                self.send_response(reply.status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                if reply.no_length:
-                    self.send_header("Connection", "close")
+                if reply.no_length or reply.length is not None:
+                    headers["Connection"] = "close"
                     self.close_connection = True
+                if not reply.no_length:
+                    headers["Content-Length"] = str(len(body) if reply.length is None else reply.length)
+                if reply.drip and reply.drip_head:
+                    lines = [f"HTTP/1.1 {reply.status} {self.responses[reply.status][0]}",
+                             *(f"{k}: {v}" for k, v in headers.items())]
+                    body = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
                 else:
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    self.send_response(reply.status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                if not reply.drip:
+                    self.wfile.write(body)
+                    return
+                self.wfile.flush()
+                for i in range(len(body)):  # ends by itself: at most len(body) * drip seconds
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(reply.drip)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = _IPv6Server if ":" in address else ThreadingHTTPServer
+        self._httpd = server_class((address, 0), Handler)
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
@@ -141,7 +166,7 @@ class LoopbackServer:
     @property
     def allow(self) -> str:
         """The allowlist entry for this server (this port only)."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def url(self, path: str = "/") -> str:
         return f"{self.scheme}://{self.host}:{self.port}{path}"

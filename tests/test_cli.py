@@ -71,6 +71,22 @@ def test_validate_reports_every_error_with_file_and_pointer(env, tmp_path):
     assert any(line.startswith("entities/task.json:") and "line 1" in line and "column" in line for line in lines)
 
 
+@pytest.mark.parametrize("encoding, message", [
+    ("klingon", "unknown encoding 'klingon'"),
+    ("rot13", "'rot13' is not a character encoding"),  # a codec, but bytes-to-bytes: LookupError on read
+])
+def test_validate_refuses_a_file_connector_encoding_that_cannot_decode_text(env, tmp_path, encoding, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(DEMO, bad)
+    path = bad / "connectors" / "hr_directory.json"
+    connector = json.loads(path.read_text())
+    connector["config"]["encoding"] = encoding
+    path.write_text(json.dumps(connector))
+    p = keel(env, "app", "validate", str(bad))
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert f"connectors/hr_directory.json: /config/encoding: {message}" in p.stderr.splitlines()
+
+
 def test_apply_diff_history_rollback(env, tmp_path):
     r = run(env, "app", "apply", str(DEMO), "--note", "first")
     assert r.exit_code == 0, r.output

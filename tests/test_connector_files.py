@@ -50,6 +50,9 @@ def test_declared_encoding_is_used_strictly():
         read_table_file("a.csv", data, encoding="utf-8")
     with pytest.raises(TableFileError, match="unknown encoding 'klingon'"):
         read_table_file("a.csv", data, encoding="klingon")
+    for codec in ("rot13", "base64", "undefined"):  # known to Python, but not text: no LookupError escapes
+        with pytest.raises(TableFileError, match=f"'{codec}' is not a character encoding"):
+            read_table_file("a.csv", data, encoding=codec)
 
 
 def test_undecodable_bytes_are_a_clear_error():

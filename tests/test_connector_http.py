@@ -9,7 +9,7 @@ import pytest
 from keel.connectors.http_json import ConnectorError, HttpJsonSource, validate_config
 from keel.connectors.mapping import MappingError, map_item, map_items
 from keel.connectors.templates import TemplateError, render
-from keel.connectors.transport import DestinationRefused, OutboundClient
+from keel.outbound import DestinationRefused, OutboundClient
 from loopback import LoopbackServer, Reply
 
 PEOPLE = [{"id": i, "name": f"员工{i}", "dept": {"code": f"D{i % 2}"}} for i in range(1, 6)]

@@ -16,9 +16,10 @@ from click.testing import CliRunner
 from conftest import REPO, make_app
 from helpers_registries import REGISTRIES
 from keel.cli.plugins import plugin_group
-from keel.connectors import ConnectorError, OutboundClient, TableFileError
+from keel.connectors import ConnectorError, TableFileError
 from keel.definitions import DefinitionErrors, load_bundle
 from keel.fieldtypes import FieldValueError
+from keel.outbound import OutboundClient
 from keel.plugins import ConnectorContext, ConnectorType, PluginHost, UnknownPluginObject
 from keel.plugins.discovery import forget
 from loopback import LoopbackServer, Reply

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from keel.connectors.transport import (
+from keel.outbound import (
     ConnectionFailed,
     Credential,
     DestinationRefused,
@@ -48,6 +48,16 @@ def resolver(table: dict[str, list[str]], calls: list[str] | None = None):
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
                 for a in table[host]]
+    return resolve
+
+
+def rebinding_resolver(*answers: list[str], calls: list[str]):
+    """A getaddrinfo stand-in whose nth lookup answers answers[n], whatever the name (DNS rebinding)."""
+    pending = iter(answers)
+
+    def resolve(host, port, *args, **kwargs):
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in next(pending)]
     return resolve
 
 
@@ -98,8 +108,7 @@ def test_public_addresses_pass_the_check_without_connecting():
     assert refusal_reason(ipaddress.ip_address("93.184.216.34")) is None
     assert refusal_reason(ipaddress.ip_address("2606:4700::1111")) is None
     client = OutboundClient(resolve=resolver({"example.test": ["93.184.216.34"]}))
-    from keel.connectors.transport import origin_of
-    assert client.checked_addresses(origin_of("https://example.test/")) == ["93.184.216.34"]
+    assert client.policy.addresses("example.test", 443) == ["93.184.216.34"]
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.test/x", "gopher://example.test/",
@@ -117,13 +126,8 @@ def test_user_info_in_url_is_refused(server):
 
 def test_resolved_once_and_connected_to_the_checked_address(server):
     """DNS rebinding: a second lookup would answer 10.0.0.1; there is no second lookup."""
-    answers = iter([["127.0.0.1"], ["10.0.0.1"]])
-    calls = []
-
-    def rebinding(host, port, *a, **k):
-        calls.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in next(answers)]
-
+    calls: list[str] = []
+    rebinding = rebinding_resolver(["127.0.0.1"], ["10.0.0.1"], calls=calls)
     server.reply("/", Reply(body="ok"))
     client = OutboundClient(allowlist=[server.allow], resolve=rebinding)
     resp = client.request("GET", f"http://rebind.test:{server.port}/", headers={"Host": "internal.test"})
@@ -227,7 +231,7 @@ def test_unresolvable_name_is_a_connection_error():
 
 
 def test_secrets_never_logged(server, other, caplog):
-    caplog.set_level(logging.DEBUG, logger="keel.connectors")
+    caplog.set_level(logging.DEBUG)  # every logger, httpcore's included
     server.redirect("/start", other.url("/x?token=tok-999"))
     other.reply("/x", Reply(body="ok"))
     cred = Credential(origin=server.url(""), header="X-Custom", value="very-secret-value")
@@ -285,3 +289,142 @@ def test_https_connects_to_checked_address_and_verifies_the_hostname(tls_files):
         with pytest.raises(ConnectionFailed, match="certificate verify failed"):
             client.request("GET", f"https://crm.test:{hr.port}/")
         assert len(hr.requests) == 1
+
+
+# -- total_timeout: one deadline for the whole exchange, reads included -------------------------------------
+
+DRIP = 0.05          # the server sends one byte every 50 ms: each read succeeds well within the read timeout
+DRIP_BYTES = 400     # so a client without a deadline stays for DRIP * DRIP_BYTES = 20 s
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(body=b"x" * DRIP_BYTES, drip=DRIP),                                  # a slow body
+    Reply(body=b"x" * DRIP_BYTES, drip=DRIP, length=10 * 1024 * 1024),        # that promises 10 MB
+    Reply(body=b"x" * DRIP_BYTES, drip=DRIP, no_length=True),                 # read to EOF
+    Reply(body=b"x" * DRIP_BYTES, drip=DRIP, drip_head=True,                  # slow headers
+          headers={"X-Padding": "p" * DRIP_BYTES}),
+], ids=["body", "long-promise", "until-close", "headers"])
+def test_total_timeout_ends_a_slow_drip_response(server, reply):
+    server.reply("/drip", reply)
+    client = OutboundClient(allowlist=[server.allow], timeout=(2, 2), total_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(OutboundTimeout, match="not complete after 1 s"):
+        client.request("GET", server.url("/drip"))
+    # The deadline is 1 s; the server would go on for 20 s. The margin is for a busy machine.
+    assert time.monotonic() - started < 10
+
+
+def test_total_timeout_covers_every_redirect_hop(server):
+    server.reply("/a", Reply(302, headers={"Location": "/b"}, delay=0.6))
+    server.reply("/b", Reply(302, headers={"Location": "/c"}, delay=0.6))
+    server.reply("/c", Reply(body="late", delay=0.6))
+    client = OutboundClient(allowlist=[server.allow], timeout=(2, 2), total_timeout=1.0)
+    with pytest.raises(OutboundTimeout, match="not complete after 1 s"):
+        client.request("GET", server.url("/a"))
+    assert server.seen("/c") == []
+
+
+# -- what the httpcore network layer could break -------------------------------------------------------------
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://[::ffff:7f00:1]/", "loopback"),                       # IPv4-mapped, hex
+    ("http://[0:0:0:0:0:ffff:127.0.0.1]/", "loopback"),            # IPv4-mapped, long form
+    ("http://[::FFFF:127.0.0.1]:8080/", "loopback"),
+    ("http://[0000:0000::0001]/", "loopback"),
+    ("http://[::ffff:a9fe:a9fe]/", "link-local"),                  # 169.254.169.254
+    ("http://[fe80::1%25eth0]/", "link-local"),                    # with a zone id
+    ("http://[::127.0.0.1]/", "reserved"),                         # IPv4-compatible (deprecated)
+    ("http://[::ffff:0.0.0.0]/", "unspecified"),
+    ("http://[64:ff9b::7f00:1]/", "loopback"),                     # NAT64
+    ("http://[2002:7f00:1::]/", "loopback"),                       # 6to4
+    ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", "loopback"),  # Teredo, client 127.0.0.1
+])
+def test_ipv6_literal_spellings_of_internal_addresses_are_refused(url, reason):
+    with pytest.raises(DestinationRefused, match=reason):
+        OutboundClient(resolve=resolver({})).request("GET", url)
+
+
+def test_an_allowlisted_ipv6_server_gets_a_bracketed_host_header():
+    try:
+        server = LoopbackServer(address="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with server:
+        server.reply("/", Reply(body="v6"))
+        with pytest.raises(DestinationRefused, match="loopback"):
+            OutboundClient().request("GET", server.url("/"))
+        assert OutboundClient(allowlist=[server.allow]).request("GET", server.url("/")).body == b"v6"
+        assert server.requests[0].headers["host"] == f"[::1]:{server.port}"
+
+
+def test_a_name_is_resolved_and_checked_again_at_every_connection(server):
+    """Rebinding between two hops: the redirect's connection resolves anew and is refused."""
+    calls: list[str] = []
+    rebinding = rebinding_resolver(["127.0.0.1"], ["10.0.0.1"], calls=calls)
+    server.redirect("/start", f"http://rebind.test:{server.port}/next")
+    server.reply("/next", Reply(body="internal"))
+    client = OutboundClient(allowlist=[server.allow], resolve=rebinding)
+    with pytest.raises(DestinationRefused, match=r"private address \(10.0.0.1\)"):
+        client.request("GET", f"http://rebind.test:{server.port}/start")
+    assert calls == ["rebind.test", "rebind.test"] and server.seen("/next") == []
+
+
+def test_the_check_is_in_the_network_layer_itself(server):
+    """Whatever builds the request, a connection opened through GuardedBackend is checked."""
+    import httpcore
+
+    from keel.outbound import AddressPolicy
+    from keel.outbound.network import Deadline, GuardedBackend
+
+    backend = GuardedBackend(AddressPolicy(), Deadline(5), shown="test")
+    with httpcore.ConnectionPool(network_backend=backend) as pool:
+        with pytest.raises(DestinationRefused, match="loopback"):
+            pool.request("GET", server.url("/"))
+    assert server.requests == []
+
+
+def test_proxy_environment_variables_are_ignored(server, other, monkeypatch):
+    """A proxy would be the only address checked; the client never uses one."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, other.url(""))
+    monkeypatch.setenv("NO_PROXY", "")
+    server.reply("/", Reply(body="direct"))
+    assert OutboundClient(allowlist=[server.allow, other.allow]).request("GET", server.url("/")).body == b"direct"
+    with pytest.raises(DestinationRefused):
+        OutboundClient(allowlist=[other.allow]).request("GET", server.url("/"))
+    assert other.requests == [] and len(server.requests) == 1
+
+
+def test_the_client_frames_the_body_whatever_the_caller_says(server):
+    """A caller's Content-Length or Transfer-Encoding would frame the body differently from what is sent
+    (request smuggling); a caller's Host would name another host than the one checked."""
+    server.reply("/in", Reply(body="ok"))
+    OutboundClient(allowlist=[server.allow]).request(
+        "POST", server.url("/in"), json={"a": 1},
+        headers={"Content-Length": "0", "Transfer-Encoding": "chunked", "Host": "internal.test"})
+    seen = server.requests[0]
+    assert seen.json() == {"a": 1} and seen.headers["content-length"] == str(len(seen.body))
+    assert "transfer-encoding" not in seen.headers and seen.headers["host"] == f"127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\x00b", "中文"])
+def test_a_header_value_that_would_split_or_garble_the_request_is_not_sent(server, value):
+    with pytest.raises(OutboundError, match="invalid request"):
+        OutboundClient(allowlist=[server.allow]).request("GET", server.url("/"), headers={"X-Note": value})
+    assert server.requests == []
+
+
+def test_a_path_with_spaces_and_chinese_is_percent_encoded(server):
+    from urllib.parse import quote
+
+    server.reply(quote("/人员 列表"), Reply(body="ok"))
+    resp = OutboundClient(allowlist=[server.allow]).request("GET", server.url("/人员 列表?部门=销售 一部"))
+    assert resp.body == b"ok"
+    assert server.requests[0].query == {"部门": "销售 一部"}
+
+
+def test_a_response_with_conflicting_lengths_is_refused(server):
+    """Two Content-Length values: a parser that picks one is how response smuggling starts."""
+    server.reply("/", Reply(body="hello", headers={"content-length": "3"}))
+    with pytest.raises(ConnectionFailed, match="connection failed: RemoteProtocolError"):
+        OutboundClient(allowlist=[server.allow]).request("GET", server.url("/"))

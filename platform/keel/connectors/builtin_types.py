@@ -3,14 +3,13 @@
 plugin's."""
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from keel.connectors.files import read_import_file, read_table_file
+from keel.connectors.files import encoding_problem, read_import_file, read_table_file
 from keel.connectors.http_json import HTTP_JSON_SCHEMA, ConnectorError, HttpJsonSource, validate_config
 from keel.connectors.mapping import MAPPING_SCHEMA, mapping_problems
 from keel.connectors.types import ConnectorContext
@@ -100,11 +99,8 @@ class FileConnector:
             problems.append("$.file: must be a relative name inside the import folder")
         if name is not None and PurePosixPath(name).suffix.lower() not in (".csv", ".tsv", ".txt", ".xlsx"):
             problems.append("$.file: must be a .csv, .tsv, .txt or .xlsx file")
-        if "encoding" in config:
-            try:
-                codecs.lookup(config["encoding"])
-            except LookupError:
-                problems.append(f"$.encoding: unknown encoding {config['encoding']!r}")
+        if "encoding" in config and (problem := encoding_problem(config["encoding"])):
+            problems.append(f"$.encoding: {problem}")
         problems += [f"$.mapping: {p}" for p in mapping_problems(config.get("mapping") or {})]
         return problems
 

@@ -80,14 +80,30 @@ def read_table_file(name: str, data: bytes, *, expected_columns: Iterable[str] |
     return TableRows(columns, _records(name, columns, cells), used)
 
 
+def encoding_problem(encoding: str) -> str | None:
+    """Why a declared `encoding` cannot decode a table file (None: it can). Python's codec registry also
+    holds bytes-to-bytes codecs (base64, rot13, zlib) and `undefined`: they look up fine and fail on the
+    first byte, so one byte is decoded to tell them from character encodings."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return f"unknown encoding {encoding!r}"
+    try:
+        b"a".decode(encoding)
+    except UnicodeDecodeError:
+        pass  # a character encoding that needs more than one byte (UTF-16)
+    except (LookupError, UnicodeError):
+        return f"{encoding!r} is not a character encoding"
+    return None
+
+
 def decode_text(name: str, data: bytes, encoding: str | None = None) -> tuple[str, str]:
     """(text, encoding used). Declared encodings are used strictly; otherwise a BOM decides, then UTF-8,
     then GB18030 (a superset of GBK, what Excel on a Chinese Windows saves as 'CSV')."""
     if encoding:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise TableFileError(name, f"unknown encoding {encoding!r}") from None
+        problem = encoding_problem(encoding)
+        if problem:
+            raise TableFileError(name, problem)
         candidates = [encoding]
     elif data.startswith(codecs.BOM_UTF8):
         candidates = ["utf-8-sig"]

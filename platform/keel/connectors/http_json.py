@@ -6,7 +6,7 @@ body whose string leaves are templates, where the item list sits in the response
 retries and rate limits. Run-time values (`values=`) are available to every template as `vars`.
 
 Secrets are read from the environment variables the definition names, at run time. A header that
-carries a secret becomes a transport Credential bound to the configured origin, so a redirect to
+carries a secret becomes an outbound Credential bound to the configured origin, so a redirect to
 another origin never receives it; secret values are scrubbed from every log line and error message.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ from jsonschema import Draft202012Validator
 
 from keel.connectors.mapping import MAPPING_SCHEMA, MISSING, mapping_problems, parse_path
 from keel.connectors.templates import render, template_problem
-from keel.connectors.transport import (
+from keel.errors import KeelError
+from keel.outbound import (
     ConnectionFailed,
     Credential,
     OutboundClient,
@@ -36,7 +37,6 @@ from keel.connectors.transport import (
     redact,
     redact_url,
 )
-from keel.errors import KeelError
 
 log = logging.getLogger("keel.connectors.http_json")
 

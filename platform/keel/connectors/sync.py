@@ -7,7 +7,7 @@ administrators, never by a run's params or a user:
 
 - outbound allowlist (private/loopback destinations the SSRF-safe client may reach): the connector
   definition's `allowlist`, the app setting `outbound_allowlist`, and `KEEL_OUTBOUND_ALLOWLIST`
-  (comma-separated, for operators). Entries as `transport.parse_allow_entry` reads them.
+  (comma-separated, for operators). Entries as `keel.outbound.parse_allow_entry` reads them.
 - import folder of the `file` connector: `KEEL_IMPORT_PATH`, default `<KEEL_INSTANCE_PATH>/imports`.
   `config.file` names a file inside it; absolute names, `..` and symlinks leading out are refused.
 
@@ -77,8 +77,8 @@ def connector_problems(app: AppDef, connector_id: str) -> list[str]:
     """Every problem of one connector definition as '$.place: message' (config against its type's
     schema, allowlist entries), with the connector types `app` was loaded with. Empty when it can be
     opened."""
-    from keel.connectors.transport import OutboundError, parse_allow_entry
     from keel.connectors.types import config_problems
+    from keel.outbound import OutboundError, parse_allow_entry
 
     spec = connector_spec(app, connector_id)
     problems = [p if p.startswith("$.type") else "$.config" + p.removeprefix("$")
@@ -123,8 +123,8 @@ def import_root(environ: Mapping[str, str]) -> Path:
 def open_source(app_def: AppDef, connector_id: str, *, environ: Mapping[str, str] | None = None,
                 upload: tuple[str, bytes] | None = None, values: Mapping[str, Any] | None = None):
     """The item source of one connector definition, configured as the module docstring says."""
-    from keel.connectors.transport import OutboundClient
     from keel.connectors.types import ConnectorContext
+    from keel.outbound import OutboundClient
 
     env = os.environ if environ is None else environ
     spec = connector_spec(app_def, connector_id)
@@ -142,7 +142,7 @@ def fetch_items(app_def: AppDef, connector_id: str, **kw: Any) -> list[dict[str,
     import file and a refused destination are SyncErrors (waiting will not fix them: jobs fail at once,
     and the next scheduled run tries again); HTTP failures stay ConnectorErrors, which jobs retry."""
     from keel.connectors.files import ImportPathRefused, TableFileError
-    from keel.connectors.transport import DestinationRefused
+    from keel.outbound import DestinationRefused
 
     try:
         return list(open_source(app_def, connector_id, **kw).iter_items())

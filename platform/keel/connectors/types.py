@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from keel.connectors.transport import OutboundClient
+    from keel.outbound import OutboundClient
 
 
 class ItemSource(Protocol):

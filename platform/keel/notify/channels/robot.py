@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from keel.connectors.transport import OutboundClient, OutboundError
 from keel.notify.channels import message_text
 from keel.notify.delivery import DeliveryChannel, DeliveryError
+from keel.outbound import OutboundClient, OutboundError
 
 FLAVORS = ("dingtalk", "wecom", "feishu")
 ENV_NAME = re.compile(r"KEEL_WEBHOOK_[A-Z0-9_]{1,64}")

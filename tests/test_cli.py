@@ -165,6 +165,18 @@ def test_production_refuses_a_missing_or_default_secret(env):
         assert p.returncode == 1 and "KEEL_SECRET_KEY" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("value", ["Production", "prod", "dev", " production"])
+def test_an_unknown_keel_env_is_a_clear_startup_error(env, value):
+    # A typo must not silently run a production server in development mode (generated secret,
+    # cookies without Secure).
+    for args in (["init"], ["serve", "--port", "1"], ["worker", "--burst"]):
+        p = keel({**env, "KEEL_ENV": value}, *args)
+        assert p.returncode == 1, (args, p.stdout, p.stderr)
+        assert "KEEL_ENV" in p.stderr and "development" in p.stderr and "production" in p.stderr
+        assert "Traceback" not in p.stderr
+    assert not (Path(env["KEEL_INSTANCE_PATH"]) / "secret_key").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,16 +8,14 @@ from pathlib import Path
 
 from flask import Flask, jsonify
 
-from keel.config import KNOWN_DEFAULT_SECRETS, from_environment
-from keel.errors import KeelError
+from keel.config import KNOWN_DEFAULT_SECRETS, ConfigError, check, from_environment
 from keel.runtime import Runtime
 from keel.storage.db import create_engine, create_system_tables
 
 log = logging.getLogger("keel")
 
 
-class ConfigError(KeelError):
-    pass
+__all__ = ["ConfigError", "create_app", "runtime_of"]
 
 
 def _secret_key(cfg: dict) -> str:
@@ -40,6 +38,7 @@ def _secret_key(cfg: dict) -> str:
 def create_app(config: dict | None = None) -> Flask:
     cfg = from_environment()
     cfg.update(config or {})
+    check(cfg)
     Path(cfg["KEEL_INSTANCE_PATH"]).mkdir(parents=True, exist_ok=True)
 
     app = Flask("keel", instance_path=cfg["KEEL_INSTANCE_PATH"])

@@ -5,8 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keel.errors import KeelError
+
 # Secrets that must never run in production: the ones any checkout or tutorial would know.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
+ENVIRONMENTS = ("development", "production")
+
+
+class ConfigError(KeelError):
+    """A setting Keel cannot start with; the message names the variable and what it accepts."""
+
+
+def check(cfg: dict) -> None:
+    """Refuse settings that would otherwise be misread. `KEEL_ENV=Production` or `prod` used to run as
+    development (a generated secret, cookies without Secure), silently: every unknown value is an error."""
+    if cfg["KEEL_ENV"] not in ENVIRONMENTS:
+        raise ConfigError(f"KEEL_ENV must be 'development' or 'production' (exactly, in lower case), "
+                          f"not {cfg['KEEL_ENV']!r}")
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:

@@ -450,6 +450,26 @@ def test_api_ignores_the_session_cookie(web):
     assert client.get("/api/v1/probe").status_code == 401
 
 
+def test_api_responses_never_set_a_session_cookie(web):
+    client = web.test_client()
+    token = _api_token(client).get_json()["token"]
+    answers = [
+        client.post("/api/v1/auth/token?lang=en", json={"username": "alice", "password": PASSWORD}),
+        client.post("/api/v1/auth/token?lang=en", json={"username": "alice", "password": "wrong password"}),
+        client.get("/api/v1/me?lang=en", headers=_bearer(token)),
+        client.get("/api/v1/me?lang=en"),
+        client.get("/api/v1/nowhere?lang=en"),
+    ]
+    for resp in answers:
+        assert resp.headers.getlist("Set-Cookie") == [], (resp.status_code, resp.headers)
+    # A page session open in the same browser is neither read nor changed by the API.
+    _page_login(client)
+    cookie = client.get_cookie("session").value
+    en = client.get("/api/v1/me?lang=en", headers=_bearer(token))
+    assert en.headers.getlist("Set-Cookie") == [] and client.get_cookie("session").value == cookie
+    assert client.get("/probe").status_code == 200
+
+
 def test_require_admin_answers_403_json(web):
     _add(web, "root", is_admin=True)
     client = web.test_client()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, jsonify, make_response, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
 
@@ -92,6 +93,22 @@ def safe_next(target: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return target
+
+
+class PageSessionInterface(SecureCookieSessionInterface):
+    """The signed session cookie, for pages only. An API request gets an empty session that is never
+    saved: it neither reads a page session open in the same browser nor answers with a Set-Cookie
+    (`?lang=en` on the API used to start one)."""
+
+    def open_session(self, app, request):
+        if is_api_path(request.path):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if is_api_path(request.path):
+            return
+        super().save_session(app, session, response)
 
 
 def _engine():
@@ -183,6 +200,7 @@ def _on_authentication_required(_err: AuthenticationRequired):
 def init_app(app: Flask) -> None:
     # CSRF is checked by `_authenticate` for pages only: the bearer-only API has no ambient credential.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.session_interface = PageSessionInterface()
     csrf = CSRFProtect(app)
 
     login_manager = LoginManager()

@@ -181,6 +181,87 @@ def test_logout_ends_the_session(web):
     assert client.get("/probe").status_code == 302
 
 
+def _replay(client, cookie: str) -> int:
+    """Send a saved copy of a session cookie (as someone who copied it would) and see if it still works."""
+    client.set_cookie("session", cookie)
+    return client.get("/probe").status_code
+
+
+def _logout(client):
+    return client.post("/logout", data={"csrf_token": client.get("/probe-csrf").get_json()["csrf"]})
+
+
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_is_useless(web_any_db):
+    client = web_any_db.test_client()
+    _page_login(client)
+    copied = client.get_cookie("session").value
+    assert _logout(client).status_code == 302
+    assert _replay(client, copied) == 302
+    with _engine(web_any_db).connect() as conn:
+        actions = list(conn.execute(sa.select(audit_events.c.action).order_by(audit_events.c.id)).scalars())
+    stored = _all_stored_text(_engine(web_any_db))
+    assert actions[-2:] == ["auth.login", "auth.logout"]
+    # The cookie carries a random secret; the database keeps only its hash.
+    assert copied not in stored
+    # Another session of the same user (another browser) is not ended by this logout.
+    other = web_any_db.test_client()
+    _page_login(other)
+    _page_login(client)
+    _logout(client)
+    assert other.get("/probe").status_code == 200
+
+
+def test_deactivating_ends_sessions_and_tokens_and_reactivating_does_not_revive_them(web_any_db):
+    from keel.auth.directory import reactivate_user
+
+    client = web_any_db.test_client()
+    token = _api_token(client).get_json()["token"]
+    _page_login(client)
+    cookie = client.get_cookie("session").value
+    with _engine(web_any_db).begin() as conn:
+        alice = find_user(conn, "alice").id
+        deactivate_user(conn, alice, SYSTEM)
+    with _engine(web_any_db).begin() as conn:
+        reactivate_user(conn, alice, SYSTEM)
+        event = conn.execute(sa.select(audit_events.c.detail)
+                             .where(audit_events.c.action == "user.deactivate")).scalar()
+    assert event["sessions_ended"] == 1 and event["tokens_revoked"] == 1
+    assert _replay(client, cookie) == 302
+    assert client.get("/api/v1/me", headers=_bearer(token)).status_code == 401
+    # Signing in again works and gives a new session.
+    _page_login(client)
+    assert client.get("/probe").status_code == 200 and client.get_cookie("session").value != cookie
+
+
+def test_a_new_password_ends_every_session_of_the_user(web_any_db):
+    from keel.auth.directory import set_password
+
+    laptop, phone = web_any_db.test_client(), web_any_db.test_client()
+    _page_login(laptop)
+    _page_login(phone)
+    with _engine(web_any_db).begin() as conn:
+        set_password(conn, find_user(conn, "alice").id, "a brand new password", SYSTEM)
+    assert laptop.get("/probe").status_code == 302 and phone.get("/probe").status_code == 302
+    _page_login(laptop, password="a brand new password")
+    assert laptop.get("/probe").status_code == 200
+
+
+def test_a_session_older_than_its_lifetime_has_ended(web):
+    from keel.storage.system import page_sessions
+
+    client = web.test_client()
+    _page_login(client)
+    assert client.get("/probe").status_code == 200
+    old = dt.datetime.now(dt.UTC) - web.permanent_session_lifetime - dt.timedelta(minutes=1)
+    with _engine(web).begin() as conn:
+        conn.execute(page_sessions.update().values(created_at=old))
+    assert client.get("/probe").status_code == 302
+    # The next login clears the user's expired rows.
+    _page_login(client)
+    with _engine(web).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(page_sessions)).scalar() == 1
+
+
 @pytest.mark.parametrize("target", ["//evil.com", "https://evil.com/x", "/\\evil.com", "http:/evil.com",
                                     "javascript:alert(1)", "/\n/evil.com", "/\t/evil.com"])
 def test_next_must_be_a_local_path(web, target):

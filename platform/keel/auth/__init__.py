@@ -43,13 +43,16 @@ class AuthenticationRequired(KeelError):
 
 
 class SessionUser(UserMixin):
-    """What Flask-Login keeps for a page session: the Actor, re-read from the database each request."""
+    """What Flask-Login keeps for a page session: the Actor, re-read from the database each request.
+    Its id (what the cookie carries) is the session's secret, looked up in `keel_sessions` each time, so
+    the server can end a session (see keel.auth.sessions)."""
 
-    def __init__(self, actor: Actor):
+    def __init__(self, actor: Actor, secret: str):
         self.actor = actor
+        self.secret = secret
 
     def get_id(self) -> str:
-        return str(self.actor.user_id)
+        return self.secret
 
 
 def public(view):
@@ -115,16 +118,14 @@ def _engine():
     return current_app.extensions["keel"].engine
 
 
-def _load_session_user(user_id: str) -> SessionUser | None:
+def _load_session_user(secret: str) -> SessionUser | None:
     from keel.auth.directory import get_actor
+    from keel.auth.sessions import session_user
 
-    try:
-        uid = int(user_id)
-    except (TypeError, ValueError):
-        return None
     with _engine().connect() as conn:
-        actor = get_actor(conn, uid)
-    return SessionUser(actor) if actor is not None else None
+        user_id = session_user(conn, secret, current_app.permanent_session_lifetime)
+        actor = get_actor(conn, user_id) if user_id is not None else None
+    return SessionUser(actor, secret) if actor is not None else None
 
 
 def _api_unauthorized(message: str, invalid_token: bool = False):

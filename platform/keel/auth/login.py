@@ -17,6 +17,7 @@ from keel.audit.log import record_event
 from keel.auth import SessionUser, current_actor, public, safe_next
 from keel.auth.directory import get_actor, get_user, manager_of, roles_of
 from keel.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
+from keel.auth.sessions import end_session, start_session
 from keel.auth.throttle import LoginOutcome, attempt_login
 from keel.auth.tokens import issue_token, revoke_token
 from keel.i18n import translate
@@ -67,15 +68,17 @@ def login():
         outcome = attempt_login(_engine(), form.username.data, form.password.data)
         if outcome.ok:
             with _engine().begin() as conn:
-                actor = get_actor(conn, outcome.user_id)
-                record_event(conn, actor, "auth.login", detail={"via": "page"})
-            # A fresh session for the signed-in user: nothing from before the login carries over.
-            lang = session.get("lang")
-            session.clear()
-            if lang:
-                session["lang"] = lang
-            login_user(SessionUser(actor))
-            return redirect(next_url or _home())
+                secret = start_session(conn, outcome.user_id, current_app.permanent_session_lifetime)
+                # None: deactivated since the password check, which makes it a failed login.
+                actor = get_actor(conn, outcome.user_id) if secret is not None else None
+                if actor is not None:
+                    record_event(conn, actor, "auth.login", detail={"via": "page"})
+            if actor is not None:
+                # A fresh session for the signed-in user: nothing from before the login carries over.
+                _clear_session()
+                login_user(SessionUser(actor, secret))
+                return redirect(next_url or _home())
+            outcome = LoginOutcome(None)
         if outcome.locked:
             error, status = _locked_message(outcome), 429
         else:
@@ -86,13 +89,22 @@ def login():
     return render_template("auth/login.html", form=form, error=error, next=next_url), status
 
 
-@bp.post("/logout")
-def logout():
-    logout_user()
+def _clear_session() -> None:
+    """Empty the cookie session but keep the chosen language."""
     lang = session.get("lang")
     session.clear()
     if lang:
         session["lang"] = lang
+
+
+@bp.post("/logout")
+def logout():
+    if current_user.is_authenticated:
+        with _engine().begin() as conn:
+            if end_session(conn, current_user.secret):
+                record_event(conn, current_actor(), "auth.logout")
+    logout_user()
+    _clear_session()
     return redirect(url_for("auth.login"))
 
 

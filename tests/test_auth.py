@@ -1,10 +1,10 @@
-"""Authentication: argon2 passwords, the DB-kept login throttle, hashed bearer tokens, the login page
-with CSRF, and the deny-by-default hook (pages redirect to /login, the API answers 401)."""
+"""Authentication: argon2 passwords, hashed bearer tokens, server-side page sessions, the login page with
+CSRF, and the deny-by-default hook (pages redirect to /login, the API answers 401). Login limits are in
+test_login_limits.py."""
 from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from urllib.parse import quote
 
 import pytest
@@ -14,13 +14,13 @@ from flask import g, jsonify
 from flask_wtf.csrf import generate_csrf
 
 from conftest import make_app
-from keel.auth import public, require_admin, throttle
+from keel.auth import public, require_admin
 from keel.auth.actor import SYSTEM
 from keel.auth.directory import add_user, deactivate_user, find_user, set_roles
 from keel.auth.passwords import needs_rehash, verify_password
 from keel.auth.tokens import issue_token, resolve_token, revoke_token
 from keel.errors import FieldErrors
-from keel.storage.system import api_tokens, audit_events, login_failures, metadata, users
+from keel.storage.system import api_tokens, audit_events, metadata, users
 
 PASSWORD = "correct horse battery"
 
@@ -131,7 +131,7 @@ def test_weak_hash_is_upgraded_on_successful_login(web):
     with _engine(web).begin() as conn:
         conn.execute(users.update().where(users.c.username == "alice").values(password_hash=weak))
     assert needs_rehash(weak)
-    assert throttle.attempt_login(_engine(web), "alice", PASSWORD).ok
+    assert _api_token(web.test_client()).status_code == 201
     with _engine(web).connect() as conn:
         stored = conn.execute(sa.select(users.c.password_hash).where(users.c.username == "alice")).scalar()
     assert stored != weak and not needs_rehash(stored) and verify_password(stored, PASSWORD)
@@ -277,111 +277,6 @@ def test_redirect_to_login_keeps_the_local_path_and_query(web):
     resp = web.test_client().get("/probe?x=1")
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/login?next=/probe?x%3D1"
-
-
-# ---- throttle ----------------------------------------------------------------------------------
-
-def test_five_wrong_passwords_lock_the_account_in_the_database(web_any_db, tmp_path, db_url):
-    client = web_any_db.test_client()
-    for _ in range(4):
-        assert _api_token(client, password="wrong password").status_code == 401
-    # The fifth failure locks, and says so at once.
-    assert _api_token(client, password="wrong password").status_code == 429
-    locked = _api_token(client)  # the right password, refused while locked
-    assert locked.status_code == 429
-    assert 14 * 60 < int(locked.headers["Retry-After"]) <= 15 * 60
-    assert "Too many failed logins" in locked.get_json()["error"] or "登录失败" in locked.get_json()["error"]
-    assert "token" not in locked.get_json()
-    # The page refuses too, with the same message.
-    page = _page_login(web_any_db.test_client())
-    assert page.status_code == 429
-    # A second server process on the same database sees the lock.
-    other = make_app(tmp_path / "other", db_url)
-    try:
-        assert _api_token(other.test_client()).status_code == 429
-        assert _api_token(other.test_client(), username="ALICE").status_code == 429  # key ignores case
-    finally:
-        other.extensions["keel"].engine.dispose()
-
-
-def test_unknown_username_is_throttled_the_same_way(web):
-    client = web.test_client()
-    expected = _api_token_error_for_wrong_password(web)
-    for _ in range(4):
-        resp = _api_token(client, username="nobody")
-        assert resp.status_code == 401 and resp.get_json() == expected
-    assert _api_token(client, username="nobody").status_code == 429
-    assert _api_token(client, username="NoBody").status_code == 429
-
-
-def _api_token_error_for_wrong_password(app):
-    # What a known user with a wrong password gets; an unknown user must get exactly the same.
-    with _engine(app).begin() as conn:
-        throttle.clear_failures(conn, "alice")
-    body = _api_token(app.test_client(), password="wrong password").get_json()
-    with _engine(app).begin() as conn:
-        throttle.clear_failures(conn, "alice")
-    return body
-
-
-def test_unknown_username_costs_a_password_check(web):
-    """Without the dummy-hash check an unknown name answers ~100x faster than a wrong password."""
-    engine = _engine(web)
-    throttle.attempt_login(engine, "warmup", "x" * 8)  # builds the dummy hash once
-
-    def timed(username):
-        start = time.perf_counter()
-        assert not throttle.attempt_login(engine, username, "wrong password").ok
-        return time.perf_counter() - start
-
-    known = min(timed("alice") for _ in range(3))
-    unknown = min(timed(f"ghost{i}") for i in range(3))
-    assert unknown > 0.3 * known, (unknown, known)
-
-
-def test_success_clears_failures(web):
-    engine = _engine(web)
-    for _ in range(4):
-        assert not throttle.attempt_login(engine, "alice", "wrong password").ok
-    assert throttle.attempt_login(engine, "alice", PASSWORD).ok
-    with engine.begin() as conn:
-        assert conn.execute(sa.select(login_failures)).first() is None
-        for _ in range(4):  # a fresh count: four more failures do not lock
-            assert throttle.record_failure(conn, "alice") is None
-        assert throttle.locked_until(conn, "alice") is None
-
-
-def test_lock_expires_grows_on_repeat_and_failures_spread_out_do_not_lock(db_url, tmp_path):
-    from keel.storage.db import create_engine, create_system_tables
-
-    engine = create_engine(db_url)
-    create_system_tables(engine)
-    t0 = dt.datetime(2025, 10, 18, 9, 0, tzinfo=dt.UTC)
-    try:
-        with engine.begin() as conn:
-            for i in range(4):
-                assert throttle.record_failure(conn, "Bob", t0 + dt.timedelta(minutes=i)) is None
-            first_lock = throttle.record_failure(conn, "bob", t0 + dt.timedelta(minutes=4))
-            assert first_lock == t0 + dt.timedelta(minutes=19)
-            assert throttle.locked_until(conn, "BOB", t0 + dt.timedelta(minutes=18)) == first_lock
-            assert throttle.locked_until(conn, "bob", first_lock) is None  # expired
-            # Five more right after the lock: twice as long.
-            for i in range(4):
-                assert throttle.record_failure(conn, "bob", first_lock + dt.timedelta(minutes=i)) is None
-            second = throttle.record_failure(conn, "bob", first_lock + dt.timedelta(minutes=4))
-            assert second == first_lock + dt.timedelta(minutes=4 + 30)
-            # One failure every 20 minutes never locks.
-            for i in range(10):
-                assert throttle.record_failure(conn, "carol", t0 + dt.timedelta(minutes=20 * i)) is None
-            # A day later the history is forgotten: the next lock is 15 minutes again.
-            later = second + dt.timedelta(days=2)
-            for i in range(4):
-                throttle.record_failure(conn, "bob", later + dt.timedelta(seconds=i))
-            assert throttle.record_failure(conn, "bob", later + dt.timedelta(seconds=4)) == \
-                later + dt.timedelta(seconds=4, minutes=15)
-            assert throttle.forget_stale(conn, later + dt.timedelta(days=3)) == 2
-    finally:
-        engine.dispose()
 
 
 def test_inactive_user_cannot_log_in_even_with_the_right_password(web):

@@ -211,6 +211,58 @@ def test_serve_listens_on_the_given_port(env):
     assert _processes_mentioning(env["KEEL_INSTANCE_PATH"]) == []
 
 
+def _start_server(env, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "serve", "--port", str(port)],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+
+
+def _peak_memory_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+def test_forty_parallel_logins_do_not_take_the_server_to_gigabytes(env):
+    """Each argon2 check takes 64 MiB: forty at once used to take the server from ~100 MB to 2 GB."""
+    run(env, "init")
+    port = _free_port()
+    # Let all forty reach the password check (distinct unknown usernames, no per-address limit).
+    proc = _start_server({**env, "KEEL_LOGIN_LIMIT_PER_ADDRESS": "1000 per minute"}, port)
+    try:
+        before = _peak_memory_mb(proc.pid)
+
+        def attempt(i):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/token", method="POST",
+                                         data=json.dumps({"username": f"ghost{i}", "password": "x" * 12}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(40) as pool:
+            statuses = list(pool.map(attempt, range(40)))
+        peak = _peak_memory_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert set(statuses) <= {401, 503} and statuses.count(401) >= 2, statuses
+    # Two hashing slots (KEEL_LOGIN_CONCURRENT_HASHES) of 64 MiB each, plus slack.
+    assert peak - before < 300, (before, peak)
+
+
 def _processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line or environment names `text` (the instance folder)."""
     found = []

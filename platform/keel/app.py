@@ -42,6 +42,11 @@ def create_app(config: dict | None = None) -> Flask:
     Path(cfg["KEEL_INSTANCE_PATH"]).mkdir(parents=True, exist_ok=True)
 
     app = Flask("keel", instance_path=cfg["KEEL_INSTANCE_PATH"])
+    if int(cfg["KEEL_PROXY_COUNT"]):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the hops we were told about: X-Forwarded-For is otherwise whatever the client wrote.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(cfg["KEEL_PROXY_COUNT"]))
     app.config.update(cfg)
     app.config["SECRET_KEY"] = _secret_key(cfg)
     app.config["MAX_CONTENT_LENGTH"] = cfg.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024

@@ -10,6 +10,11 @@ from keel.errors import KeelError
 # Secrets that must never run in production: the ones any checkout or tutorial would know.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
 ENVIRONMENTS = ("development", "production")
+LOGIN_LIMITS = {
+    "KEEL_LOGIN_LIMIT_PER_ADDRESS": "30 per minute; 300 per hour",
+    "KEEL_LOGIN_LIMIT_PER_ACCOUNT_AND_ADDRESS": "5 per 15 minutes; 10 per hour; 20 per day",
+    "KEEL_LOGIN_LIMIT_PER_ACCOUNT": "20 per hour; 50 per day",
+}
 
 
 class ConfigError(KeelError):
@@ -22,6 +27,10 @@ def check(cfg: dict) -> None:
     if cfg["KEEL_ENV"] not in ENVIRONMENTS:
         raise ConfigError(f"KEEL_ENV must be 'development' or 'production' (exactly, in lower case), "
                           f"not {cfg['KEEL_ENV']!r}")
+    for key, low, high in (("KEEL_LOGIN_CONCURRENT_HASHES", 1, 64), ("KEEL_PROXY_COUNT", 0, 5)):
+        value = str(cfg.get(key, low)).strip()
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:
@@ -38,4 +47,9 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         "KEEL_BASE_URL": env.get("KEEL_BASE_URL") or None,
         # None: the `plugins` folder next to the apps folder; "" turns folder discovery off
         "KEEL_PLUGINS_PATH": env.get("KEEL_PLUGINS_PATH"),
+        # Login limits, as Flask-Limiter rate strings (keel.auth.throttle says how they combine)
+        **{key: env.get(key) or default for key, default in LOGIN_LIMITS.items()},
+        "KEEL_LOGIN_CONCURRENT_HASHES": env.get("KEEL_LOGIN_CONCURRENT_HASHES") or "2",
+        # how many reverse proxies in front of Keel set X-Forwarded-For (0: the peer is the client)
+        "KEEL_PROXY_COUNT": env.get("KEEL_PROXY_COUNT") or "0",
     }

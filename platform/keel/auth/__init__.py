@@ -213,6 +213,7 @@ def init_app(app: Flask) -> None:
     app.before_request(lambda: _authenticate(csrf))
     app.register_error_handler(AuthenticationRequired, _on_authentication_required)
 
-    from keel.auth import login
+    from keel.auth import credentials, login
 
+    credentials.init_app(app)
     app.register_blueprint(login.bp)

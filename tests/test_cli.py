@@ -263,6 +263,40 @@ def test_forty_parallel_logins_do_not_take_the_server_to_gigabytes(env):
     assert peak - before < 300, (before, peak)
 
 
+def _healthz(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_a_second_serve_on_the_same_instance_leaves_the_first_ones_redis_alone(env):
+    run(env, "init")
+    port = _free_port()
+    first = _start_server(env, port)
+    try:
+        assert _healthz(port)["queue"]["status"] == "ok"
+        sock = Path(env["KEEL_INSTANCE_PATH"]) / "redis.sock"
+        assert sock.exists()
+        # The same port (fails with "port in use") and another port: both refuse, saying why.
+        for second_port in (port, _free_port()):
+            p = keel(env, "serve", "--port", str(second_port), timeout=60)
+            assert sock.exists()
+            assert _healthz(port)["queue"]["status"] == "ok"  # the first server's queue still answers
+            assert p.returncode == 1, (p.stdout, p.stderr)
+            assert "already running" in p.stderr and str(first.pid) in p.stderr and "Traceback" not in p.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=10)
+    # Once the first has stopped, the instance folder is free again.
+    port = _free_port()
+    again = _start_server(env, port)
+    try:
+        assert _healthz(port)["queue"]["status"] == "ok"
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
+
+
 def _processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line or environment names `text` (the instance folder)."""
     found = []

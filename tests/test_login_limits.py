@@ -255,7 +255,7 @@ def test_no_free_hashing_slot_is_a_503_with_retry_after(web):
             busy = token(web)
             page = page_login(web)
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
-    assert "busy" in busy.get_json()["error"] or "繁忙" in busy.get_json()["error"]
+    assert "busy" in busy.get_json()["error"] or "正忙" in busy.get_json()["error"]
     assert page.status_code == 503 and page.headers["Retry-After"] == "2"
     assert token(web).status_code == 201
 

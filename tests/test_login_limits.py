@@ -297,3 +297,17 @@ def test_behind_a_proxy_the_forwarded_client_address_is_counted(tmp_path, sqlite
         assert via_proxy("203.0.113.7").status_code == 401
     assert via_proxy("203.0.113.7", PASSWORD).status_code == 429
     assert via_proxy("198.51.100.1", PASSWORD).status_code == 201
+    # A header that names no address counts as one client, and is stored as such: no 500 on a NUL.
+    for junk in ("\x00evil", "x" * 5000, "not-an-ip", "1.2.3", "::g"):
+        assert via_proxy(junk).status_code in (401, 429)
+    assert {e["address"] for e in lockouts(app)} == {"203.0.113.7", "unknown"}
+
+
+@pytest.mark.parametrize("remote, counted", [
+    ("10.0.0.1", "10.0.0.1"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"), ("::ffff:10.0.0.1", "10.0.0.1"), (None, "unknown"),
+    ("", "unknown"), ("10.0.0.1\x00", "unknown")])
+def test_what_counts_as_one_client_address(remote, counted):
+    from keel.auth.throttle import client_address
+
+    assert client_address(remote) == counted

@@ -20,6 +20,7 @@ from keel.auth.credentials import BUSY_RETRY_AFTER, LoginOutcome, attempt_login
 from keel.auth.directory import get_actor, get_user, manager_of, roles_of
 from keel.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from keel.auth.sessions import end_session, start_session
+from keel.auth.throttle import client_address
 from keel.auth.tokens import issue_token, revoke_token
 from keel.errors import NotFound
 from keel.i18n import translate
@@ -73,7 +74,7 @@ def _not_now(outcome: LoginOutcome) -> tuple[int, str, int] | None:
 
 def _client_address() -> str:
     # The peer, or the client a trusted proxy names (KEEL_PROXY_COUNT sets up ProxyFix in create_app).
-    return request.remote_addr or "unknown"
+    return client_address(request.remote_addr)
 
 
 @bp.route("/login", methods=["GET", "POST"])

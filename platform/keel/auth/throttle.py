@@ -22,6 +22,7 @@ KEEL_PROXY_COUNT tells Keel how many proxies in front of it set X-Forwarded-For.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import time
 from collections.abc import Iterable
@@ -79,6 +80,21 @@ def storage_uri(redis_url: str | None) -> str:
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url[len("unix://"):]
     return redis_url
+
+
+def client_address(remote_addr: str | None) -> str:
+    """What the limits count as one client: an IPv4 address, or an IPv6 /64 (one subscriber usually
+    holds a whole /64, and would otherwise have billions of fresh addresses). Anything that is not an
+    address (a proxy header gone wrong) counts as one client, "unknown"."""
+    try:
+        ip = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def _hashed(value: str) -> str:

@@ -102,6 +102,10 @@ def _hashed(value: str) -> str:
 
 
 class LoginLimits:
+    """The three limits of the module doc, for one app, counted in its Flask-Limiter storage. (The
+    limiter's route decorators are not used: they cannot forgive an address on success or let a
+    fresh address through an account's full windows.)"""
+
     def __init__(self, app: Flask):
         cfg = app.config
         self.per_address = _parse(cfg, "KEEL_LOGIN_LIMIT_PER_ADDRESS")
@@ -112,12 +116,14 @@ class LoginLimits:
         # Several Keel instances may share one Redis: each counts apart, keyed by its database.
         instance = _hashed(cfg["KEEL_DATABASE_URL"])[:12]
         cfg.setdefault("RATELIMIT_STORAGE_URI", storage_uri(cfg.get("KEEL_REDIS_URL")))
-        cfg.setdefault("RATELIMIT_STRATEGY", "moving-window")
+        # Moving windows, always: a fixed window would let a burst through at each boundary, and the
+        # refusals here rely on a full window not counting further attempts.
+        cfg["RATELIMIT_STRATEGY"] = "moving-window"
         options = {"key_prefix": f"keel-login-{instance}", "wrap_exceptions": True}
         if not cfg["RATELIMIT_STORAGE_URI"].startswith("memory"):
             options |= {"socket_timeout": 2, "socket_connect_timeout": 2}
         cfg.setdefault("RATELIMIT_STORAGE_OPTIONS", options)
-        self.limiter = Limiter(get_remote_address, app=app)
+        self.limiter = Limiter(get_remote_address, app=app)  # the key function only serves decorators
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._store_down_until = 0.0
 

@@ -279,7 +279,7 @@ def test_an_unknown_username_takes_as_long_as_a_wrong_password(web):
                                         ("KEEL_LOGIN_CONCURRENT_HASHES", "0"),
                                         ("KEEL_PROXY_COUNT", "many")])
 def test_a_bad_limit_setting_is_a_clear_startup_error(tmp_path, sqlite_url, key, value):
-    from keel.config import ConfigError
+    from keel.errors import ConfigError
 
     with pytest.raises(ConfigError, match=key):
         make_app(tmp_path, sqlite_url, **{key: value})

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from keel.errors import KeelError
-
 # Secrets that must never run in production: the ones any checkout or tutorial would know.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
 ENVIRONMENTS = ("development", "production")
@@ -15,22 +13,6 @@ LOGIN_LIMITS = {
     "KEEL_LOGIN_LIMIT_PER_ACCOUNT_AND_ADDRESS": "5 per 15 minutes; 10 per hour; 20 per day",
     "KEEL_LOGIN_LIMIT_PER_ACCOUNT": "20 per hour; 50 per day",
 }
-
-
-class ConfigError(KeelError):
-    """A setting Keel cannot start with; the message names the variable and what it accepts."""
-
-
-def check(cfg: dict) -> None:
-    """Refuse settings that would otherwise be misread. `KEEL_ENV=Production` or `prod` used to run as
-    development (a generated secret, cookies without Secure), silently: every unknown value is an error."""
-    if cfg["KEEL_ENV"] not in ENVIRONMENTS:
-        raise ConfigError(f"KEEL_ENV must be 'development' or 'production' (exactly, in lower case), "
-                          f"not {cfg['KEEL_ENV']!r}")
-    for key, low, high in (("KEEL_LOGIN_CONCURRENT_HASHES", 1, 64), ("KEEL_PROXY_COUNT", 0, 5)):
-        value = str(cfg.get(key, low)).strip()
-        if not value.isdigit() or not low <= int(value) <= high:
-            raise ConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:

@@ -30,6 +30,10 @@ class KeelError(Exception):
     """Base of every error Keel reports to a user (never shown with a traceback)."""
 
 
+class ConfigError(KeelError):
+    """A setting Keel cannot start with; the message names the variable and what it accepts."""
+
+
 @dataclass
 class FieldErrors(KeelError):
     """Per-field validation errors of one write; `errors` maps field id -> messages.

@@ -36,7 +36,8 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
-from keel.config import LOGIN_LIMITS, ConfigError
+from keel.config import LOGIN_LIMITS
+from keel.errors import ConfigError
 
 log = logging.getLogger("keel.auth")
 # When Redis cannot be reached, count in memory for this long before trying it again (logins go on).

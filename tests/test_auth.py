@@ -1,10 +1,10 @@
-"""Authentication: argon2 passwords, the DB-kept login throttle, hashed bearer tokens, the login page
-with CSRF, and the deny-by-default hook (pages redirect to /login, the API answers 401)."""
+"""Authentication: argon2 passwords, hashed bearer tokens, server-side page sessions, the login page with
+CSRF, and the deny-by-default hook (pages redirect to /login, the API answers 401). Login limits are in
+test_login_limits.py."""
 from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from urllib.parse import quote
 
 import pytest
@@ -15,12 +15,12 @@ from flask_wtf.csrf import generate_csrf
 
 from conftest import make_app
 from keel.actor import SYSTEM
-from keel.auth import public, require_admin, throttle
+from keel.auth import public, require_admin
 from keel.auth.directory import add_user, deactivate_user, find_user, set_roles
 from keel.auth.passwords import needs_rehash, verify_password
 from keel.auth.tokens import issue_token, resolve_token, revoke_token
 from keel.errors import FieldErrors
-from keel.storage.system import api_tokens, audit_events, login_failures, metadata, users
+from keel.storage.system import api_tokens, audit_events, metadata, users
 
 PASSWORD = "correct horse battery"
 
@@ -131,7 +131,7 @@ def test_weak_hash_is_upgraded_on_successful_login(web):
     with _engine(web).begin() as conn:
         conn.execute(users.update().where(users.c.username == "alice").values(password_hash=weak))
     assert needs_rehash(weak)
-    assert throttle.attempt_login(_engine(web), "alice", PASSWORD).ok
+    assert _api_token(web.test_client()).status_code == 201
     with _engine(web).connect() as conn:
         stored = conn.execute(sa.select(users.c.password_hash).where(users.c.username == "alice")).scalar()
     assert stored != weak and not needs_rehash(stored) and verify_password(stored, PASSWORD)
@@ -181,6 +181,87 @@ def test_logout_ends_the_session(web):
     assert client.get("/probe").status_code == 302
 
 
+def _replay(client, cookie: str) -> int:
+    """Send a saved copy of a session cookie (as someone who copied it would) and see if it still works."""
+    client.set_cookie("session", cookie)
+    return client.get("/probe").status_code
+
+
+def _logout(client):
+    return client.post("/logout", data={"csrf_token": client.get("/probe-csrf").get_json()["csrf"]})
+
+
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_is_useless(web_any_db):
+    client = web_any_db.test_client()
+    _page_login(client)
+    copied = client.get_cookie("session").value
+    assert _logout(client).status_code == 302
+    assert _replay(client, copied) == 302
+    with _engine(web_any_db).connect() as conn:
+        actions = list(conn.execute(sa.select(audit_events.c.action).order_by(audit_events.c.id)).scalars())
+    stored = _all_stored_text(_engine(web_any_db))
+    assert actions[-2:] == ["auth.login", "auth.logout"]
+    # The cookie carries a random secret; the database keeps only its hash.
+    assert copied not in stored
+    # Another session of the same user (another browser) is not ended by this logout.
+    other = web_any_db.test_client()
+    _page_login(other)
+    _page_login(client)
+    _logout(client)
+    assert other.get("/probe").status_code == 200
+
+
+def test_deactivating_ends_sessions_and_tokens_and_reactivating_does_not_revive_them(web_any_db):
+    from keel.auth.directory import reactivate_user
+
+    client = web_any_db.test_client()
+    token = _api_token(client).get_json()["token"]
+    _page_login(client)
+    cookie = client.get_cookie("session").value
+    with _engine(web_any_db).begin() as conn:
+        alice = find_user(conn, "alice").id
+        deactivate_user(conn, alice, SYSTEM)
+    with _engine(web_any_db).begin() as conn:
+        reactivate_user(conn, alice, SYSTEM)
+        event = conn.execute(sa.select(audit_events.c.detail)
+                             .where(audit_events.c.action == "user.deactivate")).scalar()
+    assert event["sessions_ended"] == 1 and event["tokens_revoked"] == 1
+    assert _replay(client, cookie) == 302
+    assert client.get("/api/v1/me", headers=_bearer(token)).status_code == 401
+    # Signing in again works and gives a new session.
+    _page_login(client)
+    assert client.get("/probe").status_code == 200 and client.get_cookie("session").value != cookie
+
+
+def test_a_new_password_ends_every_session_of_the_user(web_any_db):
+    from keel.auth.directory import set_password
+
+    laptop, phone = web_any_db.test_client(), web_any_db.test_client()
+    _page_login(laptop)
+    _page_login(phone)
+    with _engine(web_any_db).begin() as conn:
+        set_password(conn, find_user(conn, "alice").id, "a brand new password", SYSTEM)
+    assert laptop.get("/probe").status_code == 302 and phone.get("/probe").status_code == 302
+    _page_login(laptop, password="a brand new password")
+    assert laptop.get("/probe").status_code == 200
+
+
+def test_a_session_older_than_its_lifetime_has_ended(web):
+    from keel.storage.system import page_sessions
+
+    client = web.test_client()
+    _page_login(client)
+    assert client.get("/probe").status_code == 200
+    old = dt.datetime.now(dt.UTC) - web.permanent_session_lifetime - dt.timedelta(minutes=1)
+    with _engine(web).begin() as conn:
+        conn.execute(page_sessions.update().values(created_at=old))
+    assert client.get("/probe").status_code == 302
+    # The next login clears the user's expired rows.
+    _page_login(client)
+    with _engine(web).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(page_sessions)).scalar() == 1
+
+
 @pytest.mark.parametrize("target", ["//evil.com", "https://evil.com/x", "/\\evil.com", "http:/evil.com",
                                     "javascript:alert(1)", "/\n/evil.com", "/\t/evil.com"])
 def test_next_must_be_a_local_path(web, target):
@@ -196,111 +277,6 @@ def test_redirect_to_login_keeps_the_local_path_and_query(web):
     resp = web.test_client().get("/probe?x=1")
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/login?next=/probe?x%3D1"
-
-
-# ---- throttle ----------------------------------------------------------------------------------
-
-def test_five_wrong_passwords_lock_the_account_in_the_database(web_any_db, tmp_path, db_url):
-    client = web_any_db.test_client()
-    for _ in range(4):
-        assert _api_token(client, password="wrong password").status_code == 401
-    # The fifth failure locks, and says so at once.
-    assert _api_token(client, password="wrong password").status_code == 429
-    locked = _api_token(client)  # the right password, refused while locked
-    assert locked.status_code == 429
-    assert 14 * 60 < int(locked.headers["Retry-After"]) <= 15 * 60
-    assert "Too many failed logins" in locked.get_json()["error"] or "登录失败" in locked.get_json()["error"]
-    assert "token" not in locked.get_json()
-    # The page refuses too, with the same message.
-    page = _page_login(web_any_db.test_client())
-    assert page.status_code == 429
-    # A second server process on the same database sees the lock.
-    other = make_app(tmp_path / "other", db_url)
-    try:
-        assert _api_token(other.test_client()).status_code == 429
-        assert _api_token(other.test_client(), username="ALICE").status_code == 429  # key ignores case
-    finally:
-        other.extensions["keel"].engine.dispose()
-
-
-def test_unknown_username_is_throttled_the_same_way(web):
-    client = web.test_client()
-    expected = _api_token_error_for_wrong_password(web)
-    for _ in range(4):
-        resp = _api_token(client, username="nobody")
-        assert resp.status_code == 401 and resp.get_json() == expected
-    assert _api_token(client, username="nobody").status_code == 429
-    assert _api_token(client, username="NoBody").status_code == 429
-
-
-def _api_token_error_for_wrong_password(app):
-    # What a known user with a wrong password gets; an unknown user must get exactly the same.
-    with _engine(app).begin() as conn:
-        throttle.clear_failures(conn, "alice")
-    body = _api_token(app.test_client(), password="wrong password").get_json()
-    with _engine(app).begin() as conn:
-        throttle.clear_failures(conn, "alice")
-    return body
-
-
-def test_unknown_username_costs_a_password_check(web):
-    """Without the dummy-hash check an unknown name answers ~100x faster than a wrong password."""
-    engine = _engine(web)
-    throttle.attempt_login(engine, "warmup", "x" * 8)  # builds the dummy hash once
-
-    def timed(username):
-        start = time.perf_counter()
-        assert not throttle.attempt_login(engine, username, "wrong password").ok
-        return time.perf_counter() - start
-
-    known = min(timed("alice") for _ in range(3))
-    unknown = min(timed(f"ghost{i}") for i in range(3))
-    assert unknown > 0.3 * known, (unknown, known)
-
-
-def test_success_clears_failures(web):
-    engine = _engine(web)
-    for _ in range(4):
-        assert not throttle.attempt_login(engine, "alice", "wrong password").ok
-    assert throttle.attempt_login(engine, "alice", PASSWORD).ok
-    with engine.begin() as conn:
-        assert conn.execute(sa.select(login_failures)).first() is None
-        for _ in range(4):  # a fresh count: four more failures do not lock
-            assert throttle.record_failure(conn, "alice") is None
-        assert throttle.locked_until(conn, "alice") is None
-
-
-def test_lock_expires_grows_on_repeat_and_failures_spread_out_do_not_lock(db_url, tmp_path):
-    from keel.storage.db import create_engine, create_system_tables
-
-    engine = create_engine(db_url)
-    create_system_tables(engine)
-    t0 = dt.datetime(2025, 10, 18, 9, 0, tzinfo=dt.UTC)
-    try:
-        with engine.begin() as conn:
-            for i in range(4):
-                assert throttle.record_failure(conn, "Bob", t0 + dt.timedelta(minutes=i)) is None
-            first_lock = throttle.record_failure(conn, "bob", t0 + dt.timedelta(minutes=4))
-            assert first_lock == t0 + dt.timedelta(minutes=19)
-            assert throttle.locked_until(conn, "BOB", t0 + dt.timedelta(minutes=18)) == first_lock
-            assert throttle.locked_until(conn, "bob", first_lock) is None  # expired
-            # Five more right after the lock: twice as long.
-            for i in range(4):
-                assert throttle.record_failure(conn, "bob", first_lock + dt.timedelta(minutes=i)) is None
-            second = throttle.record_failure(conn, "bob", first_lock + dt.timedelta(minutes=4))
-            assert second == first_lock + dt.timedelta(minutes=4 + 30)
-            # One failure every 20 minutes never locks.
-            for i in range(10):
-                assert throttle.record_failure(conn, "carol", t0 + dt.timedelta(minutes=20 * i)) is None
-            # A day later the history is forgotten: the next lock is 15 minutes again.
-            later = second + dt.timedelta(days=2)
-            for i in range(4):
-                throttle.record_failure(conn, "bob", later + dt.timedelta(seconds=i))
-            assert throttle.record_failure(conn, "bob", later + dt.timedelta(seconds=4)) == \
-                later + dt.timedelta(seconds=4, minutes=15)
-            assert throttle.forget_stale(conn, later + dt.timedelta(days=3)) == 2
-    finally:
-        engine.dispose()
 
 
 def test_inactive_user_cannot_log_in_even_with_the_right_password(web):
@@ -448,6 +424,26 @@ def test_api_ignores_the_session_cookie(web):
     _page_login(client)
     assert client.get("/probe").status_code == 200
     assert client.get("/api/v1/probe").status_code == 401
+
+
+def test_api_responses_never_set_a_session_cookie(web):
+    client = web.test_client()
+    token = _api_token(client).get_json()["token"]
+    answers = [
+        client.post("/api/v1/auth/token?lang=en", json={"username": "alice", "password": PASSWORD}),
+        client.post("/api/v1/auth/token?lang=en", json={"username": "alice", "password": "wrong password"}),
+        client.get("/api/v1/me?lang=en", headers=_bearer(token)),
+        client.get("/api/v1/me?lang=en"),
+        client.get("/api/v1/nowhere?lang=en"),
+    ]
+    for resp in answers:
+        assert resp.headers.getlist("Set-Cookie") == [], (resp.status_code, resp.headers)
+    # A page session open in the same browser is neither read nor changed by the API.
+    _page_login(client)
+    cookie = client.get_cookie("session").value
+    en = client.get("/api/v1/me?lang=en", headers=_bearer(token))
+    assert en.headers.getlist("Set-Cookie") == [] and client.get_cookie("session").value == cookie
+    assert client.get("/probe").status_code == 200
 
 
 def test_require_admin_answers_403_json(web):

@@ -181,6 +181,18 @@ def test_production_refuses_a_missing_or_default_secret(env):
         assert p.returncode == 1 and "KEEL_SECRET_KEY" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("value", ["Production", "prod", "dev", " production"])
+def test_an_unknown_keel_env_is_a_clear_startup_error(env, value):
+    # A typo must not silently run a production server in development mode (generated secret,
+    # cookies without Secure).
+    for args in (["init"], ["serve", "--port", "1"], ["worker", "--burst"]):
+        p = keel({**env, "KEEL_ENV": value}, *args)
+        assert p.returncode == 1, (args, p.stdout, p.stderr)
+        assert "KEEL_ENV" in p.stderr and "development" in p.stderr and "production" in p.stderr
+        assert "Traceback" not in p.stderr
+    assert not (Path(env["KEEL_INSTANCE_PATH"]) / "secret_key").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,6 +225,92 @@ def test_serve_listens_on_the_given_port(env):
     while _processes_mentioning(env["KEEL_INSTANCE_PATH"]) and time.time() < deadline:
         time.sleep(0.2)
     assert _processes_mentioning(env["KEEL_INSTANCE_PATH"]) == []
+
+
+def _start_server(env, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "serve", "--port", str(port)],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+
+
+def _peak_memory_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+def test_forty_parallel_logins_do_not_take_the_server_to_gigabytes(env):
+    """Each argon2 check takes 64 MiB: forty at once used to take the server from ~100 MB to 2 GB."""
+    run(env, "init")
+    port = _free_port()
+    # Let all forty reach the password check (distinct unknown usernames, no per-address limit).
+    proc = _start_server({**env, "KEEL_LOGIN_LIMIT_PER_ADDRESS": "1000 per minute"}, port)
+    try:
+        before = _peak_memory_mb(proc.pid)
+
+        def attempt(i):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/token", method="POST",
+                                         data=json.dumps({"username": f"ghost{i}", "password": "x" * 12}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(40) as pool:
+            statuses = list(pool.map(attempt, range(40)))
+        peak = _peak_memory_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert set(statuses) <= {401, 503} and statuses.count(401) >= 2, statuses
+    # Two hashing slots (KEEL_LOGIN_CONCURRENT_HASHES) of 64 MiB each, plus slack.
+    assert peak - before < 300, (before, peak)
+
+
+def _healthz(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_a_second_serve_on_the_same_instance_leaves_the_first_ones_redis_alone(env):
+    run(env, "init")
+    port = _free_port()
+    first = _start_server(env, port)
+    try:
+        assert _healthz(port)["queue"]["status"] == "ok"
+        sock = Path(env["KEEL_INSTANCE_PATH"]) / "redis.sock"
+        assert sock.exists()
+        # The same port (fails with "port in use") and another port: both refuse, saying why.
+        for second_port in (port, _free_port()):
+            p = keel(env, "serve", "--port", str(second_port), timeout=60)
+            assert sock.exists()
+            assert _healthz(port)["queue"]["status"] == "ok"  # the first server's queue still answers
+            assert p.returncode == 1, (p.stdout, p.stderr)
+            assert "already running" in p.stderr and str(first.pid) in p.stderr and "Traceback" not in p.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=10)
+    # Once the first has stopped, the instance folder is free again.
+    port = _free_port()
+    again = _start_server(env, port)
+    try:
+        assert _healthz(port)["queue"]["status"] == "ok"
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -8,16 +8,27 @@ from pathlib import Path
 
 from flask import Flask, jsonify
 
-from keel.config import KNOWN_DEFAULT_SECRETS, from_environment
-from keel.errors import KeelError
+from keel.config import ENVIRONMENTS, KNOWN_DEFAULT_SECRETS, from_environment
+from keel.errors import ConfigError
 from keel.runtime import Runtime
 from keel.storage.db import create_engine, create_system_tables
 
 log = logging.getLogger("keel")
 
 
-class ConfigError(KeelError):
-    pass
+__all__ = ["ConfigError", "create_app", "runtime_of"]
+
+
+def _check(cfg: dict) -> None:
+    """Refuse settings that would otherwise be misread. `KEEL_ENV=Production` or `prod` used to run as
+    development (a generated secret, cookies without Secure), silently: every unknown value is an error."""
+    if cfg["KEEL_ENV"] not in ENVIRONMENTS:
+        raise ConfigError(f"KEEL_ENV must be 'development' or 'production' (exactly, in lower case), "
+                          f"not {cfg['KEEL_ENV']!r}")
+    for key, low, high in (("KEEL_LOGIN_CONCURRENT_HASHES", 1, 64), ("KEEL_PROXY_COUNT", 0, 5)):
+        value = str(cfg.get(key, low)).strip()
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
 
 
 def _secret_key(cfg: dict) -> str:
@@ -40,9 +51,15 @@ def _secret_key(cfg: dict) -> str:
 def create_app(config: dict | None = None) -> Flask:
     cfg = from_environment()
     cfg.update(config or {})
+    _check(cfg)
     Path(cfg["KEEL_INSTANCE_PATH"]).mkdir(parents=True, exist_ok=True)
 
     app = Flask("keel", instance_path=cfg["KEEL_INSTANCE_PATH"])
+    if int(cfg["KEEL_PROXY_COUNT"]):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the hops we were told about: X-Forwarded-For is otherwise whatever the client wrote.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(cfg["KEEL_PROXY_COUNT"]))
     app.config.update(cfg)
     app.config["SECRET_KEY"] = _secret_key(cfg)
     app.config["MAX_CONTENT_LENGTH"] = cfg.get("MAX_CONTENT_LENGTH") or 2 * 1024 * 1024

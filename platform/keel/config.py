@@ -7,6 +7,12 @@ from pathlib import Path
 
 # Secrets that must never run in production: the ones any checkout or tutorial would know.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
+ENVIRONMENTS = ("development", "production")
+LOGIN_LIMITS = {
+    "KEEL_LOGIN_LIMIT_PER_ADDRESS": "30 per minute; 300 per hour",
+    "KEEL_LOGIN_LIMIT_PER_ACCOUNT_AND_ADDRESS": "5 per 15 minutes; 10 per hour; 20 per day",
+    "KEEL_LOGIN_LIMIT_PER_ACCOUNT": "20 per hour; 50 per day",
+}
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:
@@ -23,4 +29,9 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         "KEEL_BASE_URL": env.get("KEEL_BASE_URL") or None,
         # None: the `plugins` folder next to the apps folder; "" turns folder discovery off
         "KEEL_PLUGINS_PATH": env.get("KEEL_PLUGINS_PATH"),
+        # Login limits, as Flask-Limiter rate strings (keel.auth.throttle says how they combine)
+        **{key: env.get(key) or default for key, default in LOGIN_LIMITS.items()},
+        "KEEL_LOGIN_CONCURRENT_HASHES": env.get("KEEL_LOGIN_CONCURRENT_HASHES") or "2",
+        # how many reverse proxies in front of Keel set X-Forwarded-For (0: the peer is the client)
+        "KEEL_PROXY_COUNT": env.get("KEEL_PROXY_COUNT") or "0",
     }

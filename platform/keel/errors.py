@@ -33,6 +33,10 @@ class KeelError(Exception):
     status = 400
 
 
+class ConfigError(KeelError):
+    """A setting Keel cannot start with; the message names the variable and what it accepts."""
+
+
 @dataclass
 class FieldErrors(KeelError):
     """Per-field validation errors of one write; `errors` maps field id -> messages.

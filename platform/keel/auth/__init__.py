@@ -15,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, jsonify, make_response, redirect, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
 
@@ -42,13 +43,16 @@ class AuthenticationRequired(KeelError):
 
 
 class SessionUser(UserMixin):
-    """What Flask-Login keeps for a page session: the Actor, re-read from the database each request."""
+    """What Flask-Login keeps for a page session: the Actor, re-read from the database each request.
+    Its id (what the cookie carries) is the session's secret, looked up in `keel_sessions` each time, so
+    the server can end a session (see keel.auth.sessions)."""
 
-    def __init__(self, actor: Actor):
+    def __init__(self, actor: Actor, secret: str):
         self.actor = actor
+        self.secret = secret
 
     def get_id(self) -> str:
-        return str(self.actor.user_id)
+        return self.secret
 
 
 def public(view):
@@ -94,20 +98,34 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+class PageSessionInterface(SecureCookieSessionInterface):
+    """The signed session cookie, for pages only. An API request gets an empty session that is never
+    saved: it neither reads a page session open in the same browser nor answers with a Set-Cookie
+    (`?lang=en` on the API used to start one)."""
+
+    def open_session(self, app, request):
+        if is_api_path(request.path):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if is_api_path(request.path):
+            return
+        super().save_session(app, session, response)
+
+
 def _engine():
     return current_app.extensions["keel"].engine
 
 
-def _load_session_user(user_id: str) -> SessionUser | None:
+def _load_session_user(secret: str) -> SessionUser | None:
     from keel.auth.directory import get_actor
+    from keel.auth.sessions import session_user
 
-    try:
-        uid = int(user_id)
-    except (TypeError, ValueError):
-        return None
     with _engine().connect() as conn:
-        actor = get_actor(conn, uid)
-    return SessionUser(actor) if actor is not None else None
+        user_id = session_user(conn, secret, current_app.permanent_session_lifetime)
+        actor = get_actor(conn, user_id) if user_id is not None else None
+    return SessionUser(actor, secret) if actor is not None else None
 
 
 def _api_unauthorized(message: str, invalid_token: bool = False):
@@ -183,6 +201,7 @@ def _on_authentication_required(_err: AuthenticationRequired):
 def init_app(app: Flask) -> None:
     # CSRF is checked by `_authenticate` for pages only: the bearer-only API has no ambient credential.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.session_interface = PageSessionInterface()
     csrf = CSRFProtect(app)
 
     login_manager = LoginManager()
@@ -194,6 +213,7 @@ def init_app(app: Flask) -> None:
     app.before_request(lambda: _authenticate(csrf))
     app.register_error_handler(AuthenticationRequired, _on_authentication_required)
 
-    from keel.auth import login
+    from keel.auth import credentials, login
 
+    credentials.init_app(app)
     app.register_blueprint(login.bp)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from keel.actor import Actor
 from keel.auth.passwords import hash_password, password_problems
+from keel.auth.sessions import end_all_sessions
 from keel.errors import FieldErrors, NotFound, PermissionDenied
 from keel.i18n import LOCALES
 from keel.storage.audit import record_event, utcnow
@@ -278,20 +279,25 @@ def set_roles(conn: sa.Connection, user_id: int, roles: Iterable[str], actor: Ac
 
 
 def set_password(conn: sa.Connection, user_id: int, password: str, actor: Actor) -> None:
-    """Set a new password (admin reset, or the CLI). The policy's problems come back as FieldErrors."""
+    """Set a new password (admin reset, or the CLI). The policy's problems come back as FieldErrors.
+    Every page session of the user ends (whoever knew the old password is signed out); API tokens are
+    credentials of their own and stay until revoked."""
     _require_admin(actor)
     user = _existing_user(conn, user_id)
     problems = password_problems(password)
     if problems:
         raise FieldErrors({"password": problems})
     conn.execute(users.update().where(users.c.id == user_id).values(password_hash=hash_password(password)))
+    ended = end_all_sessions(conn, user_id)
     _bump_auth_version(conn, user_id)
-    record_event(conn, actor, "user.password", detail={"user_id": user_id, "username": user.username})
+    record_event(conn, actor, "user.password", detail={"user_id": user_id, "username": user.username,
+                                                       "sessions_ended": ended})
 
 
 def deactivate_user(conn: sa.Connection, user_id: int, actor: Actor) -> None:
-    """A deactivated user can no longer log in and every token of theirs is revoked at once. The row
-    stays: records, versions and audit events still name who did what."""
+    """A deactivated user can no longer log in; every token and page session of theirs ends at once, for
+    good (reactivating does not bring them back). The row stays: records, versions and audit events still
+    name who did what."""
     _require_admin(actor)
     user = _existing_user(conn, user_id)
     now = utcnow()
@@ -299,9 +305,10 @@ def deactivate_user(conn: sa.Connection, user_id: int, actor: Actor) -> None:
     revoked = conn.execute(api_tokens.update()
                            .where(api_tokens.c.user_id == user_id, api_tokens.c.revoked_at.is_(None))
                            .values(revoked_at=now)).rowcount
+    ended = end_all_sessions(conn, user_id, now)
     _bump_auth_version(conn, user_id)
     record_event(conn, actor, "user.deactivate", at=now, detail={
-        "user_id": user_id, "username": user.username, "tokens_revoked": revoked})
+        "user_id": user_id, "username": user.username, "tokens_revoked": revoked, "sessions_ended": ended})
 
 
 def _bump_auth_version(conn: sa.Connection, user_id: int) -> None:
@@ -312,7 +319,8 @@ def _bump_auth_version(conn: sa.Connection, user_id: int) -> None:
 # ---- synced directories (HR master data) ---------------------------------------------------------
 
 def reactivate_user(conn: sa.Connection, user_id: int, actor: Actor) -> None:
-    """Undo a deactivation (a person back in the HR system). Tokens revoked then stay revoked."""
+    """Undo a deactivation (a person back in the HR system). Tokens revoked and sessions ended then stay
+    so: the person signs in again."""
     _require_admin(actor)
     user = _existing_user(conn, user_id)
     conn.execute(users.update().where(users.c.id == user_id).values(active=True))

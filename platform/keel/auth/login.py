@@ -1,5 +1,6 @@
 """The only authentication routes: the login page, logout, and the API's token endpoints and "who am I".
-Both faces use `throttle.attempt_login`, so the page and the API share one lock per username."""
+Both faces use `credentials.attempt_login`, so the page and the API share the same login limits; both
+answer a refusal with 429 and a busy server with 503, each with Retry-After."""
 from __future__ import annotations
 
 import math
@@ -14,10 +15,13 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import InputRequired, Length
 
 from keel.auth import SessionUser, current_actor, public, safe_next
+from keel.auth.credentials import BUSY_RETRY_AFTER, LoginOutcome, attempt_login
 from keel.auth.directory import get_actor, get_user, manager_of, roles_of
 from keel.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
-from keel.auth.throttle import LoginOutcome, attempt_login
+from keel.auth.sessions import end_session, start_session
+from keel.auth.throttle import client_address
 from keel.auth.tokens import issue_token, revoke_token
+from keel.errors import NotFound
 from keel.i18n import translate
 from keel.storage.audit import record_event
 from keel.storage.system import departments, users
@@ -49,10 +53,28 @@ def _home() -> str:
     return "/"
 
 
-def _locked_message(outcome: LoginOutcome) -> str:
-    minutes = max(1, math.ceil(outcome.retry_after() / 60))
-    return translate("Too many failed logins for this username. Try again in %(minutes)s minutes.",
-                     minutes=minutes)
+def _not_now(outcome: LoginOutcome) -> tuple[int, str, int] | None:
+    """(status, message, Retry-After seconds) for an attempt the limits refused or a busy server
+    turned away; None when the password was checked."""
+    if outcome.busy:
+        return 503, translate("The server is busy checking other logins. Try again in a few seconds."), \
+            BUSY_RETRY_AFTER
+    if outcome.refusal is None:
+        return None
+    seconds = outcome.refusal.retry_after
+    minutes = max(1, math.ceil(seconds / 60))
+    if outcome.refusal.scope == "address":
+        message = translate("Too many login attempts from your network address. Try again in %(minutes)s "
+                            "minutes.", minutes=minutes)
+    else:
+        message = translate("Too many failed logins for this username. Try again in %(minutes)s minutes.",
+                            minutes=minutes)
+    return 429, message, seconds
+
+
+def _client_address() -> str:
+    # The peer, or the client a trusted proxy names (KEEL_PROXY_COUNT sets up ProxyFix in create_app).
+    return client_address(request.remote_addr)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -62,37 +84,50 @@ def login():
     if request.method == "GET" and current_user.is_authenticated:
         return redirect(next_url or _home())
     form = LoginForm()
-    error, status = None, 200
+    error, status, retry_after = None, 200, None
     if form.validate_on_submit():
-        outcome = attempt_login(_engine(), form.username.data, form.password.data)
+        outcome = attempt_login(_engine(), form.username.data, form.password.data, _client_address())
         if outcome.ok:
             with _engine().begin() as conn:
-                actor = get_actor(conn, outcome.user_id)
-                record_event(conn, actor, "auth.login", detail={"via": "page"})
-            # A fresh session for the signed-in user: nothing from before the login carries over.
-            lang = session.get("lang")
-            session.clear()
-            if lang:
-                session["lang"] = lang
-            login_user(SessionUser(actor))
-            return redirect(next_url or _home())
-        if outcome.locked:
-            error, status = _locked_message(outcome), 429
+                secret = start_session(conn, outcome.user_id, current_app.permanent_session_lifetime)
+                # None: deactivated since the password check, which makes it a failed login.
+                actor = get_actor(conn, outcome.user_id) if secret is not None else None
+                if actor is not None:
+                    record_event(conn, actor, "auth.login", detail={"via": "page"})
+            if actor is not None:
+                # A fresh session for the signed-in user: nothing from before the login carries over.
+                _clear_session()
+                login_user(SessionUser(actor, secret))
+                return redirect(next_url or _home())
+            outcome = LoginOutcome(None)
+        refused = _not_now(outcome)
+        if refused is not None:
+            status, error, retry_after = refused
         else:
             error, status = translate("Wrong username or password."), 401
     elif request.method == "POST":
         status = 422
     form.password.data = ""  # never echo a password back into the page
-    return render_template("auth/login.html", form=form, error=error, next=next_url), status
+    page = render_template("auth/login.html", form=form, error=error, next=next_url), status
+    return page if retry_after is None else (*page, {"Retry-After": str(retry_after)})
 
 
-@bp.post("/logout")
-def logout():
-    logout_user()
+def _clear_session() -> None:
+    """Empty the cookie session but keep the chosen language."""
     lang = session.get("lang")
     session.clear()
     if lang:
         session["lang"] = lang
+
+
+@bp.post("/logout")
+def logout():
+    if current_user.is_authenticated:
+        with _engine().begin() as conn:
+            if end_session(conn, current_user.secret):
+                record_event(conn, current_actor(), "auth.logout")
+    logout_user()
+    _clear_session()
     return redirect(url_for("auth.login"))
 
 
@@ -120,16 +155,22 @@ def create_token():
     if errors:
         return jsonify(errors=errors), 422
 
-    outcome = attempt_login(_engine(), body["username"], body["password"])
-    if outcome.locked:
-        resp = _json_error(429, _locked_message(outcome))
-        resp.headers["Retry-After"] = str(outcome.retry_after())
+    outcome = attempt_login(_engine(), body["username"], body["password"], _client_address())
+    refused = _not_now(outcome)
+    if refused is not None:
+        status, message, retry_after = refused
+        resp = _json_error(status, message)
+        resp.headers["Retry-After"] = str(retry_after)
         return resp
+    wrong = _json_error(401, translate("Wrong username or password."))
     if not outcome.ok:
-        return _json_error(401, translate("Wrong username or password."))
-    with _engine().begin() as conn:
-        token = issue_token(conn, outcome.user_id, name)
-        user = describe_user(conn, outcome.user_id)
+        return wrong
+    try:
+        with _engine().begin() as conn:
+            token = issue_token(conn, outcome.user_id, name)
+            user = describe_user(conn, outcome.user_id)
+    except NotFound:  # deactivated since the password check
+        return wrong
     resp = jsonify(token=token, user=user)
     resp.status_code = 201
     resp.headers["Cache-Control"] = "no-store"

@@ -49,7 +49,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def needs_rehash(password_hash: str) -> bool:
     """True when a hash was made with weaker parameters than today's: after a successful login the
-    caller stores `hash_password(password)` in its place (see `keel.auth.throttle.attempt_login`)."""
+    caller stores `hash_password(password)` in its place (see `keel.auth.credentials.attempt_login`)."""
     try:
         return _hasher.check_needs_rehash(password_hash)
     except (InvalidHashError, ValueError):

@@ -33,7 +33,9 @@ def issue_token(conn: sa.Connection, user_id: int, name: str = "", actor: Actor 
         errors.add("name", "Token name must be text of at most %(max)s characters.", max=200)
     if errors:
         raise errors
-    user = conn.execute(sa.select(users.c.username, users.c.active).where(users.c.id == user_id)).first()
+    # Under a lock: a deactivation committing meanwhile must not leave a live token behind.
+    user = conn.execute(sa.select(users.c.username, users.c.active).where(users.c.id == user_id)
+                        .with_for_update()).first()
     if user is None or not user.active:
         raise NotFound(f"no active user with id {user_id}")
     token = PREFIX + secrets.token_urlsafe(32)

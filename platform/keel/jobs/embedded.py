@@ -4,13 +4,16 @@
 1. KEEL_REDIS_URL set: use that Redis; start a scheduler thread here (workers run separately, e.g.
    `keel worker` or the compose file's worker service).
 2. Not set, `redis-server` on PATH: start a private one on a unix socket in the instance folder (no TCP
-   port, no persistence), one `keel worker` process and a scheduler thread; all stop at exit.
+   port, no persistence), one `keel worker` process and a scheduler thread; all stop at exit. The
+   server holds a lock file in the instance folder meanwhile: a second `keel serve` on the same folder
+   refuses with a message instead of replacing the first one's socket.
 3. Neither: run jobs on threads of this process, with the log line "no Redis: running jobs in process".
 """
 from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -25,8 +28,16 @@ from pathlib import Path
 
 from flask import Flask
 
+from keel.errors import KeelError
+
 log = logging.getLogger("keel.jobs")
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+# The lock file each private redis-server is started under, by its process: released when it stops.
+_INSTANCE_LOCKS: dict[subprocess.Popen, int] = {}
+
+
+class InstanceInUse(KeelError):
+    """Another Keel server runs a private redis-server for this instance folder."""
 
 
 @dataclass
@@ -74,6 +85,27 @@ def _stop_process(p: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    lock = _INSTANCE_LOCKS.pop(p, None)
+    if lock is not None:
+        os.close(lock)
+
+
+def _claim_instance(instance: Path) -> int:
+    """Lock the instance folder's `redis.lock` (flock: the kernel releases it when this process dies, so
+    a crash leaves no stale lock) and write our pid into it; InstanceInUse names the holder."""
+    fd = os.open(instance / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 20).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise InstanceInUse(
+            f"Keel is already running on the instance folder {instance} (pid {holder}), with its private "
+            f"redis-server; stop it first, or start this one with another KEEL_INSTANCE_PATH "
+            f"(or point both at one Redis with KEEL_REDIS_URL)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode("ascii"))
+    return fd
 
 
 def _socket_path(instance: Path) -> Path:
@@ -85,19 +117,27 @@ def _socket_path(instance: Path) -> Path:
 
 def ensure_redis(app: Flask, started: list[subprocess.Popen] | None = None) -> str | None:
     """KEEL_REDIS_URL when configured; else the URL of a private redis-server started now (stopped at
-    exit; its process is appended to `started`); else None (no redis-server on PATH)."""
+    exit; its process is appended to `started`); else None (no redis-server on PATH). InstanceInUse
+    when another process runs the private redis-server of this instance folder."""
     url = app.config.get("KEEL_REDIS_URL")
     if url:
         return url
     binary = shutil.which("redis-server")
     if binary is None:
         return None
-    sock = _socket_path(Path(app.config["KEEL_INSTANCE_PATH"]))
+    instance = Path(app.config["KEEL_INSTANCE_PATH"])
+    lock = _claim_instance(instance)
+    sock = _socket_path(instance)
     if sock.exists():
-        sock.unlink()  # left by a server that did not stop cleanly
-    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-                             "--save", "", "--appendonly", "no", "--dir", str(sock.parent)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        sock.unlink()  # left by a server that did not stop cleanly (it holds no lock any more)
+    try:
+        proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                                 "--save", "", "--appendonly", "no", "--dir", str(sock.parent)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+    except OSError:
+        os.close(lock)
+        raise
+    _INSTANCE_LOCKS[proc] = lock
     atexit.register(_stop_process, proc)
     url = f"unix://{sock}"
     if not _wait_for(url, proc):

@@ -60,12 +60,15 @@ api_tokens = sa.Table(
     _ts("revoked_at"),
 )
 
-login_failures = sa.Table(
-    "keel_login_failures", metadata,
-    sa.Column("key", sa.String(255), primary_key=True),  # username (lower-cased)
-    sa.Column("count", sa.Integer(), nullable=False),
-    _ts("first_at", nullable=False),
-    _ts("locked_until"),
+# Page sessions: the signed cookie carries only a random secret, this table its sha256, so logging out,
+# deactivating a user or changing a password ends a session on the server, copies of the cookie included.
+page_sessions = sa.Table(
+    "keel_sessions", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("user_id", sa.ForeignKey("keel_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    _ts("created_at", nullable=False, server_default=NOW),
+    _ts("ended_at"),
 )
 
 app_versions = sa.Table(

@@ -6,7 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, jsonify
+import sqlalchemy as sa
+from flask import Flask, jsonify, request
 
 from keel.config import KNOWN_DEFAULT_SECRETS, from_environment
 from keel.errors import KeelError
@@ -37,6 +38,19 @@ def _secret_key(cfg: dict) -> str:
     return path.read_text().strip()
 
 
+def _lock_timeout(cfg: dict) -> float | None:
+    raw = cfg.get("KEEL_DB_LOCK_TIMEOUT")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise ConfigError(f"KEEL_DB_LOCK_TIMEOUT must be a number of seconds between 0 and 3600, not {raw!r}")
+    return seconds
+
+
 def create_app(config: dict | None = None) -> Flask:
     cfg = from_environment()
     cfg.update(config or {})
@@ -50,7 +64,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = cfg["KEEL_ENV"] == "production"
 
-    engine = create_engine(cfg["KEEL_DATABASE_URL"])
+    engine = create_engine(cfg["KEEL_DATABASE_URL"], _lock_timeout(cfg))
     create_system_tables(engine)
     from keel import api, auth, jobs, notify, plugins, web
     from keel.web import i18n_setup, security
@@ -71,12 +85,23 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.before_request
     def _pick_up_new_versions():
-        runtime.refresh()
+        if request.endpoint != "healthz":  # which answers for the database itself, in JSON
+            runtime.refresh()
 
     @app.get("/healthz")
     def healthz():
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+        try:
+            with engine.connect() as conn:  # a read: never waits for a writer's lock
+                conn.exec_driver_sql("SELECT 1")
+                runtime.refresh(conn)
+        except sa.exc.SQLAlchemyError as e:  # a probe reads JSON whatever the state; the log says why
+            from keel.storage.db import is_lock_timeout
+
+            log.error("health check: database unavailable: %s", e)
+            resp = jsonify(status="unavailable", database="busy" if is_lock_timeout(e) else "unavailable")
+            resp.status_code = 503
+            resp.headers["Retry-After"] = "5"
+            return resp
         from keel.jobs import queue_status
 
         # The web app keeps serving when Redis is down: the queue's state is reported, not fatal.

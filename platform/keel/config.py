@@ -23,4 +23,7 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         "KEEL_BASE_URL": env.get("KEEL_BASE_URL") or None,
         # None: the `plugins` folder next to the apps folder; "" turns folder discovery off
         "KEEL_PLUGINS_PATH": env.get("KEEL_PLUGINS_PATH"),
+        # SQLite: how long a write waits for the database's write lock before the request gets a 503
+        # (default 10; checked by create_app)
+        "KEEL_DB_LOCK_TIMEOUT": env.get("KEEL_DB_LOCK_TIMEOUT") or None,
     }

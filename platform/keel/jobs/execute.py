@@ -21,6 +21,7 @@ from keel.auth.actor import SYSTEM, Actor
 from keel.jobs.clock import Clock, aware
 from keel.jobs.clock import now as system_now
 from keel.jobs.types import JobContext, JobFailed, JobType, JobTypeRegistry
+from keel.storage.db import writes_later
 from keel.storage.job_tables import job_chunks, job_runs
 
 log = logging.getLogger("keel.jobs")
@@ -210,7 +211,7 @@ def run_chunk(env: JobEnv, run_id: int, idx: int, on_progress=None) -> ChunkOutc
         with env.engine.connect() as check:
             job_type, ctx = _context(env, check, run, attempt, idx, on_progress)
         with env.engine.connect() as conn:
-            ctx.conn = conn
+            ctx.conn = writes_later(conn)
             counts = _check_counts(job_type.run_chunk(ctx, run.params, chunk.descriptor))
             done = conn.execute(job_chunks.update()
                                 .where(c.run_id == run_id, c.idx == idx, c.status == "running", c.attempts == attempt)

@@ -19,7 +19,8 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from keel.jobs.execute import Dispatch, reap
+from keel.jobs.execute import Dispatch
+from keel.jobs.reaper import reap
 from keel.jobs.scheduler import Scheduler
 from keel.jobs.types import JobFailed, JobType
 from test_jobs_helpers import make_job_world, redis_queue_fixture, rq_dispatcher, run_status, work_until  # noqa: F401 - redis_queue_fixture is the `redis_queue` fixture

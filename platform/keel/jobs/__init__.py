@@ -6,9 +6,13 @@ on Redis (or, embedded without Redis, on threads of the server).
     builtin_types  the job types Keel ships (`diagnostic`, `touch_records`)
     schedule.py    cron in the definition's time zone; idempotency keys
     runs.py        asking for a run (once per key), skipped runs, reading runs
-    execute.py     starting a run, running a chunk, taking back lost work
-    queue.py       dispatchers: RQ (queue "keel") and in-process
+    execute.py     starting a run, running a chunk
+    leases.py      a running chunk's lease and the heartbeat that renews it
+    attempts.py    every attempt at a chunk, with how it ended and why
+    reaper.py      taking back lost work, re-sending what the queue refused or lost
+    queue.py       dispatchers: RQ (queue "keel") and in-process; `deliver`
     tasks.py       what an RQ worker executes
+    worker.py      `keel worker`'s RQ worker: unique names, reaping, RQ's scheduler back after an outage
     scheduler.py   `keel scheduler`
     embedded.py    a private redis-server, or in-process jobs, for `keel serve` / `keel demo`
     cli.py         `keel worker`, `keel scheduler`, `keel jobs list|run`
@@ -36,11 +40,28 @@ def init_app(app: Flask) -> None:
     env = JobEnv(runtime.engine, runtime, collect_job_types(pm))
     # KEEL_JOB_QUEUE (default "keel"): lets two Keel instances (or tests) share one Redis.
     app.config.setdefault("KEEL_JOB_QUEUE", os.environ.get("KEEL_JOB_QUEUE") or QUEUE_NAME)
+    # KEEL_JOB_HEARTBEAT_SECONDS (default 10): how often a running chunk proves its worker alive; a
+    # chunk silent for 3 heartbeats is taken back.
+    app.config.setdefault("KEEL_JOB_HEARTBEAT_SECONDS", os.environ.get("KEEL_JOB_HEARTBEAT_SECONDS") or None)
+    if app.config["KEEL_JOB_HEARTBEAT_SECONDS"]:
+        env.heartbeat_seconds = _seconds("KEEL_JOB_HEARTBEAT_SECONDS", app.config["KEEL_JOB_HEARTBEAT_SECONDS"])
     if app.config.get("KEEL_REDIS_URL"):
         env.dispatcher = RQDispatcher(app.config["KEEL_REDIS_URL"], app.config["KEEL_JOB_QUEUE"])
     app.extensions[EXTENSION] = env
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+
+
+def _seconds(name: str, raw) -> float:
+    from keel.errors import KeelError
+
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise KeelError(f"{name} must be a number of seconds between 0 and 3600, not {raw!r}")
+    return value
 
 
 def jobs_env(app: Flask | None = None) -> JobEnv:

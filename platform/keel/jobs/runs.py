@@ -168,6 +168,11 @@ def last_runs(conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def chunks_of(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
+    """A run's chunks, each with `history`: every attempt, who ran it, how it ended and why."""
+    from keel.jobs.attempts import history
+
+    tried = history(conn, run_id)
     rows = conn.execute(sa.select(job_chunks).where(job_chunks.c.run_id == run_id).order_by(job_chunks.c.idx))
     return [{"index": r.idx, "status": r.status, "attempts": r.attempts, "counts": r.counts, "error": r.error,
-             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at)} for r in rows]
+             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at), "history": tried.get(r.idx, [])}
+            for r in rows]

@@ -1,6 +1,7 @@
 """Shared set-up for the job tests (no tests here): an app folder with job definitions, a running Keel
-on it with an admin and a viewer, a real Redis with a queue of the test's own, and a loop that works
-that queue with an RQ worker in this process until a condition holds.
+on it with an admin and a viewer, a real Redis with a queue of the test's own, a loop that works
+that queue with an RQ worker in this process until a condition holds, and for fault tests a private
+redis-server and `keel worker` processes the test starts, breaks and kills itself.
 
 Redis: KEEL_TEST_REDIS_URL (default redis://127.0.0.1:6379/15). Each test uses its own queue name and
 deletes only the keys carrying it; nothing else in that database is touched. Without a reachable
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +54,10 @@ def redis_queue_fixture():
     from keel.jobs.queue import forget_queue
 
     forget_queue(redis.Redis.from_url(REDIS_URL), name)
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
 
 
 def write_app(root: Path, jobs: dict[str, dict]) -> Path:
@@ -182,3 +192,109 @@ def work_until(env, condition, timeout: float = PATIENCE) -> None:
 
 def run_status(world: JobWorld, run_id: int) -> str:
     return next(r.status for r in world.runs() if r.id == run_id)
+
+
+# ---- fault tests: a private redis-server, real worker processes ------------------------------------
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, which the test may kill, restart or fill."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, free_port(), None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, f"redis-server on port {self.port}")
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+
+    def kill(self) -> None:
+        """Gone without a word, and with it everything it held (no persistence)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def refuse_writes(self) -> None:
+        """It still answers PING, but every write fails with an out-of-memory error."""
+        self.client().config_set("maxmemory-policy", "noeviction")
+        self.client().config_set("maxmemory", 100000)
+
+    def accept_writes(self) -> None:
+        self.client().config_set("maxmemory", 0)
+
+
+@pytest.fixture(name="private_redis")
+def private_redis_fixture(tmp_path):
+    if shutil.which("redis-server") is None:
+        if os.environ.get("KEEL_REQUIRE_REDIS") == "1":
+            raise RuntimeError("redis-server is required (KEEL_REQUIRE_REDIS=1) but not installed")
+        pytest.skip("redis-server not installed")
+    server = PrivateRedis(tmp_path / "redis")
+    yield server
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def start_worker(world: JobWorld, redis_url: str, queue: str, name: str, **environ: str) -> subprocess.Popen:
+    """A `keel worker` process on the world's database, in a process group of its own (so a kill takes
+    RQ's scheduler process along); RQ puts the work horse in a session of its own, see `kill_worker`."""
+    env = {**os.environ, "KEEL_DATABASE_URL": str(world.engine.url.render_as_string(hide_password=False)),
+           "KEEL_INSTANCE_PATH": world.app.config["KEEL_INSTANCE_PATH"], "KEEL_REDIS_URL": redis_url,
+           "KEEL_JOB_QUEUE": queue, "KEEL_ENV": "development", **environ}
+    return subprocess.Popen([sys.executable, "-m", "keel.jobs.cli", "worker", "--name", name],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def kill_worker(proc: subprocess.Popen) -> None:
+    """SIGKILL, no clean-up of any kind: the worker, its scheduler process (same group) and the work
+    horse running a job (RQ puts that in a session of its own)."""
+    for pid in children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        kill_worker(proc)

@@ -60,7 +60,7 @@ def worker(burst: bool, name: str | None, no_scheduler: bool, quiet: bool) -> No
     """Run an RQ worker on the "keel" queue: takes job runs and their chunks, and takes back lost work."""
     from keel.jobs import jobs_env
     from keel.jobs.tasks import set_worker_env
-    from keel.jobs.worker import KeelWorker, unique_name
+    from keel.jobs.worker import work
 
     _logging()
     app = _flask_app()
@@ -68,11 +68,10 @@ def worker(burst: bool, name: str | None, no_scheduler: bool, quiet: bool) -> No
     env = jobs_env(app)
     env.dispatcher = dispatcher
     set_worker_env(env)
-    env.worker_name = unique_name(name, dispatcher.queue_name)
-    w = KeelWorker([dispatcher.queue], env, connection=dispatcher.connection, name=env.worker_name)
     if quiet:
         logging.getLogger("keel").setLevel(logging.WARNING)
-    w.work(burst=burst, with_scheduler=not no_scheduler, logging_level="WARNING" if quiet else "INFO")
+    work(env, dispatcher, name, burst=burst, with_scheduler=not no_scheduler,
+         logging_level="WARNING" if quiet else "INFO")
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:

@@ -5,16 +5,20 @@ _SECONDS, default 10) it takes back the work of lost workers and re-sends what t
 into the queue) as soon as Redis is back after an outage, instead of at RQ's ten-minute maintenance.
 
 Its name is unique per start (`unique_name`): RQ refuses a worker whose name a live-looking worker
-still holds, and a container restarted after a SIGKILL comes back with the same host name and PID 1."""
+still holds, and a container restarted after a SIGKILL comes back with the same host name and PID 1.
+RQ's worker quits when Redis fails it between two dequeues; `work` starts a new one once Redis answers,
+so an outage never leaves a machine without a worker."""
 from __future__ import annotations
 
 import logging
 import math
 import os
+import signal
 import socket
 import time
 import uuid
 
+import redis
 from rq import Worker
 
 from keel.jobs.execute import JobEnv
@@ -85,3 +89,34 @@ class KeelWorker(Worker):
         if scheduler is not None and (not scheduler._process or not scheduler._process.is_alive()):
             if scheduler.acquire_locks(auto_start=True):
                 log.warning("worker %s: RQ scheduler restarted (it had stopped, e.g. Redis was away)", self.name)
+
+
+def work(env: JobEnv, dispatcher, name_prefix: str | None, *, burst: bool = False, with_scheduler: bool = True,
+         logging_level: str = "INFO") -> None:
+    """Run a KeelWorker on the dispatcher's queue until it is stopped (or, with `burst`, the queue is
+    empty); one that quit because Redis went away is replaced by a new one (a new name) once Redis
+    answers again."""
+    while True:
+        env.worker_name = unique_name(name_prefix, dispatcher.queue_name)
+        w = KeelWorker([dispatcher.queue], env, connection=dispatcher.connection, name=env.worker_name)
+        try:
+            w.work(burst=burst, with_scheduler=with_scheduler, logging_level=logging_level)
+        except (redis.ConnectionError, redis.TimeoutError) as e:  # raised by RQ's teardown, Redis gone
+            log.error("worker %s stopped: Redis is unreachable (%s)", w.name, e)
+        if burst or w._shutdown_requested_date is not None:  # asked to stop (SIGTERM, Ctrl+C, a command)
+            return
+        log.warning("worker %s quit without being asked to (Redis went away?); a new worker starts once Redis "
+                    "answers", w.name)
+        _wait_for_redis(dispatcher.connection, env.heartbeat_seconds)
+
+
+def _wait_for_redis(connection, every: float) -> None:
+    # Between two workers nothing needs a warm shutdown: a SIGTERM or Ctrl+C ends the process now.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    while True:
+        try:
+            connection.ping()
+            return
+        except redis.RedisError:
+            time.sleep(every)

@@ -268,3 +268,43 @@ def test_definition_errors_name_the_connector_entity_key_and_mapping(tmp_path, s
         app_def, {"connector": "crm_api", "entity": "customer", "key": "crm_id", "mapping": {"name": "n"}})
     assert next(str(e) for e in connector_definition_errors(app_def)).startswith(
         "connectors/crm_api.json: /config/url: 'ftp://crm' does not match")
+
+
+def test_a_long_sync_commits_as_it_goes_so_web_writes_never_wait_for_all_of_it(tmp_path, sqlite_url):
+    """SQLite has one write lock. A sync of thousands of items used to hold it from its first write to
+    its last, and every web write in that time waited (or failed after the lock timeout)."""
+    import threading
+    import time
+
+    from keel.storage.db import create_engine
+
+    rows = [{"id": f"C{i}", "name": f"customer {i}"} for i in range(3000)]
+    with LoopbackServer() as crm:
+        serve_pages(crm, rows)
+        world = make_world(tmp_path, sqlite_url, entities=[CUSTOMER],
+                           connectors=[crm_connector(crm, pagination={
+                               "type": "page", "page_param": "page", "size_param": "size", "page_size": 500})],
+                           jobs=[sync_job()])
+        web = create_engine(sqlite_url, lock_timeout=2.0)  # a web request's wait for the lock, then a 503
+        with web.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE web_writes (id INTEGER PRIMARY KEY, seen INTEGER)")
+        result: dict = {}
+        sync = threading.Thread(target=lambda: result.update(world.run("crm_sync")))
+        sync.start()
+        waits, partial = [], 0
+        table = world.env.runtime.get("crm").table("customer")
+        while sync.is_alive():
+            started = time.monotonic()
+            with web.begin() as conn:  # raises "database is locked" after two seconds of waiting
+                conn.exec_driver_sql("INSERT INTO web_writes (seen) VALUES (0)")
+            waits.append(time.monotonic() - started)
+            with web.connect() as conn:
+                seen = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+            partial += 0 < seen < len(rows)
+            time.sleep(0.02)
+        sync.join()
+        web.dispose()
+    assert result["status"] == "succeeded", result["error"]
+    assert result["counts"]["created"] == len(rows)
+    assert partial >= 3, "no web write got in while the sync was half-way"
+    assert max(waits) < 2.0

@@ -30,6 +30,7 @@ from keel.storage.job_tables import job_chunks, job_runs
 log = logging.getLogger("keel.jobs")
 MAX_ERROR = 4000
 MAX_CHUNKS = 100_000
+SQLITE_HANDOVER_SECONDS = 0.1
 
 
 @dataclass
@@ -47,7 +48,7 @@ class JobEnv:
     # a lost worker's. Workers also take back lost work this often. (KEEL_JOB_HEARTBEAT_SECONDS)
     heartbeat_seconds: float = 10.0
     worker_name: str | None = None      # who runs chunks here (an RQ worker's name), for the history
-    checkpoint_seconds: float = 0.25    # `JobContext.checkpoint` commits a transaction older than this
+    checkpoint_seconds: float = 0.5     # `JobContext.checkpoint` commits a transaction older than this
 
     @property
     def lease_seconds(self) -> float:
@@ -304,6 +305,10 @@ def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attem
         if not leases.renew(conn, env, run_id, idx, attempt, limit):
             raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
         conn.commit()
+        if conn.dialect.name == "sqlite":
+            # SQLite's lock is not handed over: a writer waiting for it polls, every 100 ms once it has
+            # waited a while. Without a pause the next statement here takes the lock back first, always.
+            time.sleep(SQLITE_HANDOVER_SECONDS)
         opened = time.monotonic()
 
     return checkpoint

@@ -96,9 +96,9 @@ class JobContext:
             self.on_progress(done, total)
 
     def checkpoint(self) -> None:
-        """Commit what this chunk wrote so far, when its transaction has been open a little while (a
-        quarter of a second): call it between items of a long chunk, so that other writers — web
-        requests, on SQLite's one write lock — get their turn. Cheap to call often.
+        """Commit what this chunk wrote so far, when its transaction has been open a little while (half a
+        second): call it between items of a long chunk, so that other writers — web requests, on
+        SQLite's one write lock — get their turn. Cheap to call often.
 
         Only for chunks that may run again over their own partial writes: a chunk that fails after a
         checkpoint is retried from its start with the committed part in place. Upserting by key is such

@@ -321,3 +321,58 @@ def test_a_missing_import_file_fails_at_once_and_a_server_path_is_refused(tmp_pa
     write_json(world.folder / "connectors" / "sneaky.json", sneaky)
     assert connector_problems(load_app_dir(world.folder), "sneaky") == [
         "$.config.file: must be a relative name inside the import folder"]
+
+
+def test_new_hires_who_manage_each_other_are_created_once_and_linked(hr):
+    world, _server, rows = hr
+    world.run("hr_sync")
+    rows += [{"id": "E90", "login": "ann", "name": "安", "dept": "sales", "manager": "E91"},
+             {"id": "E91", "login": "ben", "name": "本", "dept": "sales", "manager": "E90"}]
+    run = world.run("hr_sync")
+    assert run["status"] == "succeeded", run["error"]
+    assert (run["counts"]["users_created"], run["counts"]["users_updated"]) == (2, 0)
+    got = directory(world)
+    assert (got["E90"]["manager"], got["E91"]["manager"]) == ("E91", "E90")
+    # Neither existed when the other was written: created, then linked.
+    assert [(v, a, sorted(c)) for v, a, c in history(world, "user", got["E90"]["id"])] == [
+        (1, "create", ["department_id", "display_name", "external_key", "username"]), (2, "update", ["manager_id"])]
+
+
+def test_a_big_sync_commits_as_it_goes_so_web_writes_get_in_between(tmp_path, sqlite_url):
+    """SQLite has one write lock: a sync of 200,000 people written in one transaction stalled every user
+    for as long as it wrote (17 s). Now each batch commits with its history and web writes go between."""
+    import threading
+    import time
+
+    from keel.storage.db import create_engine
+    from keel.storage.system import users
+
+    with LoopbackServer() as server:
+        rows = people(4000)
+        hr_api(server, rows)
+        conns = connectors(server)
+        conns[0]["config"]["pagination"]["page_size"] = 1000
+        world = make_world(tmp_path, sqlite_url, connectors=conns, jobs=[hr_job()], app_id="org")
+        web = create_engine(sqlite_url, lock_timeout=2.0)  # a web request's wait for the lock, then a 503
+        with web.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE web_writes (id INTEGER PRIMARY KEY)")
+        result: dict = {}
+        sync = threading.Thread(target=lambda: result.update(world.run("hr_sync")))
+        sync.start()
+        waits, partial = [], 0
+        while sync.is_alive():
+            started = time.monotonic()
+            with web.begin() as conn:  # raises "database is locked" after two seconds of waiting
+                conn.exec_driver_sql("INSERT INTO web_writes DEFAULT VALUES")
+            waits.append(time.monotonic() - started)
+            with web.connect() as conn:
+                partial += 0 < conn.execute(sa.select(sa.func.count()).select_from(users)).scalar() < len(rows)
+            time.sleep(0.02)
+        sync.join()
+        web.dispose()
+    assert result["status"] == "succeeded", result["error"]
+    assert result["counts"]["users_created"] == len(rows)
+    assert partial >= 1, "no web write got in while the sync was half-way"
+    assert max(waits) < 2.0
+    got = directory(world)
+    assert got["E7"]["manager"] == "E3" and len(history(world, "user", got["E7"]["id"])) == 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -262,9 +263,12 @@ def sync_entity(conn: sa.Connection, built, spec: EntitySync, items: list[Any], 
     report_problems(ctx, problems, spec.skip_invalid, f"{spec.entity} item(s)")
 
     existing = {}
-    for row in conn.execute(sa.select(table).where(read_condition(table, entity, actor),
-                                                   table.c[spec.key].is_not(None))):
-        existing[_stored(key_field, row._mapping[spec.key])] = row
+    # Committing as it goes, the sync reads on a connection of its own: a read takes no write lock, and
+    # the chunk's transaction (which does, on SQLite) begins only at its first write.
+    with (ctx.engine.connect() if ctx is not None and spec.skip_invalid else nullcontext(conn)) as reader:
+        for row in reader.execute(sa.select(table).where(read_condition(table, entity, actor),
+                                                         table.c[spec.key].is_not(None))):
+            existing[_stored(key_field, row._mapping[spec.key])] = row
 
     def write(where: str, fn) -> bool:
         """One record's write; with skip_invalid in a savepoint, so a refused write leaves the

@@ -108,6 +108,30 @@ def test_a_killed_workers_chunk_is_taken_back_within_a_minute_without_a_schedule
     world.engine.dispose()
 
 
+def test_a_long_chunk_on_a_live_worker_keeps_its_lease_however_often_the_reaper_looks(tmp_path, sqlite_url):
+    import threading
+
+    from keel.jobs.execute import run_chunk, start_run
+
+    world = make_job_world(tmp_path, sqlite_url, {"long": {
+        "type": "diagnostic", "timeout_seconds": 60, "params": {"items": 1, "sleep_seconds": 3}}})
+    world.env.heartbeat_seconds = 0.2  # a lease of 0.6 s: the chunk outlives five of them
+    run_id = _ask(world, "long")
+    start_run(world.env, run_id)
+    outcome: list = []
+    chunk = threading.Thread(target=lambda: outcome.append(run_chunk(world.env, run_id, 0)))
+    chunk.start()
+    taken_back = []
+    while chunk.is_alive():
+        taken_back += reap(world.env)
+        time.sleep(0.05)
+    chunk.join()
+    assert taken_back == [] and outcome[0].status == "done"
+    (row,) = world.chunks(run_id)
+    assert (row.status, row.attempts) == ("done", 1)
+    world.engine.dispose()
+
+
 def test_the_default_heartbeat_takes_a_lost_chunk_back_within_a_minute():
     env = JobEnv(engine=None, runtime=None, types=None)  # type: ignore[arg-type]
     # A chunk is taken back once its lease ran out, at the next heartbeat of any worker (or scheduler tick).

@@ -328,3 +328,19 @@ def test_the_tasks_page_says_a_refused_bulk_approval_will_run_not_that_the_reque
     with w.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT status FROM keel_job_runs")).scalars().all() == ["queued"]
     w.engine.dispose()
+
+
+def test_a_manual_run_while_redis_refuses_writes_is_a_503_naming_the_run_which_is_sent_once_redis_takes_it(
+        tmp_path, sqlite_url, private_redis):
+    world = make_job_world(tmp_path, sqlite_url, {"diag": {"type": "diagnostic"}})
+    world.env.dispatcher = RQDispatcher(private_redis.url, "keel")
+    private_redis.refuse_writes()
+    r = world.client.post("/api/v1/jobs/diag/run", headers=world.headers())
+    assert r.status_code == 503
+    run_id = r.get_json()["run_id"]
+    assert f"run #{run_id} is recorded as queued and will be sent when the queue is back" in r.get_json()["error"]
+    assert (world.runs()[0].status, world.runs()[0].enqueued_at) == ("queued", None)
+    private_redis.accept_writes()
+    assert deliver(world.env, reap(world.env)) is None
+    work_until(world.env, lambda: run_status(world, run_id) == "succeeded")
+    world.engine.dispose()

@@ -116,3 +116,14 @@ def test_an_api_read_records_when_its_token_was_last_used_once_the_lock_is_free(
     assert last_used() is None  # skipped, not waited for
     assert world.client.get(PROJECTS, headers=world.headers("manager")).status_code == 200
     assert last_used() is not None
+
+
+@pytest.mark.parametrize("name", ["KEEL_DB_LOCK_TIMEOUT", "KEEL_JOB_HEARTBEAT_SECONDS"])
+@pytest.mark.parametrize("raw", ["soon", "0", "-5", "86400"])
+def test_a_setting_of_seconds_that_is_not_a_sensible_number_stops_the_start_with_its_name(tmp_path, sqlite_url,
+                                                                                          name, raw):
+    from conftest import make_app
+    from keel.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{name} must be a number of seconds between 0 and 3600, not '{raw}'"):
+        make_app(tmp_path, sqlite_url, **{name: raw})

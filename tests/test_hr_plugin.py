@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from loopback import LoopbackServer, Reply
-from test_connector_sync import make_world, write_json
+from test_connector_sync import make_world, run_beside_web_writes, write_json
 
 PEOPLE_MAPPING = {"external_key": "id", "username": "login", "display_name": "name",
                   "email": {"path": "contact.email", "required": False},
@@ -341,10 +341,6 @@ def test_new_hires_who_manage_each_other_are_created_once_and_linked(hr):
 def test_a_big_sync_commits_as_it_goes_so_web_writes_get_in_between(tmp_path, sqlite_url):
     """SQLite has one write lock: a sync of 200,000 people written in one transaction stalled every user
     for as long as it wrote (17 s). Now each batch commits with its history and web writes go between."""
-    import threading
-    import time
-
-    from keel.storage.db import create_engine
     from keel.storage.system import users
 
     with LoopbackServer() as server:
@@ -353,26 +349,7 @@ def test_a_big_sync_commits_as_it_goes_so_web_writes_get_in_between(tmp_path, sq
         conns = connectors(server)
         conns[0]["config"]["pagination"]["page_size"] = 1000
         world = make_world(tmp_path, sqlite_url, connectors=conns, jobs=[hr_job()], app_id="org")
-        web = create_engine(sqlite_url, lock_timeout=2.0)  # a web request's wait for the lock, then a 503
-        with web.begin() as conn:
-            conn.exec_driver_sql("CREATE TABLE web_writes (id INTEGER PRIMARY KEY)")
-        result: dict = {}
-        sync = threading.Thread(target=lambda: result.update(world.run("hr_sync")))
-        sync.start()
-        waits, partial = [], 0
-        while sync.is_alive():
-            started = time.monotonic()
-            with web.begin() as conn:  # raises "database is locked" after two seconds of waiting
-                conn.exec_driver_sql("INSERT INTO web_writes DEFAULT VALUES")
-            waits.append(time.monotonic() - started)
-            with web.connect() as conn:
-                partial += 0 < conn.execute(sa.select(sa.func.count()).select_from(users)).scalar() < len(rows)
-            time.sleep(0.02)
-        sync.join()
-        web.dispose()
-    assert result["status"] == "succeeded", result["error"]
-    assert result["counts"]["users_created"] == len(rows)
-    assert partial >= 1, "no web write got in while the sync was half-way"
-    assert max(waits) < 2.0
+        run = run_beside_web_writes(sqlite_url, lambda: world.run("hr_sync"), users, len(rows), half_way=1)
+    assert run["counts"]["users_created"] == len(rows)
     got = directory(world)
     assert got["E7"]["manager"] == "E3" and len(history(world, "user", got["E7"]["id"])) == 1

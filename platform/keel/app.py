@@ -9,16 +9,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import Flask, jsonify, request
 
-from keel.config import KNOWN_DEFAULT_SECRETS, from_environment
-from keel.errors import KeelError
+from keel.config import KNOWN_DEFAULT_SECRETS, ConfigError, from_environment, seconds_setting
 from keel.runtime import Runtime
 from keel.storage.db import create_engine, create_system_tables
 
 log = logging.getLogger("keel")
-
-
-class ConfigError(KeelError):
-    pass
 
 
 def _secret_key(cfg: dict) -> str:
@@ -38,19 +33,6 @@ def _secret_key(cfg: dict) -> str:
     return path.read_text().strip()
 
 
-def _lock_timeout(cfg: dict) -> float | None:
-    raw = cfg.get("KEEL_DB_LOCK_TIMEOUT")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except (TypeError, ValueError):
-        seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise ConfigError(f"KEEL_DB_LOCK_TIMEOUT must be a number of seconds between 0 and 3600, not {raw!r}")
-    return seconds
-
-
 def create_app(config: dict | None = None) -> Flask:
     cfg = from_environment()
     cfg.update(config or {})
@@ -64,7 +46,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = cfg["KEEL_ENV"] == "production"
 
-    engine = create_engine(cfg["KEEL_DATABASE_URL"], _lock_timeout(cfg))
+    engine = create_engine(cfg["KEEL_DATABASE_URL"], seconds_setting(cfg, "KEEL_DB_LOCK_TIMEOUT"))
     create_system_tables(engine)
     from keel import api, auth, jobs, notify, plugins, web
     from keel.web import i18n_setup, security

@@ -5,8 +5,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keel.errors import KeelError
+
 # Secrets that must never run in production: the ones any checkout or tutorial would know.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
+
+
+class ConfigError(KeelError):
+    pass
+
+
+def seconds_setting(cfg: dict, name: str) -> float | None:
+    """A setting giving a number of seconds (None when unset); a clear error for anything else."""
+    raw = cfg.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be a number of seconds between 0 and 3600, not {raw!r}")
+    return value
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:

@@ -25,6 +25,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from keel.config import seconds_setting
 from keel.jobs.execute import JobEnv
 
 EXTENSION = "keel.jobs"
@@ -43,25 +44,14 @@ def init_app(app: Flask) -> None:
     # KEEL_JOB_HEARTBEAT_SECONDS (default 10): how often a running chunk proves its worker alive; a
     # chunk silent for 3 heartbeats is taken back.
     app.config.setdefault("KEEL_JOB_HEARTBEAT_SECONDS", os.environ.get("KEEL_JOB_HEARTBEAT_SECONDS") or None)
-    if app.config["KEEL_JOB_HEARTBEAT_SECONDS"]:
-        env.heartbeat_seconds = _seconds("KEEL_JOB_HEARTBEAT_SECONDS", app.config["KEEL_JOB_HEARTBEAT_SECONDS"])
+    heartbeat = seconds_setting(app.config, "KEEL_JOB_HEARTBEAT_SECONDS")
+    if heartbeat is not None:
+        env.heartbeat_seconds = heartbeat
     if app.config.get("KEEL_REDIS_URL"):
         env.dispatcher = RQDispatcher(app.config["KEEL_REDIS_URL"], app.config["KEEL_JOB_QUEUE"])
     app.extensions[EXTENSION] = env
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
-
-
-def _seconds(name: str, raw) -> float:
-    from keel.errors import KeelError
-
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = 0.0
-    if not 0 < value <= 3600:
-        raise KeelError(f"{name} must be a number of seconds between 0 and 3600, not {raw!r}")
-    return value
 
 
 def jobs_env(app: Flask | None = None) -> JobEnv:

@@ -10,7 +10,7 @@ from keel.errors import NotFound
 from keel.i18n import current_lang
 from keel.jobs import jobs_env, queue_status
 from keel.jobs.catalog import job_rows
-from keel.jobs.runs import chunks_of, get_run, list_runs
+from keel.jobs.runs import list_runs, run_with_chunks
 
 bp = Blueprint("jobs_pages", __name__)
 RECENT = 50
@@ -33,8 +33,7 @@ def jobs_page():
 def run_page(run_id: int):
     require_admin()
     with jobs_env().engine.connect() as conn:
-        run = get_run(conn, run_id)
-        if run is None:
-            raise NotFound(f"no job run {run_id}")
-        chunks = chunks_of(conn, run_id)
-    return render_template("jobs/run.html", title="Job run", run=run, chunks=chunks)
+        run = run_with_chunks(conn, run_id)
+    if run is None:
+        raise NotFound(f"no job run {run_id}")
+    return render_template("jobs/run.html", title="Job run", run=run, chunks=run["chunks"])

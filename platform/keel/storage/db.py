@@ -59,20 +59,25 @@ def _sqlite_transactional(engine: sa.Engine, lock_timeout: float) -> None:
     and a failed sync rolls back whole; writes take the write lock up front (see the module doc)."""
     engine._connection_cls = _Connection  # the one seam SQLAlchemy offers for telling autobegin apart
 
+    default_ms = int(lock_timeout * 1000)
+
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
+    def _connect(dbapi_conn, record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout={default_ms}")
         cur.close()
+        record.info[LOCK_WAIT] = default_ms
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
         options = conn.get_execution_options()
-        wait = options.get(LOCK_WAIT, lock_timeout)
-        conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait * 1000)}")  # set every time: pooled connections
+        wait_ms = int(options[LOCK_WAIT] * 1000) if LOCK_WAIT in options else default_ms
+        if conn.connection.info.get(LOCK_WAIT) != wait_ms:  # only after `without_waiting` changed it
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
+            conn.connection.info[LOCK_WAIT] = wait_ms
         reads_only = conn._keel_autobegin and not options.get(WRITES_LATER)
         conn.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from helpers_registries import REGISTRIES
 from loopback import LoopbackServer, Reply
-from test_connector_sync import make_world, write_json
+from test_connector_sync import make_world, run_beside_web_writes, write_json
 
 PEOPLE_MAPPING = {"external_key": "id", "username": "login", "display_name": "name",
                   "email": {"path": "contact.email", "required": False},
@@ -324,3 +324,35 @@ def test_a_missing_import_file_fails_at_once_and_a_server_path_is_refused(tmp_pa
         load_app_dir(world.folder, REGISTRIES)
     assert [str(e) for e in refused.value.errors] == [
         "connectors/sneaky.json: /config/file: must be a relative name inside the import folder"]
+
+
+def test_new_hires_who_manage_each_other_are_created_once_and_linked(hr):
+    world, _server, rows = hr
+    world.run("hr_sync")
+    rows += [{"id": "E90", "login": "ann", "name": "安", "dept": "sales", "manager": "E91"},
+             {"id": "E91", "login": "ben", "name": "本", "dept": "sales", "manager": "E90"}]
+    run = world.run("hr_sync")
+    assert run["status"] == "succeeded", run["error"]
+    assert (run["counts"]["users_created"], run["counts"]["users_updated"]) == (2, 0)
+    got = directory(world)
+    assert (got["E90"]["manager"], got["E91"]["manager"]) == ("E91", "E90")
+    # Neither existed when the other was written: created, then linked.
+    assert [(v, a, sorted(c)) for v, a, c in history(world, "user", got["E90"]["id"])] == [
+        (1, "create", ["department_id", "display_name", "external_key", "username"]), (2, "update", ["manager_id"])]
+
+
+def test_a_big_sync_commits_as_it_goes_so_web_writes_get_in_between(tmp_path, sqlite_url):
+    """SQLite has one write lock: a sync of 200,000 people written in one transaction stalled every user
+    for as long as it wrote (17 s). Now each batch commits with its history and web writes go between."""
+    from keel.storage.system import users
+
+    with LoopbackServer() as server:
+        rows = people(4000)
+        hr_api(server, rows)
+        conns = connectors(server)
+        conns[0]["config"]["pagination"]["page_size"] = 1000
+        world = make_world(tmp_path, sqlite_url, connectors=conns, jobs=[hr_job()], app_id="org")
+        run = run_beside_web_writes(sqlite_url, lambda: world.run("hr_sync"), users, len(rows), half_way=1)
+    assert run["counts"]["users_created"] == len(rows)
+    got = directory(world)
+    assert got["E7"]["manager"] == "E3" and len(history(world, "user", got["E7"]["id"])) == 1

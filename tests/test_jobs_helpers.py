@@ -1,6 +1,7 @@
 """Shared set-up for the job tests (no tests here): an app folder with job definitions, a running Keel
-on it with an admin and a viewer, a real Redis with a queue of the test's own, and a loop that works
-that queue with an RQ worker in this process until a condition holds.
+on it with an admin and a viewer, a real Redis with a queue of the test's own, a loop that works
+that queue with an RQ worker in this process until a condition holds, and for fault tests a private
+redis-server and `keel worker` processes the test starts, breaks and kills itself.
 
 Redis: KEEL_TEST_REDIS_URL (default redis://127.0.0.1:6379/15). Each test uses its own queue name and
 deletes only the keys carrying it; nothing else in that database is touched. Without a reachable
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +55,10 @@ def redis_queue_fixture():
     from keel.jobs.queue import forget_queue
 
     forget_queue(redis.Redis.from_url(REDIS_URL), name)
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
 
 
 def write_app(root: Path, jobs: dict[str, dict]) -> Path:
@@ -151,20 +161,43 @@ def rq_dispatcher(env, redis_queue):
     return env.dispatcher
 
 
-def work_until(env, condition, timeout: float = 20.0) -> None:
-    """Work the env's queue with an RQ SimpleWorker in this process (burst, with the scheduler so
-    retries waiting out their back-off get moved in) until `condition()` holds."""
+# Generous: a condition is waited for, never a time. A busy machine (two cores shared with other test
+# runs and benchmarks) makes a one-second job take several; only a real hang should reach this.
+PATIENCE = 180.0
+
+
+def wait_for(condition, what: str, timeout: float = PATIENCE, every: float = 0.05) -> None:
+    """Poll `condition()` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
+        time.sleep(every)
+
+
+def _test_worker_class():
     from rq import SimpleWorker
 
+    class TestWorker(SimpleWorker):
+        def subscribe(self):
+            """No command listener: nothing sends commands here, and RQ's teardown can wait up to a
+            minute for that thread to notice it was unsubscribed."""
+
+    return TestWorker
+
+
+def work_until(env, condition, timeout: float = PATIENCE) -> None:
+    """Work the env's queue with an RQ SimpleWorker in this process (burst, with the scheduler so
+    retries waiting out their back-off get moved in) until `condition()` holds."""
     from keel.jobs.tasks import set_worker_env
 
     set_worker_env(env)
     dispatcher = env.dispatcher
+    worker_class = _test_worker_class()
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("the queue did not get the work done in time")
-        worker = SimpleWorker([dispatcher.queue], connection=dispatcher.connection,
+            raise AssertionError(f"the queue did not get the work done in {timeout:.0f} s")
+        worker = worker_class([dispatcher.queue], connection=dispatcher.connection,
                               name=f"{dispatcher.queue_name}-{uuid.uuid4().hex[:6]}")
         if not worker.work(burst=True, with_scheduler=True, logging_level="WARNING"):
             time.sleep(0.05)
@@ -172,3 +205,109 @@ def work_until(env, condition, timeout: float = 20.0) -> None:
 
 def run_status(world: JobWorld, run_id: int) -> str:
     return next(r.status for r in world.runs() if r.id == run_id)
+
+
+# ---- fault tests: a private redis-server, real worker processes ------------------------------------
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, which the test may kill, restart or fill."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, free_port(), None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, f"redis-server on port {self.port}")
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+
+    def kill(self) -> None:
+        """Gone without a word, and with it everything it held (no persistence)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def refuse_writes(self) -> None:
+        """It still answers PING, but every write fails with an out-of-memory error."""
+        self.client().config_set("maxmemory-policy", "noeviction")
+        self.client().config_set("maxmemory", 100000)
+
+    def accept_writes(self) -> None:
+        self.client().config_set("maxmemory", 0)
+
+
+@pytest.fixture(name="private_redis")
+def private_redis_fixture(tmp_path):
+    if shutil.which("redis-server") is None:
+        if os.environ.get("KEEL_REQUIRE_REDIS") == "1":
+            raise RuntimeError("redis-server is required (KEEL_REQUIRE_REDIS=1) but not installed")
+        pytest.skip("redis-server not installed")
+    server = PrivateRedis(tmp_path / "redis")
+    yield server
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def start_worker(world: JobWorld, redis_url: str, queue: str, name: str, **environ: str) -> subprocess.Popen:
+    """A `keel worker` process on the world's database, in a process group of its own (so a kill takes
+    RQ's scheduler process along); RQ puts the work horse in a session of its own, see `kill_worker`."""
+    env = {**os.environ, "KEEL_DATABASE_URL": str(world.engine.url.render_as_string(hide_password=False)),
+           "KEEL_INSTANCE_PATH": world.app.config["KEEL_INSTANCE_PATH"], "KEEL_REDIS_URL": redis_url,
+           "KEEL_JOB_QUEUE": queue, "KEEL_ENV": "development", **environ}
+    return subprocess.Popen([sys.executable, "-m", "keel.cli", "worker", "--name", name],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def kill_worker(proc: subprocess.Popen) -> None:
+    """SIGKILL, no clean-up of any kind: the worker, its scheduler process (same group) and the work
+    horse running a job (RQ puts that in a session of its own)."""
+    for pid in children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        kill_worker(proc)

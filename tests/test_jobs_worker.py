@@ -4,14 +4,8 @@ mid-chunk, Redis unavailable, and the embedded set-up of `keel serve`."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -19,10 +13,18 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from keel.jobs.execute import Dispatch, reap
+from keel.jobs.execute import Dispatch
+from keel.jobs.reaper import reap
 from keel.jobs.scheduler import Scheduler
 from keel.jobs.types import JobFailed, JobType
-from test_jobs_helpers import make_job_world, redis_queue_fixture, rq_dispatcher, run_status, work_until  # noqa: F401 - redis_queue_fixture is the `redis_queue` fixture
+from test_jobs_helpers import (  # noqa: F401 - redis_queue_fixture is the `redis_queue` fixture
+    make_job_world,
+    redis_queue_fixture,
+    rq_dispatcher,
+    run_status,
+    wait_for,
+    work_until,
+)
 
 UTC = dt.UTC
 NIGHTLY = {"type": "touch_records", "cron": "0 2 * * *", "timezone": "Asia/Shanghai", "chunk_size": 2,
@@ -165,70 +167,7 @@ def test_missed_fire_times_are_caught_up_per_policy_and_skips_are_recorded(tmp_p
     world.engine.dispose()
 
 
-# ---- a worker killed mid-chunk --------------------------------------------------------------------
-
-def _worker_process(world, redis_queue) -> subprocess.Popen:
-    url, queue = redis_queue
-    env = {**os.environ, "KEEL_DATABASE_URL": str(world.engine.url.render_as_string(hide_password=False)),
-           "KEEL_INSTANCE_PATH": world.app.config["KEEL_INSTANCE_PATH"], "KEEL_REDIS_URL": url,
-           "KEEL_JOB_QUEUE": queue, "KEEL_ENV": "development"}
-    # Its own process group, so the kill takes the work horse RQ forked along with the worker.
-    return subprocess.Popen([sys.executable, "-m", "keel.cli", "worker", "--name", f"{queue}-w1"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def test_a_worker_killed_mid_chunk_leaves_the_chunk_to_be_retried_not_lost(tmp_path, sqlite_url, redis_queue):
-    from keel.jobs.catalog import ask, find_spec
-
-    world = make_job_world(tmp_path, sqlite_url, {"slow": {
-        "type": "diagnostic", "timeout_seconds": 60, "retries": {"max": 1, "backoff_seconds": [0]},
-        "params": {"items": 1, "sleep_seconds": 30, "sleep_attempts": 1}}})
-    rq_dispatcher(world.env, redis_queue)
-    spec = find_spec(world.env, "slow")
-    run_id = ask(world.env, spec, dict(spec.params), trigger="cli", user_id=None).run_id
-    world.env.dispatcher.send(Dispatch(run_id, timeout=60))
-
-    proc = _worker_process(world, redis_queue)
-    try:
-        deadline = time.monotonic() + 20
-        while not (world.chunks(run_id) and world.chunks(run_id)[0].status == "running"):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the worker never started the chunk"
-            time.sleep(0.1)
-    finally:
-        # Mid-sleep, with no clean-up of any kind: the worker, its scheduler process (same group) and
-        # the work horse running the chunk (RQ puts that in a session of its own).
-        for pid in _children(proc.pid):
-            os.kill(pid, signal.SIGKILL)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert world.chunks(run_id)[0].status == "running"
-
-    # Past the chunk's lease (timeout + grace) the reaper takes it back ...
-    real_clock = world.env.clock
-    world.env.clock = lambda: real_clock() + dt.timedelta(seconds=60 + world.env.lease_grace_seconds + 1)
-    resend = reap(world.env)
-    assert resend == [Dispatch(run_id, 0, 0.0, 60)]
-    chunk = world.chunks(run_id)[0]
-    assert chunk.status == "queued" and chunk.error.startswith("worker lost while running attempt 1")
-    # ... and another worker finishes it (the second attempt does not sleep).
-    world.env.dispatcher.send_all(resend)
-    work_until(world.env, lambda: run_status(world, run_id) == "succeeded")
-    assert world.chunks(run_id)[0].attempts == 2 and world.runs()[0].counts == {"items": 1}
-    world.engine.dispose()
-
+# ---- a worker killed mid-chunk (the worker process itself: test_jobs_faults.py) --------------------
 
 def test_a_lost_chunk_with_no_attempts_left_fails_its_run_with_the_reason(tmp_path, sqlite_url):
     from keel.jobs.catalog import ask, find_spec
@@ -290,10 +229,9 @@ def test_runs_recorded_while_redis_was_down_are_sent_once_it_is_back(tmp_path, s
     assert len(report.queued) == 1 and "job queue unavailable" in report.errors[0]
     assert [r.status for r in world.runs()] == ["queued"]  # recorded, waiting, not lost
 
+    assert world.runs()[0].enqueued_at is None  # recorded as not sent
     rq_dispatcher(world.env, redis_queue)
-    later = world.env.clock() + dt.timedelta(seconds=world.env.stale_after_seconds + 1)
-    world.env.clock = lambda: later
-    resend = reap(world.env)
+    resend = reap(world.env)  # at once: not `stale_after_seconds` later
     assert resend == [Dispatch(report.queued[0])]
     world.env.dispatcher.send_all(resend)
     work_until(world.env, lambda: run_status(world, report.queued[0]) == "succeeded")
@@ -302,11 +240,8 @@ def test_runs_recorded_while_redis_was_down_are_sent_once_it_is_back(tmp_path, s
 
 # ---- embedded default -----------------------------------------------------------------------------
 
-def _wait_for_status(world, run_id: int, status: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while run_status(world, run_id) != status:
-        assert time.monotonic() < deadline, f"run {run_id} is {run_status(world, run_id)}, not {status}"
-        time.sleep(0.1)
+def _wait_for_status(world, run_id: int, status: str) -> None:
+    wait_for(lambda: run_status(world, run_id) == status, f"run {run_id} to be {status}")
 
 
 @pytest.mark.skipif(not __import__("shutil").which("redis-server"), reason="redis-server not installed")

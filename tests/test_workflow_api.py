@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from helpers_registries import REGISTRIES
+from test_jobs_helpers import wait_for
 from test_workflow_support import World, make_world
 
 
@@ -398,8 +399,6 @@ def test_bulk_approve_runs_each_task_as_its_own_transition(world):
 
 
 def test_bulk_above_the_threshold_is_queued_as_a_job(world):
-    import time
-
     from keel.jobs import jobs_env
     from keel.jobs.queue import InProcessDispatcher
 
@@ -411,14 +410,13 @@ def test_bulk_above_the_threshold_is_queued_as_a_job(world):
         r = w.post("/workflows/tasks/bulk_approve", "sam", {"task_ids": ids})
         assert r.status_code == 202, r.get_json()
         run_id = r.get_json()["run_id"]
-        deadline = time.time() + 20
-        while time.time() < deadline:
+
+        def status() -> str:
             with w.engine.connect() as conn:
-                status = conn.execute(sa.text("SELECT status FROM keel_job_runs WHERE id = :i"), {"i": run_id}).scalar()
-            if status in ("succeeded", "failed"):
-                break
-            time.sleep(0.1)
-        assert status == "succeeded"
+                return conn.execute(sa.text("SELECT status FROM keel_job_runs WHERE id = :i"), {"i": run_id}).scalar()
+
+        wait_for(lambda: status() in ("succeeded", "failed"), "the bulk approval's run to finish")
+        assert status() == "succeeded"
         with w.engine.connect() as conn:
             done = conn.execute(sa.text("SELECT count(*) FROM keel_wf_tasks WHERE status = 'approved'")).scalar()
         assert done == 4

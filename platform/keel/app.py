@@ -6,9 +6,10 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, jsonify
+import sqlalchemy as sa
+from flask import Flask, jsonify, request
 
-from keel.config import ENVIRONMENTS, KNOWN_DEFAULT_SECRETS, from_environment
+from keel.config import ENVIRONMENTS, KNOWN_DEFAULT_SECRETS, from_environment, seconds_setting
 from keel.errors import ConfigError
 from keel.runtime import Runtime
 from keel.storage.db import create_engine, create_system_tables
@@ -67,7 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = cfg["KEEL_ENV"] == "production"
 
-    engine = create_engine(cfg["KEEL_DATABASE_URL"])
+    engine = create_engine(cfg["KEEL_DATABASE_URL"], seconds_setting(cfg, "KEEL_DB_LOCK_TIMEOUT"))
     create_system_tables(engine)
     from keel import api, auth, jobs, plugins, web
     from keel.boundary import security
@@ -89,12 +90,23 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.before_request
     def _pick_up_new_versions():
-        runtime.refresh()
+        if request.endpoint != "healthz":  # which answers for the database itself, in JSON
+            runtime.refresh()
 
     @app.get("/healthz")
     def healthz():
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+        try:
+            with engine.connect() as conn:  # a read: never waits for a writer's lock
+                conn.exec_driver_sql("SELECT 1")
+                runtime.refresh(conn)
+        except sa.exc.SQLAlchemyError as e:  # a probe reads JSON whatever the state; the log says why
+            from keel.storage.db import is_lock_timeout
+
+            log.error("health check: database unavailable: %s", e)
+            resp = jsonify(status="unavailable", database="busy" if is_lock_timeout(e) else "unavailable")
+            resp.status_code = 503
+            resp.headers["Retry-After"] = "5"
+            return resp
         from keel.jobs import queue_status
 
         # The web app keeps serving when Redis is down: the queue's state is reported, not fatal.

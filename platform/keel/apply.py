@@ -14,9 +14,9 @@ from keel.definitions.model import AppDef
 from keel.registries import Registries
 from keel.storage import sync, versions
 from keel.storage.audit import record_event
+from keel.storage.db import sync_system_tables
 from keel.storage.sync import SyncPlan
 from keel.storage.system import app_versions
-from keel.storage.system import metadata as system_metadata
 
 SYSTEM_TABLES_LOCK = "(keel system tables)"  # not a valid app id, so never an app's lock
 
@@ -37,12 +37,12 @@ class DiffResult:
 
 
 def ensure_system_tables(engine: sa.Engine) -> None:
-    """Keel's own tables, created under a lock: two processes applying to a fresh PostgreSQL
-    database at once would otherwise both try to create them (`create_system_tables` does the same
-    without the lock)."""
+    """Keel's own tables (and the indexes a newer version added), created under a lock: two processes
+    applying to a fresh PostgreSQL database at once would otherwise both try to create them
+    (`create_system_tables` does the same without the lock)."""
     with engine.begin() as conn:
         sync.lock_app(conn, SYSTEM_TABLES_LOCK)
-        system_metadata.create_all(conn)
+        sync_system_tables(conn)
 
 
 def apply_app(engine: sa.Engine, app_def: AppDef, actor: Actor, note: str = "") -> ApplyResult:

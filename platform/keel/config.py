@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from keel.errors import ConfigError
+
 # Secrets that must never run in production: the ones any checkout or tutorial would know.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "change-me", "changeme", "secret", "keel-dev-secret"})
 ENVIRONMENTS = ("development", "production")
@@ -13,6 +15,20 @@ LOGIN_LIMITS = {
     "KEEL_LOGIN_LIMIT_PER_ACCOUNT_AND_ADDRESS": "5 per 15 minutes; 10 per hour; 20 per day",
     "KEEL_LOGIN_LIMIT_PER_ACCOUNT": "20 per hour; 50 per day",
 }
+
+
+def seconds_setting(cfg: dict, name: str) -> float | None:
+    """A setting giving a number of seconds (None when unset); a clear error for anything else."""
+    raw = cfg.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be a number of seconds between 0 and 3600, not {raw!r}")
+    return value
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:
@@ -34,4 +50,7 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         "KEEL_LOGIN_CONCURRENT_HASHES": env.get("KEEL_LOGIN_CONCURRENT_HASHES") or "2",
         # how many reverse proxies in front of Keel set X-Forwarded-For (0: the peer is the client)
         "KEEL_PROXY_COUNT": env.get("KEEL_PROXY_COUNT") or "0",
+        # SQLite: how long a write waits for the database's write lock before the request gets a 503
+        # (default 10; checked by create_app)
+        "KEEL_DB_LOCK_TIMEOUT": env.get("KEEL_DB_LOCK_TIMEOUT") or None,
     }

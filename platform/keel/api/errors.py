@@ -2,7 +2,7 @@
 
 FieldErrors → 422 {"errors": {field: [message]}} in the request's language; NotFound → 404,
 PermissionDenied → 403, Conflict → 409, any other KeelError → 400, HTTP errors keep their status;
-anything unexpected → 500 {"error": "internal error", "id": ...} with the traceback in the log only.
+a database lock timeout → 503 with Retry-After; anything unexpected → 500 {"error": "internal error", "id": ...} with the traceback in the log only.
 
 Handlers are registered on the blueprint for every HTTP status code as well as by class, because
 Flask prefers a code-specific handler of the *app* (e.g. an HTML 404 page) over a class handler of
@@ -19,8 +19,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, default_ex
 from keel.auth import AuthenticationRequired
 from keel.errors import Conflict, FieldErrors, KeelError, NotFound, PermissionDenied
 from keel.i18n import translate
+from keel.storage.db import is_lock_timeout
 
 log = logging.getLogger("keel.api")
+RETRY_AFTER_SECONDS = 5
 
 
 class BadRequestBody(KeelError):
@@ -95,14 +97,23 @@ def internal_error_response(e: BaseException) -> Response:
     return error_response(500, {"error": "internal error", "id": error_id})
 
 
+def busy_response() -> Response:
+    """A write that waited too long for the database's lock: rolled back whole, so trying again is safe."""
+    return error_response(503, {"error": translate("The database is busy; nothing was changed. Try again in a "
+                                                   "few seconds.")},
+                          {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def handle(e: BaseException) -> Response:
     if isinstance(e, KeelError):
         return keel_error_response(e)
     if isinstance(e, HTTPException):
         original = getattr(e, "original_exception", None)
         if e.code == 500 and original is not None:
-            return internal_error_response(original)
+            return handle(original) if is_lock_timeout(original) else internal_error_response(original)
         return http_error_response(e)
+    if is_lock_timeout(e):
+        return busy_response()
     return internal_error_response(e)
 
 

@@ -21,8 +21,8 @@ from keel.errors import FieldErrors, NotFound
 from keel.jobs import jobs_env
 from keel.jobs.catalog import ask, find_spec, job_rows, merged_params
 from keel.jobs.execute import Dispatch
-from keel.jobs.queue import QueueUnavailable
-from keel.jobs.runs import chunks_of, get_run, list_runs
+from keel.jobs.queue import QueueUnavailable, deliver
+from keel.jobs.runs import get_run, list_runs, run_with_chunks
 from keel.storage.job_tables import RUN_STATUSES
 
 bp = Blueprint("jobs_api", __name__, url_prefix="/api/v1")
@@ -68,10 +68,9 @@ def list_job_runs():
 def get_job_run(run_id: int):
     require_admin()
     with jobs_env().engine.connect() as conn:
-        run = get_run(conn, run_id)
-        if run is None:
-            return json_response({"error": f"no job run {run_id}"}, 404)
-        run["chunks"] = chunks_of(conn, run_id)
+        run = run_with_chunks(conn, run_id)
+    if run is None:
+        return json_response({"error": f"no job run {run_id}"}, 404)
     return json_response(run)
 
 
@@ -143,10 +142,9 @@ def run_job(name: str):
         return json_response(body, 409)
     # Committed above; only now may a worker see it.
     location = url_for("jobs_api.get_job_run", run_id=asked.run_id)
-    try:
-        dispatcher.send(Dispatch(asked.run_id, timeout=spec.timeout_seconds))
-    except QueueUnavailable as e:
-        return json_response({"error": f"{e}; run #{asked.run_id} is recorded as queued and will be sent "
+    refused = deliver(env, [Dispatch(asked.run_id, timeout=spec.timeout_seconds)], dispatcher)
+    if refused is not None:
+        return json_response({"error": f"{refused}; run #{asked.run_id} is recorded as queued and will be sent "
                                        f"when the queue is back", "run_id": asked.run_id}, 503,
                              {"Location": location})
     with env.engine.connect() as conn:

@@ -11,7 +11,7 @@ from flask import current_app, g, request
 from keel.api import bp
 from keel.api.common import actor, int_arg, json_object, json_response, runtime
 from keel.errors import FieldErrors
-from keel.i18n import current_lang
+from keel.i18n import current_lang, translate
 from keel.workflow import bulk, delegation, engine, queries
 
 # What each task action takes in its body besides `comment`.
@@ -75,7 +75,12 @@ def bulk_approve():
     outcome = bulk.approve_many(runtime(), ids, actor(), engine.comment_of(data.get("comment")),
                                 current_app.extensions.get(EXTENSION))
     if outcome.queued:
-        return json_response({"queued": True, "run_id": outcome.run_id, "count": outcome.count}, 202)
+        body = {"queued": True, "run_id": outcome.run_id, "count": outcome.count, "sent": outcome.sent}
+        if not outcome.sent:
+            body["message"] = translate("The job queue is unavailable: the approval of %(n)s tasks is recorded "
+                                        "as job run #%(run)s and starts as soon as the queue is back.",
+                                        n=outcome.count, run=outcome.run_id)
+        return json_response(body, 202)
     return json_response({"queued": False, "count": outcome.count, "threshold": outcome.threshold,
                           "approved": outcome.approved, "results": list(outcome.results)})
 

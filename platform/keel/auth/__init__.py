@@ -12,8 +12,10 @@ deactivation counts on the very next request; nothing about permissions is cache
 """
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from flask import Flask, abort, current_app, g, jsonify, make_response, redirect, request, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user
@@ -21,6 +23,8 @@ from flask_wtf.csrf import CSRFProtect
 
 from keel.actor import SYSTEM, Actor
 from keel.errors import KeelError
+
+log = logging.getLogger("keel.auth")
 
 __all__ = [
     "SYSTEM",
@@ -156,6 +160,18 @@ def _is_public_endpoint(endpoint: str) -> bool:
     return bool(getattr(current_app.view_functions.get(endpoint), "keel_public", False))
 
 
+def _touch_token(token_id: int) -> None:
+    """Note that a token is in use, if the database lets us right now: a request never waits for it."""
+    from keel.auth.tokens import touch_token
+    from keel.storage.db import without_waiting
+
+    try:
+        with without_waiting(_engine()) as conn:
+            touch_token(conn, token_id)
+    except sa.exc.OperationalError as e:
+        log.info("token %s: last use not recorded (%s)", token_id, e.orig)
+
+
 def _authenticate(csrf: CSRFProtect):
     g.actor = None
     g.token_id = None
@@ -167,13 +183,15 @@ def _authenticate(csrf: CSRFProtect):
         token = _bearer_token()
         if token is not None:
             from keel.auth.directory import get_actor
-            from keel.auth.tokens import lookup_token
+            from keel.auth.tokens import find_token
 
             actor = None
-            with _engine().begin() as conn:
-                found = lookup_token(conn, token) if token else None
+            with _engine().connect() as conn:  # a read: an API read must not wait for the write lock
+                found = find_token(conn, token) if token else None
                 if found is not None:
                     actor = get_actor(conn, found[1])
+            if actor is not None and found[2]:
+                _touch_token(found[0])
             if actor is None:
                 if not is_public:
                     return _api_unauthorized("invalid or revoked token", invalid_token=True)

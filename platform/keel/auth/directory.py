@@ -343,8 +343,12 @@ def record_directory_history(conn: sa.Connection, actor: Actor, entity: str,
         return
     at = at or utcnow()
     rv = record_versions.c
-    latest = dict(conn.execute(sa.select(rv.record_id, sa.func.max(rv.version))
-                               .where(rv.app == "keel", rv.entity == entity).group_by(rv.record_id)).all())
+    ids = sorted({record_id for record_id, _, _ in changes})
+    latest: dict[int, int] = {}
+    for i in range(0, len(ids), 500):  # only these rows' versions: a sync records thousands, batch by batch
+        latest.update(conn.execute(sa.select(rv.record_id, sa.func.max(rv.version))
+                                   .where(rv.app == "keel", rv.entity == entity, rv.record_id.in_(ids[i:i + 500]))
+                                   .group_by(rv.record_id)).all())
     versions, events = [], []
     for record_id, action, diff in changes:
         version = latest.get(record_id, 0) + 1

@@ -47,9 +47,9 @@ def issue_token(conn: sa.Connection, user_id: int, name: str = "", actor: Actor 
     return token
 
 
-def lookup_token(conn: sa.Connection, token: str) -> tuple[int, int] | None:
-    """(token id, user id) for a usable token: known, not revoked, its user active. Touches
-    last_used_at at most once a minute."""
+def find_token(conn: sa.Connection, token: str) -> tuple[int, int, bool] | None:
+    """(token id, user id, whether last_used_at is due a touch) for a usable token: known, not revoked,
+    its user active. Only reads."""
     if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > MAX_TOKEN_LENGTH:
         return None
     row = conn.execute(
@@ -59,13 +59,25 @@ def lookup_token(conn: sa.Connection, token: str) -> tuple[int, int] | None:
                users.c.active.is_(True))).first()
     if row is None:
         return None
-    now = utcnow()
     last = row.last_used_at
     if last is not None and last.tzinfo is None:  # SQLite hands back naive datetimes
         last = last.replace(tzinfo=dt.UTC)
-    if last is None or now - last >= LAST_USED_RESOLUTION:
-        conn.execute(api_tokens.update().where(api_tokens.c.id == row.id).values(last_used_at=now))
-    return row.id, row.user_id
+    return row.id, row.user_id, last is None or utcnow() - last >= LAST_USED_RESOLUTION
+
+
+def touch_token(conn: sa.Connection, token_id: int) -> None:
+    conn.execute(api_tokens.update().where(api_tokens.c.id == token_id).values(last_used_at=utcnow()))
+
+
+def lookup_token(conn: sa.Connection, token: str) -> tuple[int, int] | None:
+    """(token id, user id) for a usable token; touches last_used_at at most once a minute."""
+    found = find_token(conn, token)
+    if found is None:
+        return None
+    token_id, user_id, due = found
+    if due:
+        touch_token(conn, token_id)
+    return token_id, user_id
 
 
 def resolve_token(conn: sa.Connection, token: str) -> int | None:

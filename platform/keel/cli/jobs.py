@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import socket
 import sys
 
 import click
@@ -51,16 +49,16 @@ def _redis_dispatcher(app, for_worker: bool = False):
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
-@click.option("--name", default=None, help="Worker name (default: host and pid).")
+@click.option("--name", default=None,
+              help="Worker name prefix (default: host and pid); a random suffix makes each start's name unique.")
 @click.option("--no-scheduler", is_flag=True,
               help="Do not move delayed retries to the queue in this worker (another worker must).")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only (each run is still recorded).")
 def worker(burst: bool, name: str | None, no_scheduler: bool, quiet: bool) -> None:
-    """Run an RQ worker on the "keel" queue: takes job runs and their chunks."""
-    from rq import Worker
-
+    """Run an RQ worker on the "keel" queue: takes job runs and their chunks, and takes back lost work."""
     from keel.jobs import jobs_env
     from keel.jobs.tasks import set_worker_env
+    from keel.jobs.worker import work
 
     _logging()
     app = _flask_app()
@@ -68,11 +66,10 @@ def worker(burst: bool, name: str | None, no_scheduler: bool, quiet: bool) -> No
     env = jobs_env(app)
     env.dispatcher = dispatcher
     set_worker_env(env)
-    name = name or f"{socket.gethostname()}-{os.getpid()}-{dispatcher.queue_name}"
-    w = Worker([dispatcher.queue], connection=dispatcher.connection, name=name)
     if quiet:
         logging.getLogger("keel").setLevel(logging.WARNING)
-    w.work(burst=burst, with_scheduler=not no_scheduler, logging_level="WARNING" if quiet else "INFO")
+    work(env, dispatcher, name, burst=burst, with_scheduler=not no_scheduler,
+         logging_level="WARNING" if quiet else "INFO")
 
 
 def _parse_now(value: str | None) -> dt.datetime | None:

@@ -11,20 +11,25 @@ administrators, never by a run's params or a user:
 - import folder of the `file` connector: `KEEL_IMPORT_PATH`, default `<KEEL_INSTANCE_PATH>/imports`.
   `config.file` names a file inside it; absolute names, `..` and symlinks leading out are refused.
 
-The `connector_sync` job type upserts items into an entity by an external key field. Its one chunk reads
-the whole upstream snapshot first and then writes, in the chunk's one transaction, only what changed:
+The `connector_sync` job type upserts items into an entity by an external key field. Its one chunk
+reads the whole upstream snapshot first and then writes only what changed:
 - knowing what vanished upstream needs the complete snapshot, and a failed fetch must write nothing;
-- `skip_invalid: false` promises nothing written when any item is bad: one transaction keeps it;
 - planning runs inside the run's start transaction, which on SQLite holds the database's write lock,
   so fetching there would block every writer for as long as the upstream takes; a chunk's transaction
   begins at its first statement, after the fetch. A retry fetches a fresh snapshot.
-Thousands of items take seconds in one transaction (see bench/bench_hr_sync.py for the directory).
+- with `skip_invalid` (the default) the writes are committed as they go (`JobContext.checkpoint`, a few
+  times a second), so web requests write between them instead of waiting for the whole sync (SQLite has
+  one write lock). Each record's write, version and audit event still commit together. A sync that stops
+  half-way has written a part; the retry, or the next run, writes only what still differs;
+- `skip_invalid: false` promises nothing written when any item is bad: that sync is one transaction,
+  and holds the write lock while it writes.
 """
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -253,9 +258,12 @@ def sync_entity(conn: sa.Connection, built, spec: EntitySync, items: list[Any], 
     report_problems(ctx, problems, spec.skip_invalid, f"{spec.entity} item(s)")
 
     existing = {}
-    for row in conn.execute(sa.select(table).where(read_condition(table, entity, actor),
-                                                   table.c[spec.key].is_not(None))):
-        existing[_stored(key_field, row._mapping[spec.key])] = row
+    # Committing as it goes, the sync reads on a connection of its own: a read takes no write lock, and
+    # the chunk's transaction (which does, on SQLite) begins only at its first write.
+    with (ctx.engine.connect() if ctx is not None and spec.skip_invalid else nullcontext(conn)) as reader:
+        for row in reader.execute(sa.select(table).where(read_condition(table, entity, actor),
+                                                         table.c[spec.key].is_not(None))):
+            existing[_stored(key_field, row._mapping[spec.key])] = row
 
     def write(where: str, fn) -> bool:
         """One record's write; with skip_invalid in a savepoint, so a refused write leaves the
@@ -285,6 +293,8 @@ def sync_entity(conn: sa.Connection, built, spec: EntitySync, items: list[Any], 
             counts["updated" if ok else "invalid"] += 1
         else:
             counts["unchanged"] += 1
+        if ctx is not None and spec.skip_invalid:
+            ctx.checkpoint()
         if ctx is not None and done % 500 == 0:
             ctx.progress(done, len(wanted))
 
@@ -301,6 +311,8 @@ def sync_entity(conn: sa.Connection, built, spec: EntitySync, items: list[Any], 
             if write(f"record {row.id} (key {key!r}, missing upstream)", lambda r=row: records.update(
                     conn, built, spec.entity, r.id, {field_id: value}, actor, r.row_version)):
                 counts["missing"] += 1
+            if ctx is not None and spec.skip_invalid:
+                ctx.checkpoint()
     return counts
 
 

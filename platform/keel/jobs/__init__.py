@@ -7,9 +7,13 @@ on Redis (or, embedded without Redis, on threads of the server).
     plugin.py      what jobs register through the hooks: the `job` kind and the built-in types
     schedule.py    cron in the definition's time zone; idempotency keys
     runs.py        asking for a run (once per key), skipped runs, reading runs
-    execute.py     starting a run, running a chunk, taking back lost work
-    queue.py       dispatchers: RQ (queue "keel") and in-process
+    execute.py     starting a run, running a chunk
+    leases.py      a running chunk's lease and the heartbeat that renews it
+    attempts.py    every attempt at a chunk, with how it ended and why
+    reaper.py      taking back lost work, re-sending what the queue refused or lost
+    queue.py       dispatchers: RQ (queue "keel") and in-process; `deliver`
     tasks.py       what an RQ worker executes
+    worker.py      `keel worker`'s RQ worker: unique names, reaping, RQ's scheduler back after an outage
     scheduler.py   `keel scheduler`
     embedded.py    a private redis-server, or in-process jobs, for `keel serve` / `keel demo`
 
@@ -23,6 +27,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from keel.config import seconds_setting
 from keel.jobs.execute import JobEnv
 
 EXTENSION = "keel.jobs"
@@ -36,6 +41,12 @@ def init_app(app: Flask) -> None:
     env = JobEnv(runtime.engine, runtime, runtime.registries.job_types)
     # KEEL_JOB_QUEUE (default "keel"): lets two Keel instances (or tests) share one Redis.
     app.config.setdefault("KEEL_JOB_QUEUE", os.environ.get("KEEL_JOB_QUEUE") or QUEUE_NAME)
+    # KEEL_JOB_HEARTBEAT_SECONDS (default 10): how often a running chunk proves its worker alive; a
+    # chunk silent for 3 heartbeats is taken back.
+    app.config.setdefault("KEEL_JOB_HEARTBEAT_SECONDS", os.environ.get("KEEL_JOB_HEARTBEAT_SECONDS") or None)
+    heartbeat = seconds_setting(app.config, "KEEL_JOB_HEARTBEAT_SECONDS")
+    if heartbeat is not None:
+        env.heartbeat_seconds = heartbeat
     if app.config.get("KEEL_REDIS_URL"):
         env.dispatcher = RQDispatcher(app.config["KEEL_REDIS_URL"], app.config["KEEL_JOB_QUEUE"])
     app.extensions[EXTENSION] = env

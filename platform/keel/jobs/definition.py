@@ -58,7 +58,7 @@ class JobSpec:
         """What a run keeps of its definition (stored with the run)."""
         return {"timeout_seconds": self.timeout_seconds, "max_attempts": self.max_attempts,
                 "backoff_seconds": list(self.backoff_seconds), "chunk_size": self.chunk_size,
-                "run_as": self.run_as, "timezone": self.timezone}
+                "run_as": self.run_as, "timezone": self.timezone, "catch_up": self.catch_up}
 
 
 def job_spec(app_id: str, definition: Definition) -> JobSpec:

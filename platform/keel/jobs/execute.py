@@ -1,17 +1,19 @@
-"""Running a run: start it (check who it acts for, plan the chunks), run one chunk, and take back the
-work of lost workers. The same functions serve an RQ worker, the in-process runner and `keel jobs run`;
-they never enqueue anything themselves but return what should be dispatched after their transaction
-committed (`Dispatch`), so the caller does that.
+"""Running a run: start it (check who it acts for, plan the chunks) and run one chunk. The same
+functions serve an RQ worker, the in-process runner and `keel jobs run`; they never enqueue anything
+themselves but return what should be dispatched after their transaction committed (`Dispatch`), so the
+caller does that (`keel.jobs.queue.deliver`). Taking back lost work is `keel.jobs.reaper`.
 
-A chunk's life: queued -> running (a claim: attempts + 1, a lease of timeout + grace) -> done, in ONE
-transaction with the chunk's own writes; or, on an error, back to queued with a back-off (failed when
-its attempts are used up, which fails the run). The run succeeds when its last chunk is done: a counter
-incremented in each chunk's transaction, so exactly one of them sees the total."""
+A chunk's life: queued -> running (a claim: attempts + 1, a short lease renewed by a heartbeat, see
+`leases`) -> done, in ONE transaction with the chunk's own writes; or, on an error, back to queued with a
+back-off (failed when its attempts are used up, which fails the run). Every attempt is kept with how it
+ended (`attempts`). The run succeeds when its last chunk is done: a counter incremented in each chunk's
+transaction, so exactly one of them sees the total."""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +21,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.actor import SYSTEM, Actor
+from keel.jobs import attempts, leases
 from keel.jobs.clock import Clock, aware
 from keel.jobs.clock import now as system_now
 from keel.jobs.types import JobContext, JobFailed, JobType
+from keel.storage.db import writes_later
 from keel.storage.job_tables import job_chunks, job_runs
 
 log = logging.getLogger("keel.jobs")
 MAX_ERROR = 4000
 MAX_CHUNKS = 100_000
+SQLITE_HANDOVER_SECONDS = 0.1
 
 
 @dataclass
@@ -40,6 +45,15 @@ class JobEnv:
     lease_grace_seconds: float = 30.0   # beyond the chunk timeout before a running chunk counts as lost
     stale_after_seconds: float = 300.0  # a queued run/chunk not picked up by then is sent again
     dispatcher: Any = None              # keel.jobs.queue.Dispatcher, when there is a queue
+    # The process running a chunk renews its lease this often; a chunk whose lease (3 beats) ran out is
+    # a lost worker's. Workers also take back lost work this often. (KEEL_JOB_HEARTBEAT_SECONDS)
+    heartbeat_seconds: float = 10.0
+    worker_name: str | None = None      # who runs chunks here (an RQ worker's name), for the history
+    checkpoint_seconds: float = 0.5     # `JobContext.checkpoint` commits a transaction older than this
+
+    @property
+    def lease_seconds(self) -> float:
+        return 3 * self.heartbeat_seconds
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,8 @@ def start_run(env: JobEnv, run_id: int) -> list[Dispatch]:
             if claimed.rowcount != 1:
                 return []  # started by another worker, or no longer queued
             run = conn.execute(sa.select(job_runs).where(job_runs.c.id == run_id)).one()
+            if _superseded(conn, run, now):
+                return []
             job_type, ctx = _context(env, conn, run, run.attempts, None)
             chunks = list(job_type.plan(ctx, run.params))
             if len(chunks) > MAX_CHUNKS:
@@ -150,6 +166,25 @@ def start_run(env: JobEnv, run_id: int) -> list[Dispatch]:
         return []
 
 
+def _superseded(conn: sa.Connection, run: Any, now: dt.datetime) -> bool:
+    """A scheduled run that waited (the queue was down or busy) while a later fire time of its job was
+    recorded: under catch_up `latest` (or `none`) only the most recent of them runs; this one is skipped."""
+    if run.triggered_by != "scheduler" or run.options.get("catch_up", "all") == "all" or run.scheduled_for is None:
+        return False
+    r = job_runs.c
+    newer = conn.execute(sa.select(r.id, r.scheduled_for).where(
+        r.app == run.app, r.job == run.job, r.triggered_by == "scheduler", r.status != "skipped",
+        r.scheduled_for > run.scheduled_for).order_by(r.scheduled_for.desc()).limit(1)).first()
+    if newer is None:
+        return False
+    reason = (f"superseded by run #{newer.id} for {aware(newer.scheduled_for).isoformat()}: catch_up "
+              f"'{run.options['catch_up']}' runs only the most recent of the scheduled runs that waited")
+    conn.execute(job_runs.update().where(r.id == run.id).values(status="skipped", reason=reason[:500],
+                                                                 finished_at=now))
+    log.warning("job run #%s (%s/%s) skipped: %s", run.id, run.app, run.job, reason)
+    return True
+
+
 def _backoff(options: dict[str, Any], attempt: int) -> float:
     delays = options.get("backoff_seconds") or [0]
     return float(delays[min(attempt - 1, len(delays) - 1)])
@@ -160,7 +195,7 @@ def _claim(env: JobEnv, run_id: int, idx: int, now: dt.datetime) -> tuple[Any, A
         run = conn.execute(sa.select(job_runs).where(job_runs.c.id == run_id)).first()
         if run is None or run.status != "running":
             return None
-        lease = now + dt.timedelta(seconds=_timeout(run) + env.lease_grace_seconds)
+        lease = leases.lease_until(env, now, leases.hard_limit(env, now, _timeout(run)))
         c = job_chunks.c
         # Queued and due (a second's tolerance for clocks of different machines), or running on a
         # lost worker's expired lease; never beyond the attempts the definition allows.
@@ -175,6 +210,7 @@ def _claim(env: JobEnv, run_id: int, idx: int, now: dt.datetime) -> tuple[Any, A
         if res.rowcount != 1:
             return None
         chunk = conn.execute(sa.select(job_chunks).where(c.run_id == run_id, c.idx == idx)).one()
+        attempts.started(conn, run_id, idx, chunk.attempts, env.worker_name or attempts.this_process(), now)
         return run, chunk, chunk.attempts
 
 
@@ -202,43 +238,81 @@ def run_chunk(env: JobEnv, run_id: int, idx: int, on_progress=None) -> ChunkOutc
     if claimed is None:
         return ChunkOutcome("skip")
     run, chunk, attempt = claimed
-    c = job_chunks.c
+    limit = leases.hard_limit(env, now, _timeout(run))
     try:
-        # Who the run acts for is checked in a short transaction of its own. The chunk's transaction
-        # then begins with its first statement (SQLAlchemy's autobegin), not before: on SQLite every
-        # transaction holds the database's write lock, and work a job does before touching the
-        # database (a slow upstream call) must not hold it.
-        with env.engine.connect() as check:
-            job_type, ctx = _context(env, check, run, attempt, idx, on_progress)
-        with env.engine.connect() as conn:
-            ctx.conn = conn
-            counts = _check_counts(job_type.run_chunk(ctx, run.params, chunk.descriptor))
-            done = conn.execute(job_chunks.update()
-                                .where(c.run_id == run_id, c.idx == idx, c.status == "running", c.attempts == attempt)
-                                .values(status="done", counts=counts, finished_at=env.clock(), lease_until=None,
-                                        error=None))
-            if done.rowcount != 1:
-                raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
-            conn.execute(job_runs.update().where(job_runs.c.id == run_id)
-                         .values(progress_done=job_runs.c.progress_done + 1))
-            progress = conn.execute(sa.select(job_runs.c.progress_done, job_runs.c.progress_total)
-                                    .where(job_runs.c.id == run_id)).one()
-            run_status = None
-            if progress.progress_done >= (progress.progress_total or 0):
-                finished = conn.execute(job_runs.update()
-                                        .where(job_runs.c.id == run_id, job_runs.c.status == "running")
-                                        .values(status="succeeded", finished_at=env.clock(),
-                                                counts=_sum_counts(conn, run_id)))
-                run_status = "succeeded" if finished.rowcount == 1 else None
-            conn.commit()  # the chunk's writes, its done mark and the run's progress, together
-        if run_status:
-            log.info("job run #%s (%s/%s) succeeded", run_id, run.app, run.job)
-        return ChunkOutcome("done", attempt, run_status=run_status)
+        with leases.Heartbeat(env, run_id, idx, attempt, limit):
+            return _run_claimed(env, run, chunk, attempt, limit, on_progress)
     except LeaseLost as e:
         log.warning("%s", e)
+        with env.engine.begin() as conn:
+            attempts.ended(conn, run_id, idx, attempt, "discarded", env.clock(),
+                           f"{e}; this attempt's writes were rolled back")
         return ChunkOutcome("skip", attempt)
     except Exception as e:  # recorded on the chunk; retried or fails the run
         return _chunk_failed(env, run, idx, attempt, e)
+
+
+def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.datetime,
+                 on_progress) -> ChunkOutcome:
+    run_id, idx, c = run.id, chunk.idx, job_chunks.c
+    # Who the run acts for is checked in a short transaction of its own. The chunk's transaction
+    # then begins with its first statement (SQLAlchemy's autobegin), not before: on SQLite every
+    # transaction holds the database's write lock, and work a job does before touching the
+    # database (a slow upstream call) must not hold it.
+    with env.engine.connect() as check:
+        job_type, ctx = _context(env, check, run, attempt, idx, on_progress)
+    with env.engine.connect() as conn:
+        ctx.conn = writes_later(conn)
+        ctx.on_checkpoint = _checkpointer(env, conn, run_id, idx, attempt, limit)
+        counts = _check_counts(job_type.run_chunk(ctx, run.params, chunk.descriptor))
+        finished = env.clock()
+        done = conn.execute(job_chunks.update()
+                            .where(c.run_id == run_id, c.idx == idx, c.status == "running", c.attempts == attempt)
+                            .values(status="done", counts=counts, finished_at=finished, lease_until=None,
+                                    error=None))
+        if done.rowcount != 1:
+            raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
+        attempts.ended(conn, run_id, idx, attempt, "done", finished)
+        conn.execute(job_runs.update().where(job_runs.c.id == run_id)
+                     .values(progress_done=job_runs.c.progress_done + 1))
+        progress = conn.execute(sa.select(job_runs.c.progress_done, job_runs.c.progress_total)
+                                .where(job_runs.c.id == run_id)).one()
+        run_status = None
+        if progress.progress_done >= (progress.progress_total or 0):
+            ended = conn.execute(job_runs.update()
+                                 .where(job_runs.c.id == run_id, job_runs.c.status == "running")
+                                 .values(status="succeeded", finished_at=finished,
+                                         counts=_sum_counts(conn, run_id)))
+            run_status = "succeeded" if ended.rowcount == 1 else None
+        conn.commit()  # the chunk's writes, its done mark and the run's progress, together
+    if run_status:
+        log.info("job run #%s (%s/%s) succeeded", run_id, run.app, run.job)
+    return ChunkOutcome("done", attempt, run_status=run_status)
+
+
+def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attempt: int, limit: dt.datetime):
+    """`JobContext.checkpoint` for this claim: commit what the chunk wrote so far once its transaction
+    has been open `checkpoint_seconds`, renewing the lease in the same commit (so a chunk that was
+    taken back meanwhile commits nothing more)."""
+    opened = time.monotonic()
+
+    def checkpoint() -> None:
+        nonlocal opened
+        if not conn.in_transaction():
+            opened = time.monotonic()
+            return
+        if time.monotonic() - opened < env.checkpoint_seconds:
+            return
+        if not leases.renew(conn, env, run_id, idx, attempt, limit):
+            raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
+        conn.commit()
+        if conn.dialect.name == "sqlite":
+            # SQLite's lock is not handed over: a writer waiting for it polls, every 100 ms once it has
+            # waited a while. Without a pause the next statement here takes the lock back first, always.
+            time.sleep(SQLITE_HANDOVER_SECONDS)
+        opened = time.monotonic()
+
+    return checkpoint
 
 
 def _chunk_failed(env: JobEnv, run: Any, idx: int, attempt: int, e: Exception) -> ChunkOutcome:
@@ -254,7 +328,10 @@ def _chunk_failed(env: JobEnv, run: Any, idx: int, attempt: int, e: Exception) -
                                    finished_at=now if final else None,
                                    enqueued_at=now, available_at=now + dt.timedelta(seconds=delay)))
         if res.rowcount != 1:
+            attempts.ended(conn, run.id, idx, attempt, "discarded", now,
+                           f"{message} (raised after the chunk had been taken back)")
             return ChunkOutcome("skip", attempt, message)
+        attempts.ended(conn, run.id, idx, attempt, "failed" if final else "error", now, message)
         if final:
             conn.execute(job_runs.update().where(job_runs.c.id == run.id, job_runs.c.status == "running")
                          .values(status="failed", finished_at=now,
@@ -266,51 +343,3 @@ def _chunk_failed(env: JobEnv, run: Any, idx: int, attempt: int, e: Exception) -
     log.warning("job run #%s (%s/%s): chunk %s attempt %s failed, retry in %ss: %s", run.id, run.app, run.job,
                 idx, attempt, delay, message)
     return ChunkOutcome("retry", attempt, message, [Dispatch(run.id, idx, delay, _timeout(run))])
-
-
-def reap(env: JobEnv, now: dt.datetime | None = None) -> list[Dispatch]:
-    """Take back what lost workers held and re-send what the queue lost:
-    - a running chunk past its lease (its worker was killed, or its machine died) goes back to queued,
-      or fails the run when it has used all its attempts;
-    - a queued run or chunk nobody picked up within `stale_after_seconds` is sent again (claims are
-      idempotent, so a duplicate message does nothing)."""
-    now = now or env.clock()
-    stale = now - dt.timedelta(seconds=env.stale_after_seconds)
-    out: list[Dispatch] = []
-    c, r = job_chunks.c, job_runs.c
-    with env.engine.begin() as conn:
-        lost = conn.execute(sa.select(c.run_id, c.idx, c.attempts, c.lease_until, r.options, r.app, r.job)
-                            .select_from(job_chunks.join(job_runs, r.id == c.run_id))
-                            .where(c.status == "running", c.lease_until < now, r.status == "running")).all()
-        for ch in lost:
-            max_attempts = int(ch.options.get("max_attempts", 1))
-            message = (f"worker lost while running attempt {ch.attempts} (no result by "
-                       f"{aware(ch.lease_until).isoformat()}: killed, crashed or timed out)")
-            exhausted = ch.attempts >= max_attempts
-            where = sa.and_(c.run_id == ch.run_id, c.idx == ch.idx, c.status == "running", c.attempts == ch.attempts)
-            if exhausted:
-                conn.execute(job_chunks.update().where(where).values(
-                    status="failed", error=message, lease_until=None, finished_at=now))
-                conn.execute(job_runs.update().where(r.id == ch.run_id, r.status == "running").values(
-                    status="failed", finished_at=now,
-                    error=f"chunk {ch.idx} failed (attempt {ch.attempts} of {max_attempts}): {message}"))
-                log.error("job run #%s (%s/%s): chunk %s: %s; no attempts left", ch.run_id, ch.app, ch.job,
-                          ch.idx, message)
-            else:
-                conn.execute(job_chunks.update().where(where).values(
-                    status="queued", error=message, lease_until=None, enqueued_at=now, available_at=now))
-                out.append(Dispatch(ch.run_id, ch.idx, 0.0, int(ch.options.get("timeout_seconds", 600))))
-                log.warning("job run #%s (%s/%s): chunk %s: %s; queued again", ch.run_id, ch.app, ch.job,
-                            ch.idx, message)
-        for run in conn.execute(sa.select(r.id).where(r.status == "queued", sa.func.coalesce(
-                r.enqueued_at, r.created_at) < stale)).all():
-            conn.execute(job_runs.update().where(r.id == run.id).values(enqueued_at=now))
-            out.append(Dispatch(run.id))
-        for ch in conn.execute(sa.select(c.run_id, c.idx, r.options)
-                               .select_from(job_chunks.join(job_runs, r.id == c.run_id))
-                               .where(c.status == "queued", r.status == "running",
-                                      sa.func.coalesce(c.enqueued_at, c.available_at) < stale,
-                                      c.available_at < now)).all():
-            conn.execute(job_chunks.update().where(c.run_id == ch.run_id, c.idx == ch.idx).values(enqueued_at=now))
-            out.append(Dispatch(ch.run_id, ch.idx, 0.0, int(ch.options.get("timeout_seconds", 600))))
-    return out

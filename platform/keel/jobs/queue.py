@@ -6,7 +6,8 @@ back-off) somewhere they will be executed:
 - `InProcessDispatcher`: a small thread pool in this process, for an embedded set-up without Redis.
 
 Dispatchers only deliver; correctness lives in the database (see `execute`): a duplicate or a lost
-message costs time, never a double write."""
+message costs time, never a double write. Hand work over with `deliver`: what the queue refuses is
+marked unsent in the database, and the reaper sends it as soon as the queue takes it again."""
 from __future__ import annotations
 
 import datetime as dt
@@ -17,7 +18,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from keel.errors import KeelError
-from keel.jobs.execute import Dispatch, JobEnv, reap, run_chunk, start_run
+from keel.jobs.execute import Dispatch, JobEnv, run_chunk, start_run
+from keel.jobs.reaper import reap
+from keel.storage.job_tables import job_chunks, job_runs
 
 log = logging.getLogger("keel.jobs")
 
@@ -108,6 +111,35 @@ class RQDispatcher(Dispatcher):
         ok, message = self.status()
         if not ok:
             raise QueueUnavailable(message)
+
+
+def deliver(env: JobEnv, dispatches: list[Dispatch], dispatcher: Dispatcher | None = None) -> QueueUnavailable | None:
+    """Send `dispatches` (after the transaction that recorded them committed). When the queue refuses
+    one, it and the rest are marked unsent, for the reaper to send once the queue is back; the error is
+    returned (None: all sent)."""
+    dispatcher = dispatcher or env.dispatcher
+    for i, d in enumerate(dispatches):
+        try:
+            if dispatcher is None:
+                raise QueueUnavailable("no job queue: KEEL_REDIS_URL is not set")
+            dispatcher.send(d)
+        except QueueUnavailable as e:
+            mark_unsent(env, dispatches[i:])
+            log.error("%s; %s run(s)/chunk(s) recorded as not sent, sent again once the queue takes them",
+                      e, len(dispatches) - i)
+            return e
+    return None
+
+
+def mark_unsent(env: JobEnv, dispatches: list[Dispatch]) -> None:
+    r, c = job_runs.c, job_chunks.c
+    with env.engine.begin() as conn:
+        for d in dispatches:
+            if d.chunk is None:
+                conn.execute(job_runs.update().where(r.id == d.run_id, r.status == "queued").values(enqueued_at=None))
+            else:
+                conn.execute(job_chunks.update().where(c.run_id == d.run_id, c.idx == d.chunk, c.status == "queued")
+                             .values(enqueued_at=None))
 
 
 class InProcessDispatcher(Dispatcher):

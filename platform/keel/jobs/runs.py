@@ -168,6 +168,19 @@ def last_runs(conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def chunks_of(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
+    """A run's chunks, each with `history`: every attempt, who ran it, how it ended and why."""
+    from keel.jobs.attempts import history
+
+    tried = history(conn, run_id)
     rows = conn.execute(sa.select(job_chunks).where(job_chunks.c.run_id == run_id).order_by(job_chunks.c.idx))
     return [{"index": r.idx, "status": r.status, "attempts": r.attempts, "counts": r.counts, "error": r.error,
-             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at)} for r in rows]
+             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at), "history": tried.get(r.idx, [])}
+            for r in rows]
+
+
+def run_with_chunks(conn: sa.Connection, run_id: int) -> dict[str, Any] | None:
+    """A run with its chunks and every attempt at them (the run's API answer and page); None if unknown."""
+    run = get_run(conn, run_id)
+    if run is not None:
+        run["chunks"] = chunks_of(conn, run_id)
+    return run

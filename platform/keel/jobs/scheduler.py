@@ -24,7 +24,9 @@ import sqlalchemy as sa
 from keel.jobs import schedule
 from keel.jobs.clock import Clock, aware, utc
 from keel.jobs.definition import JobSpec, app_job_specs
-from keel.jobs.execute import Dispatch, JobEnv, reap
+from keel.jobs.execute import Dispatch, JobEnv
+from keel.jobs.queue import deliver
+from keel.jobs.reaper import reap
 from keel.jobs.runs import record_skipped, request_run
 from keel.storage.job_tables import job_schedules
 
@@ -76,12 +78,10 @@ class Scheduler:
                 report.errors.append(f"{spec.app_id}/{spec.id}: {e}")
         resent = reap(self.env, now)
         report.resent = len(resent)
-        try:
-            self.dispatcher.send_all(dispatches + resent)
-        except Exception as e:
-            log.error("could not enqueue %s run(s), they stay queued and are sent again later: %s",
-                      len(dispatches) + len(resent), e)
-            report.errors.append(str(e))
+        # What the queue refuses stays queued, marked unsent: the next tick (or a worker) sends it.
+        error = deliver(self.env, dispatches + resent, self.dispatcher)
+        if error is not None:
+            report.errors.append(str(error))
         return report
 
     def _fire(self, spec: JobSpec, now: dt.datetime, report: TickReport) -> list[Dispatch]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from keel.jobs.execute import JobEnv, run_chunk, start_run
+from keel.jobs.queue import deliver
 
 _ENV: JobEnv | None = None
 _PID: int | None = None
@@ -49,12 +50,12 @@ def _dispatcher(env: JobEnv):
 def start_run_task(run_id: int) -> str:
     env = _for_this_process()
     follow_up = start_run(env, run_id)
-    _dispatcher(env).send_all(follow_up)
+    deliver(env, follow_up, _dispatcher(env))
     return f"{len(follow_up)} chunk(s) queued"
 
 
 def run_chunk_task(run_id: int, idx: int) -> str:
     env = _for_this_process()
     outcome = run_chunk(env, run_id, idx)
-    _dispatcher(env).send_all(outcome.follow_up)
+    deliver(env, outcome.follow_up, _dispatcher(env))
     return outcome.status if outcome.error is None else f"{outcome.status}: {outcome.error}"

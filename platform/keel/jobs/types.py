@@ -75,6 +75,7 @@ class JobContext:
     chunk_index: int | None = None
     log: logging.LoggerAdapter = field(default=None)  # type: ignore[assignment]
     on_progress: Callable[[int, int | None], None] | None = None
+    on_checkpoint: Callable[[], None] | None = None
 
     def __post_init__(self):
         if self.log is None:
@@ -93,3 +94,15 @@ class JobContext:
         """Report progress inside a chunk (shown by `keel jobs run`; ignored on a worker)."""
         if self.on_progress is not None:
             self.on_progress(done, total)
+
+    def checkpoint(self) -> None:
+        """Commit what this chunk wrote so far, when its transaction has been open a little while (half a
+        second): call it between items of a long chunk, so that other writers — web requests, on
+        SQLite's one write lock — get their turn. Cheap to call often.
+
+        Only for chunks that may run again over their own partial writes: a chunk that fails after a
+        checkpoint is retried from its start with the committed part in place. Upserting by key is such
+        a chunk; inserting or counting is not (leave those to one transaction, the default). Raises
+        when the chunk was taken back meanwhile, committing nothing more."""
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()

@@ -1,5 +1,5 @@
 """The tables of background jobs: every run (queued, running, finished or skipped), the chunks a run is
-split into, and the last time the scheduler fired each job. They live on the system metadata, so
+split into, every attempt at a chunk, and the last time the scheduler fired each job. They live on the system metadata, so
 `create_system_tables` creates them with the rest of Keel's own tables.
 
 Times are stored in UTC. SQLite keeps no time zone with a value, so every writer converts to UTC first
@@ -20,6 +20,11 @@ def _ts(name: str, **kw) -> sa.Column:
 # Run statuses, in the order a run moves through them; `skipped` runs never start.
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
 CHUNK_STATUSES = ("queued", "running", "done", "failed")
+# How an attempt at a chunk ended: still `running`; `done` (committed); `error` (raised, tried again);
+# `failed` (raised, no attempt left, or a failure no retry fixes); `lost` (its worker stopped
+# heartbeating); `timed_out` (still running past timeout + grace); `discarded` (finished after it had
+# been taken back: its writes were rolled back).
+ATTEMPT_OUTCOMES = ("running", "done", "error", "failed", "lost", "timed_out", "discarded")
 
 job_runs = sa.Table(
     "keel_job_runs", metadata,
@@ -44,7 +49,9 @@ job_runs = sa.Table(
     sa.Column("triggered_by", sa.String(64), nullable=False),  # "scheduler", "cli", "user:<id>"
     sa.Column("triggered_by_user", sa.BigInteger()),
     _ts("created_at", nullable=False),
-    _ts("enqueued_at"),   # last handed to the queue; the reaper re-sends a run stuck in `queued`
+    # Last handed to the queue; NULL: recorded, but the queue refused it (sent as soon as it is back).
+    # The reaper re-sends a run stuck in `queued`.
+    _ts("enqueued_at"),
     _ts("started_at"),
     _ts("finished_at"),
     sa.Column("counts", sa.JSON()),
@@ -65,14 +72,28 @@ job_chunks = sa.Table(
     # Incremented by every claim; a worker's "done" mark only lands when attempts still equals its own
     # claim, so a worker presumed dead (lease expired, chunk re-claimed) cannot commit a second time.
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
-    _ts("lease_until"),   # a running chunk past this is a lost worker's: the reaper takes it back
+    # A running chunk past this is a lost worker's: the reaper takes it back. Short, and renewed by the
+    # heartbeat of the process running the chunk, up to the hard limit of timeout + grace.
+    _ts("lease_until"),
     _ts("available_at"),  # a retried chunk waits for its back-off until then
-    _ts("enqueued_at"),
+    _ts("enqueued_at"),   # as for runs: NULL when the queue refused it
     _ts("started_at"),
     _ts("finished_at"),
     sa.Column("counts", sa.JSON()),
     sa.Column("error", sa.Text()),
     sa.Index("ix_keel_job_chunks_status", "status"),
+)
+
+job_attempts = sa.Table(
+    "keel_job_attempts", metadata,
+    sa.Column("run_id", sa.ForeignKey("keel_job_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True),
+    sa.Column("attempt", sa.Integer(), primary_key=True),  # the chunk's `attempts` after this claim
+    sa.Column("worker", sa.String(200)),                   # which worker (process) ran it
+    _ts("started_at", nullable=False),
+    _ts("finished_at"),
+    sa.Column("outcome", sa.String(16), nullable=False),   # ATTEMPT_OUTCOMES
+    sa.Column("error", sa.Text()),                          # the exception, or why it was taken back
 )
 
 job_schedules = sa.Table(

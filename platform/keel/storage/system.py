@@ -41,6 +41,9 @@ users = sa.Table(
     # Bumped whenever roles, admin flag or activity change, so cached permissions are dropped.
     sa.Column("auth_version", sa.Integer(), nullable=False, server_default="1"),
     _ts("created_at", nullable=False, server_default=NOW),
+    # Team and department row scopes filter on these (storage.permissions).
+    sa.Index("ix_keel_users_manager", "manager_id"),
+    sa.Index("ix_keel_users_department", "department_id"),
 )
 
 user_roles = sa.Table(

@@ -1,14 +1,16 @@
 """/admin/jobs: every job with its schedule and next run, the queue's state, and the recent runs with
-status, counts, error and duration. Administrators only (the API explains why)."""
+status, counts, error and duration; /admin/jobs/runs/<id>: one run with every attempt at each of its
+chunks and why it ended. Administrators only (the API explains why)."""
 from __future__ import annotations
 
 from flask import Blueprint, render_template
 
 from keel.auth import require_admin
+from keel.errors import NotFound
 from keel.i18n import current_lang
 from keel.jobs import jobs_env, queue_status
 from keel.jobs.catalog import job_rows
-from keel.jobs.runs import list_runs
+from keel.jobs.runs import list_runs, run_with_chunks
 
 bp = Blueprint("jobs_pages", __name__)
 RECENT = 50
@@ -25,3 +27,13 @@ def jobs_page():
     for j in jobs:
         j["title"] = j["label"]["en" if lang == "en" else "zh"]
     return render_template("jobs/index.html", title="Jobs", jobs=jobs, runs=runs, queue=queue_status())
+
+
+@bp.get("/admin/jobs/runs/<int:run_id>")
+def run_page(run_id: int):
+    require_admin()
+    with jobs_env().engine.connect() as conn:
+        run = run_with_chunks(conn, run_id)
+    if run is None:
+        raise NotFound(f"no job run {run_id}")
+    return render_template("jobs/run.html", title="Job run", run=run, chunks=run["chunks"])

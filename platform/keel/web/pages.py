@@ -135,6 +135,7 @@ ERROR_TITLES = {
     413: N_("The request is too large."),
     422: N_("Some values need correcting."),
     500: N_("Something went wrong on our side."),
+    503: N_("The system is busy. Nothing was changed; please try again in a few seconds."),
 }
 
 
@@ -192,10 +193,26 @@ def handle_unexpected(e: BaseException):
     return error_page(500, error_id=error_id)
 
 
+def handle_database_error(e: sa.exc.OperationalError):
+    """A write that waited too long for the database's lock is a 503 the user may retry (the
+    transaction rolled back whole); any other database failure is unexpected."""
+    from keel.api.errors import RETRY_AFTER_SECONDS
+    from keel.storage.db import is_lock_timeout
+
+    if not is_lock_timeout(e):
+        raise e
+    if _is_api():
+        return _api(e)
+    body, status = error_page(503)
+    return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
 def register_error_pages(app) -> None:
     for code in (400, 401, 403, 404, 405, 413, 500):
         app.register_error_handler(code, handle_http_error)
     app.register_error_handler(KeelError, handle_keel_error)
+    # In tests too: a lock timeout is an answer, not a crash.
+    app.register_error_handler(sa.exc.OperationalError, handle_database_error)
     if not app.testing or app.config.get("KEEL_FRIENDLY_500_IN_TESTS"):
         # In tests an unexpected exception should fail loudly with its traceback.
         app.register_error_handler(Exception, handle_unexpected)

@@ -143,6 +143,11 @@ def bulk_approve():
 
     eng = runtime().engine
     outcome = bulk.approve_many(runtime(), ids, who, comment, current_app.extensions.get(EXTENSION))
+    if outcome.queued and not outcome.sent:
+        flash(translate("The job queue is unavailable: the approval of %(n)s tasks is recorded as job run "
+                        "#%(run)s and starts as soon as the queue is back.", n=outcome.count, run=outcome.run_id),
+              "info")
+        return redirect(url_for("workflow_pages.tasks_page"))
     if outcome.queued:
         flash(translate("%(n)s tasks are being approved in the background (job run #%(run)s).",
                         n=outcome.count, run=outcome.run_id), "success")

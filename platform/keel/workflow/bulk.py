@@ -4,7 +4,10 @@ task, what happened.
 
 Above the smallest `bulk_queue_threshold` of the workflows involved, the work is queued as a background
 job run (type `workflow.bulk_approve`, acting as the user who asked, whose permissions the job re-checks)
-when the server has a job queue; without one it runs here and says so (`"queued": false`)."""
+when the server has a job queue; without one it runs here and says so (`"queued": false`). A run the
+queue refused once it was recorded (Redis answering but refusing writes) is not lost and not hidden: the
+answer says it is recorded and will run once the queue takes it (`"sent": false`), which the reaper does
+as soon as it can — never a failure that then happens anyway."""
 from __future__ import annotations
 
 import logging
@@ -79,6 +82,7 @@ class BulkOutcome:
     threshold: int
     run_id: int | None = None
     results: tuple[dict[str, Any], ...] = ()
+    sent: bool = True   # False: the run is recorded but waits for the queue to take it
 
     @property
     def queued(self) -> bool:
@@ -96,9 +100,9 @@ def approve_many(runtime, ids: list[int], actor: Actor, comment: str | None, job
     with engine.connect() as conn:
         limit = threshold(conn, runtime, ids)
     if len(ids) > limit and jobs_env is not None:
-        run_id = queue(jobs_env, app_of(engine, ids), ids, actor, comment)
-        if run_id is not None:
-            return BulkOutcome(len(ids), limit, run_id=run_id)
+        queued = queue(jobs_env, app_of(engine, ids), ids, actor, comment)
+        if queued is not None:
+            return BulkOutcome(len(ids), limit, run_id=queued[0], sent=queued[1])
     return BulkOutcome(len(ids), limit, results=tuple(run_inline(runtime, ids, actor, comment)))
 
 
@@ -120,22 +124,22 @@ def job_spec(app_id: str, actor: Actor):
                    params={}, run_as=actor.username, enabled=True)
 
 
-def queue(env, app_id: str, ids: list[int], actor: Actor, comment: str | None) -> int | None:
-    """Record and dispatch a job run; None when there is no usable queue."""
+def queue(env, app_id: str, ids: list[int], actor: Actor, comment: str | None) -> tuple[int, bool] | None:
+    """Record and dispatch a job run: (its id, whether the queue took it); None when there is no usable
+    queue (nothing recorded)."""
     from keel.jobs.catalog import ask
     from keel.jobs.execute import Dispatch
+    from keel.jobs.queue import deliver
 
     dispatcher = getattr(env, "dispatcher", None)
     if dispatcher is None or not dispatcher.status()[0]:
         return None
-    if BulkApproveJob.name not in env.types:
-        env.types.register(BulkApproveJob())
     asked = ask(env, job_spec(app_id, actor), {"task_ids": ids, "comment": comment},
                 trigger=f"user:{actor.user_id}", user_id=actor.user_id)
     if asked.run_id is None:
         return None
-    dispatcher.send(Dispatch(asked.run_id, timeout=600))
-    return asked.run_id
+    refused = deliver(env, [Dispatch(asked.run_id, timeout=600)], dispatcher)
+    return asked.run_id, refused is None
 
 
 class BulkApproveJob(JobType):

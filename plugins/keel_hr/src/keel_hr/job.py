@@ -14,7 +14,9 @@ directory in line (directory_sync.py).
 departments are read from the people's items (a CSV export with department columns on every row).
 
 One chunk: the snapshot is fetched before the chunk's transaction begins (see keel.connectors.sync), and
-the directory is written in that one transaction, so a failure anywhere leaves it as it was.
+the directory is written in batches committed as they go (directory_sync.py says why and how a stopped
+sync is finished by the next); with skip_invalid false, in one transaction, so any problem leaves the
+directory as it was.
 """
 from __future__ import annotations
 
@@ -103,8 +105,11 @@ class SyncDirectory(JobType):
         skip_invalid = params.get("skip_invalid", True)
         options = Options(tuple(params.get("default_roles", ())), params.get("deactivate_missing", True),
                           params.get("allow_empty", False))
+        # With skip_invalid false any problem must leave the directory as it was: one transaction.
         sync = DirectorySync(ctx.conn, ctx.actor, options,
-                             lambda problems: report_problems(ctx, problems, skip_invalid, "HR item(s)"))
+                             lambda problems: report_problems(ctx, problems, skip_invalid, "HR item(s)"),
+                             checkpoint=ctx.checkpoint if skip_invalid else None,
+                             reader=ctx.engine if skip_invalid else None)
         try:
             counts = sync.run(people, depts)
         except SyncError as exc:

@@ -266,11 +266,13 @@ def user_token(username: str, name: str) -> None:
 
 def _attach_subcommands() -> None:
     from keel.cli.api import api_group
+    from keel.cli.directory import dept_group, user_passwd
     from keel.cli.jobs import jobs_group, scheduler, worker
     from keel.cli.plugins import plugin_group
 
-    for command in (plugin_group, worker, scheduler, jobs_group, api_group):
+    for command in (plugin_group, worker, scheduler, jobs_group, api_group, dept_group):
         cli.add_command(command)
+    user_group.add_command(user_passwd)
 
 
 _attach_subcommands()

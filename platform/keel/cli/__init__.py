@@ -218,6 +218,22 @@ def app_rollback(app_id: str, version: int) -> None:
         click.echo(f"unchanged: app '{app_id}' already matches version {version} (current: v{result.version})")
 
 
+@app_group.command("export")
+@click.argument("app_id")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--version", type=int, default=None, help="A stored version (default: the current one).")
+def app_export(app_id: str, path: str, version: int | None) -> None:
+    """Write the current version of APP back to files in PATH (what `apply` reads), so a change made on
+    the admin pages or by a rollback is not undone by the next apply from an old folder."""
+    from keel.apply import export_app
+
+    runtime = _app().extensions["keel"]
+    result = export_app(runtime.engine, app_id, path, runtime.registries, version)
+    for rel in result.removed:
+        click.echo(f"  removed {rel}")
+    click.echo(f"exported: app '{app_id}' version {result.version} to {path} ({len(result.written)} files)")
+
+
 # -- users ------------------------------------------------------------------------------------------
 
 @cli.group("user")

@@ -1,4 +1,4 @@
-"""Safe expressions: the SECURITY.md payload set is refused at parse time or stopped by a limit,
+"""Safe expressions: the docs/security.md payload set is refused at parse time or stopped by a limit,
 quickly; normal definitions (the deviation formula) evaluate exactly."""
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from keel.api import bp
 from keel.api.common import json_object, json_response, runtime
 from keel.auth import directory, require_admin
 from keel.errors import FieldErrors, NotFound
-from keel.storage.system import departments, user_roles, users
+from keel.storage.system import users
 
 MAX_USERS = 500
 
@@ -149,36 +149,8 @@ def list_users():
     if errors:
         raise errors
     with runtime().engine.connect() as conn:
-        return json_response({"items": user_rows(conn, request.args.get("q"), request.args.get("department"),
-                                                 limit)})
-
-
-def user_rows(conn, q: str | None, department: str | None, limit: int) -> list[dict]:
-    manager = users.alias("manager")
-    query = (sa.select(users.c.id, users.c.username, users.c.display_name, users.c.email, users.c.active,
-                       users.c.is_admin, users.c.external_key, departments.c.code.label("department"),
-                       manager.c.username.label("manager"),
-                       (users.c.password_hash.is_not(None)).label("has_password"))
-             .select_from(users.outerjoin(departments, departments.c.id == users.c.department_id)
-                          .outerjoin(manager, manager.c.id == users.c.manager_id))
-             .order_by(users.c.username).limit(limit))
-    if q:
-        like = f"%{q.strip().lower()[:100]}%"
-        query = query.where(sa.or_(sa.func.lower(users.c.username).like(like),
-                                   sa.func.lower(users.c.display_name).like(like)))
-    if department:
-        query = query.where(departments.c.code == department)
-    rows = [dict(r) for r in conn.execute(query).mappings()]
-    roles: dict[int, list[str]] = {}
-    if rows:
-        for uid, role in conn.execute(sa.select(user_roles.c.user_id, user_roles.c.role)
-                                      .where(user_roles.c.user_id.in_([r["id"] for r in rows]))
-                                      .order_by(user_roles.c.role)):
-            roles.setdefault(uid, []).append(role)
-    for r in rows:
-        r["roles"] = roles.get(r["id"], [])
-        r["synced"] = r.pop("external_key") is not None
-    return rows
+        return json_response({"items": directory.list_users(conn, request.args.get("q"),
+                                                             request.args.get("department"), limit)})
 
 
 @bp.post("/users/<username>/password")

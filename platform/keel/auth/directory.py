@@ -437,3 +437,34 @@ def move_users(conn: sa.Connection, usernames: Sequence[str], department_code: s
             "user_id": row.id, "username": row.username, "from": before, "to": department_code,
             "manager": manager_username})
     return ids
+
+
+def list_users(conn: sa.Connection, q: str | None = None, department: str | None = None,
+               limit: int = 100) -> list[dict]:
+    """Users by username with department code, superior, roles and whether they have a password or
+    come from a synced directory; `q` matches part of the username or display name."""
+    manager = users.alias("manager")
+    query = (sa.select(users.c.id, users.c.username, users.c.display_name, users.c.email, users.c.active,
+                       users.c.is_admin, users.c.external_key, departments.c.code.label("department"),
+                       manager.c.username.label("manager"),
+                       (users.c.password_hash.is_not(None)).label("has_password"))
+             .select_from(users.outerjoin(departments, departments.c.id == users.c.department_id)
+                          .outerjoin(manager, manager.c.id == users.c.manager_id))
+             .order_by(users.c.username).limit(limit))
+    if q:
+        like = f"%{q.strip().lower()[:100]}%"
+        query = query.where(sa.or_(sa.func.lower(users.c.username).like(like),
+                                   sa.func.lower(users.c.display_name).like(like)))
+    if department:
+        query = query.where(departments.c.code == department)
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    roles: dict[int, list[str]] = {}
+    if rows:
+        for uid, role in conn.execute(sa.select(user_roles.c.user_id, user_roles.c.role)
+                                      .where(user_roles.c.user_id.in_([r["id"] for r in rows]))
+                                      .order_by(user_roles.c.role)):
+            roles.setdefault(uid, []).append(role)
+    for r in rows:
+        r["roles"] = roles.get(r["id"], [])
+        r["synced"] = r.pop("external_key") is not None
+    return rows

@@ -33,6 +33,13 @@ bp = Blueprint("admin_org", __name__)
 PAGE = 50
 
 
+def _choices(pairs):
+    """(value, label) pairs as WTForms 3.3 wants them."""
+    from keel.forms.build import SelectChoice
+
+    return [SelectChoice(v, label) for v, label in pairs]
+
+
 # ---- forms ---------------------------------------------------------------------------------------
 
 class AddUserForm(FlaskForm):
@@ -40,7 +47,7 @@ class AddUserForm(FlaskForm):
     display_name = StringField(N_("Name"), validators=[DataRequired(), Length(max=200)])
     password = PasswordField(N_("Password"), validators=[Optional(), Length(max=1024)])
     roles = StringField(N_("Roles (comma-separated)"), validators=[Optional(), Length(max=1000)])
-    department = SelectField(N_("Department"), choices=[], validate_choice=False)
+    department = SelectField(N_("Department"), choices=_choices([]), validate_choice=False)
     manager = StringField(N_("Direct superior (username)"), validators=[Optional(), Length(max=150)])
     email = StringField(N_("E-mail"), validators=[Optional(), Length(max=320)])
     is_admin = BooleanField(N_("Administrator"))
@@ -51,7 +58,7 @@ class RolesForm(FlaskForm):
 
 
 class MoveUserForm(FlaskForm):
-    department = SelectField(N_("Department"), choices=[], validate_choice=False)
+    department = SelectField(N_("Department"), choices=_choices([]), validate_choice=False)
     manager = StringField(N_("Direct superior (username)"), validators=[Optional(), Length(max=150)])
 
 
@@ -67,7 +74,7 @@ class DepartmentForm(FlaskForm):
     code = StringField(N_("Code"), validators=[DataRequired(), Length(max=64)])
     name = StringField(N_("Name (Chinese)"), validators=[DataRequired(), Length(max=200)])
     name_en = StringField(N_("Name (English)"), validators=[Optional(), Length(max=200)])
-    parent = SelectField(N_("Parent department"), choices=[], validate_choice=False)
+    parent = SelectField(N_("Parent department"), choices=_choices([]), validate_choice=False)
     head = StringField(N_("Head (username)"), validators=[Optional(), Length(max=150)])
 
 
@@ -102,11 +109,11 @@ def _engine():
     return current_app.extensions["keel"].engine
 
 
-def _department_choices(conn, empty: str) -> list[tuple[str, str]]:
+def _department_choices(conn, empty: str) -> list:
     lang = current_lang()
-    return [("", empty)] + [
+    return _choices([("", empty)] + [
         (d["code"], "\u3000" * d["depth"] + (d["name_en"] if lang == "en" and d["name_en"] else d["name"])
-         + f" ({d['code']})") for d in directory.list_departments(conn)]
+         + f" ({d['code']})") for d in directory.list_departments(conn)])
 
 
 def _names(text: str | None) -> list[str]:

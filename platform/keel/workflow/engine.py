@@ -55,6 +55,9 @@ def start(conn: sa.Connection, built, workflow_id: str, record_id: int, actor: A
     if row is None:
         raise NotFound(f"no {wf.entity} record {record_id}")
     values = dict(row._mapping)
+    from keel.workflow.starters import check_may_start
+
+    check_may_start(conn, built, wf, values, actor)
     open_one = conn.execute(_OPEN_INSTANCE, {"app": app_id, "entity": wf.entity, "record_id": record_id,
                                              "workflow": workflow_id}).first()
     if open_one is not None:
@@ -224,6 +227,10 @@ def approve(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: s
 def reject(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: str | None = None) -> dict:
     comment = comment_of(comment)
     run, task, step = _task_run(conn, runtime, task_id, actor, "reject")
+    if step.reject_requires_comment and not (comment or "").strip():
+        errors = FieldErrors()
+        errors.add("comment", "A rejection needs a comment: say why.")
+        raise errors
     _mark(run, task, "rejected", comment)
     machine.audit(run, "reject", **_detail(task, comment))
     machine.after_decision(run, step, "reject")
@@ -279,13 +286,22 @@ def _users(conn: sa.Connection, refs: Any, field: str) -> list[int]:
 
 
 def _newcomers(run: machine.Run, step: Step, people: list[int], field: str) -> None:
+    """One person decides at most once per step: nobody who has an open task in it or already decided
+    in it (approved, rejected, sent back) gets another, whether by transfer or by adding approvers."""
     errors = FieldErrors()
-    open_ = {t.assignee_id for t in machine.step_tasks(run, step.id) if t.status in machine.OPEN}
+    tasks = machine.step_tasks(run, step.id)
+    open_ = {t.assignee_id for t in tasks if t.status in machine.OPEN}
+    decided = {t.assignee_id for t in tasks if t.status in machine.SEATED} - open_
+    names = dict(run.conn.execute(sa.select(users.c.id, users.c.username).where(users.c.id.in_(people))).all())
     for uid in people:
+        who = names.get(uid, str(uid))
         if uid == run.instance["submitter_id"] and not step.allow_self_approval:
             errors.add(field, "The submitter cannot approve their own request.")
         elif uid in open_:
-            errors.add(field, "User %(user)s already has this task.", user=str(uid))
+            errors.add(field, "User %(user)s already has this task.", user=who)
+        elif uid in decided:
+            errors.add(field, "User %(user)s already decided at this step: one person decides once per step.",
+                       user=who)
     if errors:
         raise errors
 

@@ -12,7 +12,12 @@ subscribes these to `keel_record_before_write` and `keel_record_written`); stora
   record exists outside its approval. (A form that starts none is the admin's way to allow records
   without approval.)
 
-The system actor (the engine's own actions, migrations) is never stopped here."""
+- A field marked `"changed_by": "workflow"` takes any value when its record is created; afterwards only a
+  workflow's actions (an actor whose `via` names a workflow, keel.actor.workflow_actor) change it. Every
+  other write that would change it — a person through any channel, an import, a connector sync, a job
+  acting as the system — is a 422 naming the field, before anything is written.
+
+The system actor (the engine's own actions, migrations) is never stopped here, except by `changed_by`."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -20,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.actor import Actor
+from keel.actor import Actor, acts_for_workflow
 from keel.errors import Conflict, FieldErrors
 from keel.storage.workflow_tables import wf_instances
 
@@ -101,7 +106,49 @@ def _check_frozen(conn: sa.Connection, built, entity_id: str, record_id: int, ac
                    f"file a new revision request to change it.")
 
 
+def workflow_only_fields(built, entity_id: str) -> tuple[Any, ...]:
+    """The fields of an entity that only a workflow may change (`"changed_by": "workflow"`)."""
+    return built.product(("workflow_only_fields", entity_id),
+                         lambda: tuple(f for f in built.entity(entity_id).fields if f.changed_by == "workflow"))
+
+
+def _same(f, sent: Any, stored: Any) -> bool:
+    """Whether a value as sent equals the stored one, in the field's own terms ("5" and 5.00 are equal)."""
+    if sent is None or sent == "":
+        return stored is None or stored == ""
+    try:
+        parsed = f.ftype.parse(f, sent)
+    except Exception:  # not a value of this field at all: the write path reports it; it changes nothing
+        return True
+    try:
+        return f.ftype.dump(f, parsed) == f.ftype.dump(f, stored) if stored is not None else parsed is None
+    except Exception:
+        return parsed == stored
+
+
+def check_changed_by(conn: sa.Connection, built, entity_id: str, record_id: int, values: Any,
+                     actor: Actor) -> None:
+    """Refuse an update that changes a field only a workflow may change, unless a workflow writes it."""
+    if acts_for_workflow(actor) or not isinstance(values, Mapping):
+        return
+    guarded = [f for f in workflow_only_fields(built, entity_id) if f.id in values]
+    if not guarded:
+        return
+    table = built.table(entity_id)
+    row = conn.execute(sa.select(*(table.c[f.id] for f in guarded)).where(table.c.id == record_id)).first()
+    if row is None:
+        return
+    errors = FieldErrors()
+    for f in guarded:
+        if not _same(f, values[f.id], row._mapping[f.id]):
+            errors.add(f.id, "“%(label)s” can only be changed by an approval workflow (%(field)s).",
+                       label=f.label.get(actor.locale), field=f.id)
+    if errors:
+        raise errors
+
+
 def check_update(conn: sa.Connection, built, entity_id: str, record_id: int, values: Any, actor: Actor) -> None:
+    check_changed_by(conn, built, entity_id, record_id, values, actor)
     if actor.is_system:
         return
     _check_managed(built, entity_id, values, actor)

@@ -17,6 +17,8 @@ def _check(d: Definition, ctx: CheckContext) -> Iterator[DefinitionError]:
     from keel.workflow.timers import sla_problem
 
     starts = d.data.get("starts_on") or {}
+    if isinstance(starts, Mapping) and ("form" in starts) == ("entity" in starts):
+        yield DefinitionError(d.file, "/starts_on", "give exactly one of `form` and `entity`")
     for key in ("form", "entity"):
         ref = starts.get(key)
         if isinstance(ref, str) and not ctx.known(key, ref):

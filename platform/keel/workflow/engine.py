@@ -419,6 +419,45 @@ def resubmit(conn: sa.Connection, runtime, instance_id: int, actor: Actor, comme
     return {"instance": run.id, "status": run.instance["status"], "state": run.instance["state"]}
 
 
+# ---- content binding ---------------------------------------------------------------------------------------
+
+_ROUND_START = ("workflow.start", "workflow.resubmit", "workflow.restart")
+
+
+def restart_after_edit(conn: sa.Connection, runtime, instance_id: int, actor: Actor, fields: list[str]) -> bool:
+    """bind_content: the record of a pending request was edited. When anyone approved since the request
+    was (re)submitted or last restarted, the approvals start again from the first step, on the content
+    as it is now; the timeline and the audit trail say so (`restart`). Returns whether it restarted."""
+    from keel.storage.system import audit_events
+
+    inst = _lock_instance(conn, instance_id)
+    if inst.status != "pending":
+        return False
+    run = machine.load_run(conn, runtime, inst, actor)
+    if run.workflow.status_field in fields:
+        fields = [f for f in fields if f != run.workflow.status_field]
+    if not fields:
+        return False
+    since = conn.execute(sa.select(sa.func.max(audit_events.c.at)).where(
+        audit_events.c.app == inst.app, audit_events.c.entity == inst.entity,
+        audit_events.c.record_id == inst.record_id, audit_events.c.action.in_(_ROUND_START))).scalar()
+    approved = sa.select(wf_tasks.c.id).where(wf_tasks.c.instance_id == inst.id, wf_tasks.c.status == "approved",
+                                              wf_tasks.c.kind == "approve")
+    if since is not None:
+        approved = approved.where(wf_tasks.c.acted_at >= since)
+    if conn.execute(approved.limit(1)).first() is None:
+        return False
+    try:
+        run.planned = machine.plan_path(machine.resolve_context(run), run.workflow, run.workflow.start)
+    except NoApprover as e:
+        report_unresolved(run.instance["app"], e, actor)
+        raise
+    machine.close_open(run)
+    machine.audit(run, "restart", reason="content_changed", fields=fields)
+    machine.enter(run, run.workflow.start)
+    return True
+
+
 # ---- for SLA timers --------------------------------------------------------------------------------------
 
 def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, actor: Actor) -> int:
@@ -446,7 +485,7 @@ def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, a
                                   on_behalf_of=[task.on_behalf_of or task.assignee_id])[0]
     notices.send_engine_message(conn, "task", app=inst.app, recipients=[target], instance_id=inst.id,
                                 workflow_label=run.workflow.label, step_label=step.label, actor=actor,
-                                app_def=run.built.definition)
+                                app_def=run.built.definition, task_id=new_id)
     machine.audit(run, "escalate", step=task.step, visit=task.visit, task_id=task.id, from_user=task.assignee_id,
                   to_user=target, new_task=new_id)
     return new_id

@@ -94,11 +94,21 @@ def latest_status(conn: sa.Connection, built, entity_id: str, record_id: int) ->
     return (row.id, row.status) if row is not None else None
 
 
+def _binds_content(conn: sa.Connection, built, instance_id: int) -> bool:
+    from keel.workflow.definition import workflows_of
+
+    wid = conn.execute(sa.select(wf_instances.c.workflow).where(wf_instances.c.id == instance_id)).scalar()
+    wf = workflows_of(built.definition).get(wid)
+    return wf is not None and wf.bind_content
+
+
 def _check_frozen(conn: sa.Connection, built, entity_id: str, record_id: int, action: str) -> None:
     found = latest_status(conn, built, entity_id, record_id)
     if found is None:
         return
     instance_id, status = found
+    if status == "pending" and action == "changed" and _binds_content(conn, built, instance_id):
+        return  # bind_content: editable while pending; an edit after an approval restarts (after_update)
     if status == "pending":
         raise Conflict(f"This record is under approval (request #{instance_id}) and cannot be {action} now; "
                        f"the submitter may withdraw the request to change it.")
@@ -168,3 +178,35 @@ def after_create(conn: sa.Connection, built, entity_id: str, record: Mapping[str
     from keel.workflow.engine import start_for
 
     start_for(conn, built, dict(record), actor, form_id=form, entity_id=entity_id)
+
+
+class _BuiltRuntime:
+    """What the engine's `load_run` needs from a runtime, when all a record event carries is the app as
+    built now: that build for its own version, other (pinned) versions read from the stored bundles."""
+
+    def __init__(self, built):
+        self.built = built
+
+    def latest(self, conn, app_id):
+        return self.built
+
+    def at(self, conn, app_id, version):
+        if version == self.built.version:
+            return self.built
+        from keel.storage import versions
+        from keel.storage.built import build
+
+        return build(versions.get(conn, app_id, version, self.built.registries), version)
+
+
+def after_update(conn: sa.Connection, built, entity_id: str, record_id: int, changes: Mapping[str, Any],
+                 actor: Actor) -> None:
+    """bind_content: a person's edit of a pending request after any approval starts its approvals again."""
+    if actor.is_system or not changes or not built.definition.definitions_of("workflow"):
+        return
+    found = latest_status(conn, built, entity_id, record_id)
+    if found is None or found[1] != "pending" or not _binds_content(conn, built, found[0]):
+        return
+    from keel.workflow.engine import restart_after_edit
+
+    restart_after_edit(conn, _BuiltRuntime(built), found[0], actor, sorted(changes))

@@ -51,14 +51,39 @@ def schedule_step(conn: sa.Connection, instance_id: int, step_id: str, task_ids:
 
 
 def cancel_tasks(conn: sa.Connection, task_ids: Iterable[int]) -> None:
+    """Tasks closed (decided, withdrawn, transferred, escalated): their timers stop and the "待您审批"
+    messages about them are marked done (read) in their assignees' inboxes."""
     ids = list(task_ids)
     t = timers()
     if t is not None and ids:
         t.cancel_tasks(conn, ids)
+    if ids:
+        close_task_messages(conn, ids)
 
 
 def link(instance_id: int) -> str:
     return f"/workflows/instances/{instance_id}"
+
+
+def task_link(task_id: int) -> str:
+    """Where a "task" message points: the task (its page shows the request), one message per task, so
+    the message can be marked done when that task closes."""
+    return f"/workflows/tasks/{task_id}"
+
+
+def close_task_messages(conn: sa.Connection, task_ids: list[int]) -> int:
+    box = inbox()
+    if box is None:
+        return 0
+    from keel.storage.audit import utcnow
+    from keel.storage.notify_tables import inbox as inbox_table
+
+    owners = list(set(conn.execute(sa.select(wf_tasks.c.assignee_id).where(wf_tasks.c.id.in_(task_ids))).scalars()))
+    if not owners:
+        return 0
+    return conn.execute(inbox_table.update().where(
+        inbox_table.c.user_id.in_(owners), inbox_table.c.read_at.is_(None), inbox_table.c.template.is_(None),
+        inbox_table.c.link.in_([task_link(t) for t in task_ids])).values(read_at=utcnow())).rowcount
 
 
 # What the engine says, in both languages. %(workflow)s and %(step)s are labels from the definition.
@@ -82,7 +107,7 @@ MESSAGES = {
 
 def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients: Iterable[int], instance_id: int,
                         workflow_label, step_label, actor, extra: Mapping[str, Any] | None = None,
-                        app_def=None) -> list[int]:
+                        app_def=None, task_id: int | None = None) -> list[int]:
     """One of the engine's own messages. `app_def`: the app's current version when the caller holds it
     (the engine's built app), so the inbox need not look it up again for every message."""
     box = inbox()
@@ -94,8 +119,8 @@ def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients:
                      "step": step_label.get(lang) if step_label is not None else ""} for lang in ("zh", "en")}
     return box.send(conn, app=app, template=None, recipients=people,
                     context={"instance_id": instance_id, "kind": kind, **(extra or {})},
-                    link=link(instance_id), actor=actor, app_def=app_def,
-                    subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
+                    link=task_link(task_id) if task_id is not None else link(instance_id), actor=actor,
+                    app_def=app_def, subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
                     body={lang: body[lang] % params[lang] for lang in ("zh", "en")})
 
 
@@ -141,7 +166,29 @@ def template_context(ctx) -> dict[str, Any]:
     record = jsonable(to_json(entity, row, entity.fields)) if row is not None else {}
     return {"record": record, "app": inst["app"],
             "workflow": {"id": ctx.workflow.id, "label": {"zh": ctx.workflow.label.zh, "en": ctx.workflow.label.en}},
-            "instance": {"id": inst["id"], "status": inst["status"], "state": inst["state"]}}
+            "instance": {"id": inst["id"], "status": inst["status"], "state": inst["state"]},
+            **decision_context(ctx)}
+
+
+def decision_context(ctx) -> dict[str, Any]:
+    """`decision` (the request's outcome once it has one: approved, rejected, withdrawn; else None),
+    `decider` ({id, username, name} of the person whose action this is; None for the system) and
+    `comment` (what they wrote on the task they decided; None without one)."""
+    from keel.storage.system import users
+
+    inst, actor = ctx.instance, ctx.actor
+    decision = inst["status"] if inst["status"] in ("approved", "rejected", "withdrawn") else None
+    decider, comment = None, None
+    if actor is not None and actor.user_id is not None:
+        row = ctx.conn.execute(sa.select(users.c.id, users.c.username, users.c.display_name)
+                               .where(users.c.id == actor.user_id)).first()
+        if row is not None:
+            decider = {"id": row.id, "username": row.username, "name": row.display_name}
+        comment = ctx.conn.execute(sa.select(wf_tasks.c.comment).where(
+            wf_tasks.c.instance_id == inst["id"], wf_tasks.c.acted_by == actor.user_id,
+            wf_tasks.c.status.in_(("approved", "rejected", "sent_back")))
+            .order_by(wf_tasks.c.acted_at.desc(), wf_tasks.c.id.desc()).limit(1)).scalar()
+    return {"decision": decision, "decider": decider, "comment": comment}
 
 
 def send_template(ctx, template: str, people: list[int]) -> list[int]:

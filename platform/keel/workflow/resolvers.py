@@ -229,11 +229,17 @@ class SeatConflict(NoApprover):
     """A step whose setting (`on_self: refuse`, the default) refuses an approver who is the submitter or
     already decides in the step: the request does not start (422), the administrators are told."""
 
-    def __init__(self, workflow: str, step: str, rule: Mapping[str, Any], reason: str):
+    MESSAGES = {
+        "submitter": "This request cannot start: at step %(step)s the submitter %(user)s would approve their own "
+                     "request, which this step does not allow (on_self). An administrator has been told.",
+        "duplicate": "This request cannot start: at step %(step)s %(user)s would decide twice, which this step "
+                     "does not allow (on_self). An administrator has been told."}
+
+    def __init__(self, workflow: str, step: str, rule: Mapping[str, Any], kind: str, username: str, more: str = ""):
         FieldErrors.__init__(self)
-        self.workflow, self.step, self.rule, self.reason = workflow, step, dict(rule), reason
-        self.add("_record", "This request cannot start: at step %(step)s %(reason)s, and the step refuses "
-                            "that (on_self: refuse). An administrator has been told.", step=step, reason=reason)
+        self.workflow, self.step, self.rule = workflow, step, dict(rule)
+        self.reason = _reason_text(kind, username) + more
+        self.add("_record", self.MESSAGES[kind], step=step, user=username)
 
 
 class Seats(list):
@@ -299,9 +305,9 @@ def resolve_step(ctx: ResolveContext, step) -> Seats:
                 out.append(boss)
                 out.notes.append({**note, "outcome": "skipped_to_superior", "to_user": boss})
                 continue
-            raise SeatConflict(ctx.workflow.id, step.id, rule, _reason_text(reason, _username(ctx.conn, uid))
-                               + " and nobody above them is free to take the seat")
-        raise SeatConflict(ctx.workflow.id, step.id, rule, _reason_text(reason, _username(ctx.conn, uid)))
+            raise SeatConflict(ctx.workflow.id, step.id, rule, reason, _username(ctx.conn, uid),
+                               " and nobody above them is free to take the seat")
+        raise SeatConflict(ctx.workflow.id, step.id, rule, reason, _username(ctx.conn, uid))
     return out
 
 

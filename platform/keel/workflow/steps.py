@@ -257,9 +257,10 @@ def announce(run: Run, step: Step, tasks: list[tuple[int, int]]) -> None:
         return
     notices.schedule_step(run.conn, run.id, step.id, [t for t, _ in tasks], step.sla,
                           run.instance.get("step_started_at") or run.now)
-    notices.send_engine_message(run.conn, "task", app=run.instance["app"], recipients=[u for _, u in tasks],
-                                instance_id=run.id, workflow_label=run.workflow.label, step_label=step.label,
-                                actor=run.actor, app_def=run.built.definition)
+    for task_id, uid in tasks:  # one message per task: it is marked done when that task closes
+        notices.send_engine_message(run.conn, "task", app=run.instance["app"], recipients=[uid],
+                                    instance_id=run.id, workflow_label=run.workflow.label, step_label=step.label,
+                                    actor=run.actor, app_def=run.built.definition, task_id=task_id)
 
 
 def start_step(run: Run, step: Step) -> None:
@@ -343,10 +344,22 @@ def finish(run: Run, state: State, step: Step | None = None) -> None:
     close_open(run)
     save(run, state=state.id, status=state.final, finished_at=run.now)
     sync_status(run)
-    run_step_actions(run, tuple(state.on_enter) + tuple(run.workflow.outcome_actions.get(state.final, ())))
+    outcome_actions = tuple(state.on_enter) + tuple(run.workflow.outcome_actions.get(state.final, ()))
+    run_step_actions(run, outcome_actions)
     audit(run, "finish", outcome=state.final, state=state.id)
-    if state.final != "withdrawn":
+    if state.final != "withdrawn" and not tells_submitter(outcome_actions):
         tell_submitter(run, state.final, step)
+
+
+def tells_submitter(actions) -> bool:
+    """Whether an outcome's own `notify` actions reach the submitter: then the app's message is the one
+    message of that outcome, and the engine's built-in "Approved: …" is not sent beside it."""
+    for spec in actions:
+        if spec.get("action") == "notify":
+            to = spec.get("to", ["submitter"])
+            if any(item in ("submitter", "participants") for item in to if isinstance(item, str)):
+                return True
+    return False
 
 
 def tell_submitter(run: Run, kind: str, step: Step | None) -> None:

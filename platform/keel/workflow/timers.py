@@ -295,12 +295,17 @@ def fire(conn: sa.Connection, runtime, row: sa.Row, now: dt.datetime) -> str:
     tz = sla.get("timezone", DEFAULT_TZ)
     import zoneinfo
 
-    due_local = _aware(row.due_at).astimezone(zoneinfo.ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    # A reminder fires before the task is due: it names the task's due time (its `due` timer), not its own.
+    task_due = row.due_at
+    if row.kind == "remind":
+        task_due = conn.execute(sa.select(timers.c.due_at).where(
+            timers.c.task_id == row.task_id, timers.c.kind == "due")).scalar() or row.due_at
+    due_local = _aware(task_due).astimezone(zoneinfo.ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
     name = _workflow_label(conn, runtime, inst)
     context = {"instance_id": inst.id, "workflow": inst.workflow, "step": row.step_id, "due_at": due_local,
                "entity": inst.entity, "record_id": inst.record_id, "workflow_label": name}
     audit = {"timer_id": row.id, "instance_id": inst.id, "step": row.step_id, "task_id": row.task_id,
-             "assignee": assignee, "due_at": _aware(row.due_at).isoformat()}
+             "assignee": assignee, "due_at": _aware(task_due).isoformat(), "fired_for": _aware(row.due_at).isoformat()}
     if row.kind == "remind":
         _message(conn, runtime, inst, "remind", [assignee], sla.get("remind_template"), context, name, due_local)
         record_event(conn, SYSTEM, "workflow.sla_remind", app=inst.app, entity=inst.entity,

@@ -430,3 +430,67 @@ def test_a_task_message_is_marked_done_when_the_task_closes(world):
     assert w.act(iid, "fred").status_code == 200  # fred decides; fay's task is withdrawn
     for who in ("fred", "fay"):
         assert all(m.get("read_at") for m in _inbox(w, who)), (who, _inbox(w, who))
+
+
+# ---- the issue's reproductions on the Goal Agility demo -----------------------------------------------------------
+
+@pytest.fixture
+def demo(tmp_path, sqlite_url):
+    from conftest import APPS
+    from helpers_registries import REGISTRIES
+    from keel.actor import SYSTEM
+    from keel.apply import apply_app
+    from keel.auth.directory import find_user
+    from keel.auth.tokens import issue_token
+    from keel.definitions.loader import load_app_dir
+    from keel.demo import seed_demo
+
+    app = make_app(tmp_path, sqlite_url)
+    engine = app.extensions["keel"].engine
+    apply_app(engine, load_app_dir(APPS / "goal_agility", REGISTRIES), SYSTEM)
+    app.extensions["keel"].refresh()
+    seed_demo(app)
+    with engine.begin() as conn:
+        ids = {u: find_user(conn, u).id for u in ("rep_li", "east_mgr", "strategy_lead", "cro", "ceo", "admin")}
+        ids["root"] = ids["admin"]
+        tokens = {u: issue_token(conn, i) for u, i in ids.items()}
+    yield World(app, app.test_client(), engine, ids, tokens)
+    engine.dispose()
+
+
+def _file_revision(w: World, who: str):
+    with w.engine.connect() as conn:
+        goal = conn.execute(sa.text("SELECT id FROM goal_agility__goal WHERE title LIKE '李娜%'")).scalar()
+    return w.post("/apps/goal_agility/forms/revision_request", who, {
+        "goal": goal, "title": "李娜目标改为增购", "proposed_target": "8", "reason": "12 个客户咨询扩容",
+        "resources": "客户成功经理"})
+
+
+def test_demo_strategy_lead_cannot_approve_twice_through_a_transfer(demo):
+    w = demo
+    r = _file_revision(w, "rep_li")
+    assert r.status_code == 201, r.get_json()
+    iid = w.instance_of(r.get_json()["id"])
+    assert sorted(tasks(w, iid)) == [("east_mgr", "pending"), ("strategy_lead", "pending")]
+    assert w.act(iid, "strategy_lead").status_code == 200
+    r = w.act(iid, "east_mgr", "transfer", to_user="strategy_lead")
+    assert r.status_code == 422 and "strategy_lead" in r.get_json()["errors"]["to_user"][0]
+    assert w.instance(iid)["status"] == "pending"
+    assert w.act(iid, "east_mgr").status_code == 200
+    assert w.instance(iid)["status"] == "approved"
+
+
+def test_demo_a_delegation_to_the_other_line_leaves_the_task_with_its_approver(demo):
+    w = demo
+    r = w.client.put("/api/v1/workflows/delegation", json={"to_user": "east_mgr"}, headers=w.headers("strategy_lead"))
+    assert r.status_code == 200
+    iid = w.instance_of(_file_revision(w, "rep_li").get_json()["id"])
+    assert sorted(tasks(w, iid)) == [("east_mgr", "pending"), ("strategy_lead", "pending")]
+    assert [e["reason"] for e in events(w, iid, "delegation_skipped")] == ["duplicate"]
+
+
+def test_demo_the_strategy_head_filing_a_revision_is_not_silently_rerouted(demo):
+    w = demo
+    r = _file_revision(w, "strategy_lead")
+    assert r.status_code == 422
+    assert "申请人 strategy_lead 将审批自己的申请" in r.get_json()["errors"]["_record"][0]

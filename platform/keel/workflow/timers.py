@@ -321,11 +321,9 @@ def fire(conn: sa.Connection, runtime, row: sa.Row, now: dt.datetime) -> str:
 
 def _escalate(conn, runtime, row, inst, assignee: int, sla: Mapping[str, Any], context, name, due_local: str,
               audit: dict[str, Any], now: dt.datetime) -> str:
-    from keel.auth.directory import manager_of
-
     level = int((row.detail or {}).get("level", 0))
     limit = sla.get("max_escalations", DEFAULT_MAX_ESCALATIONS)
-    to = manager_of(conn, assignee) if level < limit else None
+    to = _escalation_target(conn, inst, row.step_id, assignee) if level < limit else None
     if to is None or to == assignee:
         admins = _admins(conn)
         _message(conn, runtime, inst, "unresolved", admins, None, context, name, due_local)
@@ -349,6 +347,22 @@ def _escalate(conn, runtime, row, inst, assignee: int, sla: Mapping[str, Any], c
         # The superior gets the step's SLA afresh; the level bounds how far up it can climb.
         schedule_step(conn, inst.id, row.step_id, [new_task], sla, now, level=level + 1)
     return "escalate"
+
+
+def _escalation_target(conn: sa.Connection, inst: sa.Row, step_id: str, assignee: int) -> int | None:
+    """The approver's nearest superior who does not already decide (or has decided) in this step and is
+    not the submitter: one person decides at most once per step, escalation included."""
+    from keel.auth.directory import manager_chain
+    from keel.storage.workflow_tables import wf_tasks
+    from keel.workflow.steps import SEATED
+
+    seated = set(conn.execute(sa.select(wf_tasks.c.assignee_id).where(
+        wf_tasks.c.instance_id == inst.id, wf_tasks.c.step == step_id, wf_tasks.c.visit == inst.visit,
+        wf_tasks.c.kind == "approve", wf_tasks.c.status.in_(SEATED))).scalars())
+    for boss in manager_chain(conn, assignee):
+        if boss not in seated and boss != inst.submitter_id:
+            return boss
+    return None
 
 
 # -- the periodic job ----------------------------------------------------------------------------------

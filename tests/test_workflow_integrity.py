@@ -74,8 +74,8 @@ def events(w: World, iid: int, action: str) -> list[dict]:
 
 
 @pytest.fixture
-def world(tmp_path, sqlite_url):
-    w = world_with(tmp_path, sqlite_url)
+def world(tmp_path, db_url):
+    w = world_with(tmp_path, db_url)
     yield w
     w.engine.dispose()
 
@@ -241,12 +241,12 @@ def _guarded(b):
     b["workflows/anyof_flow.json"]["on_approved"] = [{"action": "set_fields", "values": {"approved_amount": "777"}}]
 
 
-def test_a_workflow_only_field_changes_only_through_a_workflow_action(tmp_path, sqlite_url):
+def test_a_workflow_only_field_changes_only_through_a_workflow_action(tmp_path, db_url):
     from keel.actor import SYSTEM, workflow_actor
     from keel.errors import FieldErrors
     from keel.storage import records
 
-    w = world_with(tmp_path, sqlite_url, _guarded)
+    w = world_with(tmp_path, db_url, _guarded)
     r = w.submit("anyof", "alice", approved_amount="500")  # the initial value is free
     assert r.status_code == 201, r.get_json()
     rid = r.get_json()["id"]
@@ -287,10 +287,10 @@ def test_a_workflow_only_field_changes_only_through_a_workflow_action(tmp_path, 
 
 # ---- approvals bound to the content ----------------------------------------------------------------------------
 
-def test_an_edit_after_an_approval_restarts_the_approvals(tmp_path, sqlite_url):
+def test_an_edit_after_an_approval_restarts_the_approvals(tmp_path, db_url):
     def change(b):
         b["workflows/allof_flow.json"]["bind_content"] = True
-    w = world_with(tmp_path, sqlite_url, change)
+    w = world_with(tmp_path, db_url, change)
     r = w.submit("allof", "alice")
     rid = r.get_json()["id"]
     iid = w.instance_of(rid)
@@ -494,3 +494,14 @@ def test_demo_the_strategy_head_filing_a_revision_is_not_silently_rerouted(demo)
     r = _file_revision(w, "strategy_lead")
     assert r.status_code == 422
     assert "申请人 strategy_lead 将审批自己的申请" in r.get_json()["errors"]["_record"][0]
+
+
+def test_the_record_page_shows_a_workflow_only_field_but_offers_no_input_for_it(tmp_path, sqlite_url):
+    w = world_with(tmp_path, sqlite_url, _guarded)
+    rid = w.submit("anyof", "alice", approved_amount="500").get_json()["id"]
+    w.post(f"/workflows/instances/{w.instance_of(rid)}/withdraw", "alice")
+    text = page(w, "alice", f"/apps/wfapp/expense/{rid}")
+    assert "Approved amount" in text and "500.00" in text
+    assert 'name="note"' in text  # the edit form is there
+    assert 'name="approved_amount"' not in text
+    w.engine.dispose()

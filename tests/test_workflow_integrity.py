@@ -505,3 +505,22 @@ def test_the_record_page_shows_a_workflow_only_field_but_offers_no_input_for_it(
     assert 'name="note"' in text  # the edit form is there
     assert 'name="approved_amount"' not in text
     w.engine.dispose()
+
+
+def test_an_edit_meeting_a_decision_in_progress_is_a_409_not_a_deadlock(tmp_path, pg_url):
+    """PostgreSQL: the editor holds the record and must not wait for the instance an approver holds."""
+    def change(b):
+        b["workflows/allof_flow.json"]["bind_content"] = True
+    w = world_with(tmp_path, pg_url, change)
+    rid = w.submit("allof", "alice").get_json()["id"]
+    iid = w.instance_of(rid)
+    assert w.act(iid, "sam").status_code == 200
+    version = w.get(f"/apps/wfapp/expense/{rid}", "alice").get_json()["row_version"]
+    with w.engine.connect() as holder:  # an approval in progress holds the instance row
+        holder.execute(sa.text("SELECT id FROM keel_wf_instances WHERE id = :i FOR UPDATE"), {"i": iid})
+        r = w.client.patch(f"/api/v1/apps/wfapp/expense/{rid}", json={"amount": "99"},
+                           headers={**w.headers("alice"), "If-Match": f'W/"{version}"'})
+        holder.rollback()
+    assert r.status_code == 409 and r.get_json()["error"].startswith("this request is being decided right now")
+    assert str(w.record(rid)["amount"]) in ("1200", "1200.00")
+    w.engine.dispose()

@@ -130,6 +130,7 @@ def start_for(conn: sa.Connection, built, record: dict, actor: Actor, *, form_id
 # the same statement saves a round trip. PostgreSQL locks only the instance row: the subquery is a read.
 _LOCK_INSTANCE = (sa.select(wf_instances, machine.LATEST_VERSION)
                   .where(wf_instances.c.id == sa.bindparam("instance_id")).with_for_update())
+_LOCK_INSTANCE_NOWAIT = _LOCK_INSTANCE.with_for_update(nowait=True)
 _LOCK_TASK_INSTANCE = (sa.select(wf_instances, machine.LATEST_VERSION).where(
     wf_instances.c.id == sa.select(wf_tasks.c.instance_id).where(wf_tasks.c.id == sa.bindparam("task_id"))
     .scalar_subquery()).with_for_update())
@@ -430,8 +431,14 @@ def restart_after_edit(conn: sa.Connection, runtime, instance_id: int, actor: Ac
     as it is now; the timeline and the audit trail say so (`restart`). Returns whether it restarted."""
     from keel.storage.system import audit_events
 
-    inst = _lock_instance(conn, instance_id)
-    if inst.status != "pending":
+    # The editor holds the record's row lock already; an approver locks the instance first and the
+    # record last (when the request ends). Waiting here could deadlock with them, so do not wait: an
+    # edit that meets a decision in progress is a 409 to retry (SQLite serialises writers anyway).
+    try:  # the whole write is refused, so the aborted transaction is rolled back by the caller
+        inst = conn.execute(_LOCK_INSTANCE_NOWAIT, {"instance_id": instance_id}).first()
+    except sa.exc.OperationalError:
+        raise Conflict("this request is being decided right now: try your change again in a moment") from None
+    if inst is None or inst.status != "pending":
         return False
     run = machine.load_run(conn, runtime, inst, actor)
     if run.workflow.status_field in fields:

@@ -201,7 +201,7 @@ def _mark(run: machine.Run, task: Any, status: str, comment: str | None) -> None
                                     "acted_by": run.actor.user_id, "acted_at": run.now})
     if done.rowcount != 1:  # the lock makes this unreachable; kept as the last line of defence
         raise Conflict("this task was decided meanwhile")
-    notices.cancel_tasks(run.conn, [task.id])
+    notices.cancel_tasks(run.conn, [task.id], run.id, [task.assignee_id])
 
 
 def _detail(task: Any, comment: str | None, **more: Any) -> dict[str, Any]:
@@ -483,7 +483,7 @@ def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, a
     already = [t for t in machine.step_tasks(run, step.id) if t.assignee_id == target and t.status in machine.OPEN]
     conn.execute(wf_tasks.update().where(wf_tasks.c.id == task.id)
                  .values(status="escalated", acted_at=run.now, acted_by=actor.user_id))
-    notices.cancel_tasks(conn, [task.id])
+    notices.cancel_tasks(conn, [task.id], inst.id, [task.assignee_id])
     if already:  # the superior already decides in this step: their task carries the decision
         machine.audit(run, "escalate", step=task.step, visit=task.visit, task_id=task.id,
                       from_user=task.assignee_id, to_user=target, new_task=already[0].id)
@@ -492,7 +492,7 @@ def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, a
                                   on_behalf_of=[task.on_behalf_of or task.assignee_id])[0]
     notices.send_engine_message(conn, "task", app=inst.app, recipients=[target], instance_id=inst.id,
                                 workflow_label=run.workflow.label, step_label=step.label, actor=actor,
-                                app_def=run.built.definition, task_id=new_id)
+                                app_def=run.built.definition)
     machine.audit(run, "escalate", step=task.step, visit=task.visit, task_id=task.id, from_user=task.assignee_id,
                   to_user=target, new_task=new_id)
     return new_id

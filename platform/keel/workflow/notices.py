@@ -23,6 +23,15 @@ from keel.storage.workflow_tables import wf_tasks
 log = logging.getLogger("keel.workflow")
 
 
+def _close_messages_statement():
+    from keel.storage.notify_tables import inbox as inbox_table
+
+    return inbox_table.update().where(
+        inbox_table.c.user_id.in_(sa.bindparam("people", expanding=True)), inbox_table.c.read_at.is_(None),
+        inbox_table.c.template.is_(None), inbox_table.c.link == sa.bindparam("b_link")
+    ).values(read_at=sa.bindparam("b_now"))
+
+
 @cache
 def _optional(name: str):
     """The module, or None when it is not installed. Only a missing module counts as absent: an error
@@ -50,40 +59,41 @@ def schedule_step(conn: sa.Connection, instance_id: int, step_id: str, task_ids:
         t.schedule_step(conn, instance_id, step_id, list(task_ids), sla, started_at)
 
 
-def cancel_tasks(conn: sa.Connection, task_ids: Iterable[int]) -> None:
-    """Tasks closed (decided, withdrawn, transferred, escalated): their timers stop and the "待您审批"
-    messages about them are marked done (read) in their assignees' inboxes."""
+def cancel_tasks(conn: sa.Connection, task_ids: Iterable[int], instance_id: int | None = None,
+                 assignees: Iterable[int] = ()) -> None:
+    """Tasks closed (decided, withdrawn, transferred, escalated): their timers stop, and the
+    "待您审批" messages of their `assignees` about the request (`instance_id`) are marked done (read)."""
     ids = list(task_ids)
     t = timers()
     if t is not None and ids:
         t.cancel_tasks(conn, ids)
-    if ids:
-        close_task_messages(conn, ids)
+    people = sorted({a for a in assignees if a is not None})
+    if instance_id is not None and people:
+        close_task_messages(conn, instance_id, people)
 
 
 def link(instance_id: int) -> str:
     return f"/workflows/instances/{instance_id}"
 
 
-def task_link(task_id: int) -> str:
-    """Where a "task" message points: the task (its page shows the request), one message per task, so
-    the message can be marked done when that task closes."""
-    return f"/workflows/tasks/{task_id}"
-
-
-def close_task_messages(conn: sa.Connection, task_ids: list[int]) -> int:
-    box = inbox()
-    if box is None:
+def close_task_messages(conn: sa.Connection, instance_id: int, people: list[int]) -> int:
+    """Mark done the engine's unread messages to these people about this request: their task is closed,
+    so "待您审批" (and a 催办 about it) need nothing more from them. One statement, on the inbox's
+    (user_id, read_at) index; the app's own template messages are left alone."""
+    if inbox() is None:
         return 0
+    return conn.execute(_close_messages(), {"people": people, "b_link": link(instance_id), "b_now": _utcnow()}).rowcount
+
+
+@cache
+def _close_messages():
+    return _close_messages_statement()
+
+
+def _utcnow():
     from keel.storage.audit import utcnow
-    from keel.storage.notify_tables import inbox as inbox_table
 
-    owners = list(set(conn.execute(sa.select(wf_tasks.c.assignee_id).where(wf_tasks.c.id.in_(task_ids))).scalars()))
-    if not owners:
-        return 0
-    return conn.execute(inbox_table.update().where(
-        inbox_table.c.user_id.in_(owners), inbox_table.c.read_at.is_(None), inbox_table.c.template.is_(None),
-        inbox_table.c.link.in_([task_link(t) for t in task_ids])).values(read_at=utcnow())).rowcount
+    return utcnow()
 
 
 # What the engine says, in both languages. %(workflow)s and %(step)s are labels from the definition.
@@ -107,7 +117,7 @@ MESSAGES = {
 
 def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients: Iterable[int], instance_id: int,
                         workflow_label, step_label, actor, extra: Mapping[str, Any] | None = None,
-                        app_def=None, task_id: int | None = None) -> list[int]:
+                        app_def=None) -> list[int]:
     """One of the engine's own messages. `app_def`: the app's current version when the caller holds it
     (the engine's built app), so the inbox need not look it up again for every message."""
     box = inbox()
@@ -119,8 +129,7 @@ def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients:
                      "step": step_label.get(lang) if step_label is not None else ""} for lang in ("zh", "en")}
     return box.send(conn, app=app, template=None, recipients=people,
                     context={"instance_id": instance_id, "kind": kind, **(extra or {})},
-                    link=task_link(task_id) if task_id is not None else link(instance_id), actor=actor,
-                    app_def=app_def, subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
+                    link=link(instance_id), actor=actor, app_def=app_def, subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
                     body={lang: body[lang] % params[lang] for lang in ("zh", "en")})
 
 

@@ -85,7 +85,7 @@ _STEP_TASKS = sa.select(wf_tasks).where(
     wf_tasks.c.instance_id == sa.bindparam("instance_id"), wf_tasks.c.step == sa.bindparam("step_id"),
     wf_tasks.c.visit == sa.bindparam("visit_no"), wf_tasks.c.kind == sa.bindparam("task_kind"),
 ).order_by(wf_tasks.c.seq, wf_tasks.c.id)
-_OPEN_TASKS = sa.select(wf_tasks.c.id).where(
+_OPEN_TASKS = sa.select(wf_tasks.c.id, wf_tasks.c.assignee_id).where(
     wf_tasks.c.instance_id == sa.bindparam("instance_id"), wf_tasks.c.status.in_(OPEN),
     wf_tasks.c.id.not_in(sa.bindparam("except_ids", expanding=True)))
 _CLOSE_TASKS = wf_tasks.update().where(wf_tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)))
@@ -257,10 +257,9 @@ def announce(run: Run, step: Step, tasks: list[tuple[int, int]]) -> None:
         return
     notices.schedule_step(run.conn, run.id, step.id, [t for t, _ in tasks], step.sla,
                           run.instance.get("step_started_at") or run.now)
-    for task_id, uid in tasks:  # one message per task: it is marked done when that task closes
-        notices.send_engine_message(run.conn, "task", app=run.instance["app"], recipients=[uid],
-                                    instance_id=run.id, workflow_label=run.workflow.label, step_label=step.label,
-                                    actor=run.actor, app_def=run.built.definition, task_id=task_id)
+    notices.send_engine_message(run.conn, "task", app=run.instance["app"], recipients=[u for _, u in tasks],
+                                instance_id=run.id, workflow_label=run.workflow.label, step_label=step.label,
+                                actor=run.actor, app_def=run.built.definition)
 
 
 def start_step(run: Run, step: Step) -> None:
@@ -292,11 +291,11 @@ def step_tasks(run: Run, step_id: str | None = None, kind: str = "approve") -> l
 
 def close_open(run: Run, status: str = "withdrawn", except_ids: tuple[int, ...] = ()) -> list[int]:
     """End every open task of the instance (the other branches of an any-of step, a withdrawn request)."""
-    ids = list(run.conn.execute(_OPEN_TASKS, {"instance_id": run.id, "except_ids": list(except_ids or (-1,))})
-               .scalars())
+    found = run.conn.execute(_OPEN_TASKS, {"instance_id": run.id, "except_ids": list(except_ids or (-1,))}).all()
+    ids = [r.id for r in found]
     if ids:
         run.conn.execute(_CLOSE_TASKS, {"task_ids": ids, "status": status, "acted_at": run.now})
-        notices.cancel_tasks(run.conn, ids)
+        notices.cancel_tasks(run.conn, ids, run.id, [r.assignee_id for r in found])
     return ids
 
 

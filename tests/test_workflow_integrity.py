@@ -7,6 +7,7 @@ applied to a real database, driven through the REST API; every refusal leaves th
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -524,3 +525,24 @@ def test_an_edit_meeting_a_decision_in_progress_is_a_409_not_a_deadlock(tmp_path
     assert r.status_code == 409 and r.get_json()["error"].startswith("this request is being decided right now")
     assert str(w.record(rid)["amount"]) in ("1200", "1200.00")
     w.engine.dispose()
+
+
+def test_a_connector_sync_cannot_change_a_workflow_only_field(tmp_path, sqlite_url):
+    from loopback import LoopbackServer
+    from test_connector_sync import CUSTOMER, ROWS, crm_connector, customers, make_world, serve_pages, sync_job
+
+    entity = copy.deepcopy(CUSTOMER)
+    next(f for f in entity["fields"] if f["id"] == "revenue")["changed_by"] = "workflow"
+    with LoopbackServer() as crm:
+        rows = [dict(r) for r in ROWS]
+        serve_pages(crm, rows)
+        world = make_world(tmp_path, sqlite_url, entities=[entity], connectors=[crm_connector(crm)],
+                           jobs=[sync_job(skip_invalid=True)])
+        first = world.run("crm_sync")
+        assert first["counts"]["created"] == 3  # the first value is free
+        rows[0]["revenue"] = 999999
+        rows[1]["name"] = "Beta Retail Ltd"
+        run = world.run("crm_sync")
+        assert (run["counts"]["updated"], run["counts"]["invalid"]) == (1, 1), run
+        got = customers(world)
+        assert got["C1"]["revenue"] == 120000 and got["C2"]["name"] == "Beta Retail Ltd"

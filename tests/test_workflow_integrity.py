@@ -529,7 +529,15 @@ def test_an_edit_meeting_a_decision_in_progress_is_a_409_not_a_deadlock(tmp_path
 
 def test_a_connector_sync_cannot_change_a_workflow_only_field(tmp_path, sqlite_url):
     from loopback import LoopbackServer
-    from test_connector_sync import CUSTOMER, ROWS, crm_connector, customers, make_world, serve_pages, sync_job
+    from test_connector_sync import (
+        CUSTOMER,
+        ROWS,
+        crm_connector,
+        customers,
+        make_world,
+        serve_pages,
+        sync_job,
+    )
 
     entity = copy.deepcopy(CUSTOMER)
     next(f for f in entity["fields"] if f["id"] == "revenue")["changed_by"] = "workflow"

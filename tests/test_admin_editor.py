@@ -308,3 +308,24 @@ def test_a_rollback_is_confirmed_first_and_refused_without_confirmation(site):
     r = root.post(APP + "/rollback", data={"csrf_token": csrf_of(page.text), "version": "1", "confirm": "yes"})
     assert r.status_code == 302 and version(site) == 3
     assert "a" not in (bundle(site)["app.json"].get("settings") or {})
+
+
+def test_every_editor_form_of_the_demo_app_round_trips_unchanged(tmp_path, sqlite_url):
+    """Each form of the Goal Agility demo, sent back as shown, proposes no change at all (nested
+    settings, labels written as one text, plugin approver rules and all)."""
+    from conftest import APPS
+
+    demo = setup_site(tmp_path, sqlite_url, APPS / "goal_agility")
+    try:
+        root = demo.client("root")
+        base = "/admin/apps/goal_agility"
+        page = root.get(base).text
+        links = sorted(set(re.findall(r'href="(/admin/apps/goal_agility/[^"?]+)"', page)))
+        assert any("/fields" in u for u in links) and any("/approvers" in u for u in links)
+        assert base + "/settings" in links and base + "/schedules" in links
+        for url in links:
+            r, _ = edit(root, url, lambda d: None)
+            assert r.status_code == 200, (url, r.text[-2000:])
+            assert "没有变化：定义保持不变。" in r.text, url
+    finally:
+        demo.engine.dispose()

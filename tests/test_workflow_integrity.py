@@ -522,7 +522,7 @@ def test_an_edit_meeting_a_decision_in_progress_is_a_409_not_a_deadlock(tmp_path
         r = w.client.patch(f"/api/v1/apps/wfapp/expense/{rid}", json={"amount": "99"},
                            headers={**w.headers("alice"), "If-Match": f'W/"{version}"'})
         holder.rollback()
-    assert r.status_code == 409 and r.get_json()["error"].startswith("this request is being decided right now")
+    assert r.status_code == 409 and r.get_json()["error"] == "此申请正在审批处理中：请稍后再保存您的修改。"
     assert str(w.record(rid)["amount"]) in ("1200", "1200.00")
     w.engine.dispose()
 

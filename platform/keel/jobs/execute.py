@@ -20,17 +20,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.actor import SYSTEM, Actor
+from keel.actor import SYSTEM, Actor, job_via
 from keel.jobs import attempts, leases
 from keel.jobs.clock import Clock, aware
 from keel.jobs.clock import now as system_now
-from keel.jobs.types import JobContext, JobFailed, JobType
+from keel.jobs.types import JobContext, JobFailed, JobType, retry_can_help
 from keel.storage.db import writes_later
 from keel.storage.job_tables import job_chunks, job_runs
 
 log = logging.getLogger("keel.jobs")
 MAX_ERROR = 4000
 MAX_CHUNKS = 100_000
+MAX_PROBLEMS = 100  # reported problems kept per chunk (JobContext.report); the rest are counted
 SQLITE_HANDOVER_SECONDS = 0.1
 
 
@@ -110,7 +111,8 @@ def _context(env: JobEnv, conn: sa.Connection, run: Any, attempt: int, chunk_ind
              on_progress=None) -> tuple[JobType, JobContext]:
     env.runtime.refresh(conn)
     job_type = _job_type(env, run)
-    actor = resolve_actor(conn, run.run_as)
+    # The run's writes name it (record versions, audit events): "job:APP/JOB#RUN" beside the user.
+    actor = resolve_actor(conn, run.run_as).acting_via(job_via(run.app, run.job, run.id))
     ctx = JobContext(conn=conn, engine=env.engine, runtime=env.runtime, actor=actor, app_id=run.app,
                      job_id=run.job, run_id=run.id, attempt=attempt, options=run.options,
                      scheduled_for=aware(run.scheduled_for), chunk_index=chunk_index, on_progress=on_progress)
@@ -210,6 +212,9 @@ def _claim(env: JobEnv, run_id: int, idx: int, now: dt.datetime) -> tuple[Any, A
         if res.rowcount != 1:
             return None
         chunk = conn.execute(sa.select(job_chunks).where(c.run_id == run_id, c.idx == idx)).one()
+        # The run's `attempts` is its most tried chunk's (or its start's): a retried chunk shows there.
+        conn.execute(job_runs.update().where(job_runs.c.id == run_id, job_runs.c.attempts < chunk.attempts)
+                     .values(attempts=chunk.attempts))
         attempts.started(conn, run_id, idx, chunk.attempts, env.worker_name or attempts.this_process(), now)
         return run, chunk, chunk.attempts
 
@@ -269,7 +274,7 @@ def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.date
         done = conn.execute(job_chunks.update()
                             .where(c.run_id == run_id, c.idx == idx, c.status == "running", c.attempts == attempt)
                             .values(status="done", counts=counts, finished_at=finished, lease_until=None,
-                                    error=None))
+                                    error=None, problems=_kept_problems(ctx.problems)))
         if done.rowcount != 1:
             raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
         attempts.ended(conn, run_id, idx, attempt, "done", finished)
@@ -288,6 +293,16 @@ def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.date
     if run_status:
         log.info("job run #%s (%s/%s) succeeded", run_id, run.app, run.job)
     return ChunkOutcome("done", attempt, run_status=run_status)
+
+
+def _kept_problems(problems: list[str]) -> list[str] | None:
+    """A chunk's reported problems as stored: the first MAX_PROBLEMS, then a line counting the rest."""
+    if not problems:
+        return None
+    kept = [p[:1000] for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        kept.append(f"... and {len(problems) - MAX_PROBLEMS} more (see the worker's log)")
+    return kept
 
 
 def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attempt: int, limit: dt.datetime):
@@ -318,7 +333,10 @@ def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attem
 def _chunk_failed(env: JobEnv, run: Any, idx: int, attempt: int, e: Exception) -> ChunkOutcome:
     now, message = env.clock(), _describe(e)
     max_attempts = int(run.options.get("max_attempts", 1))
-    final = isinstance(e, JobFailed) or attempt >= max_attempts
+    retryable = retry_can_help(e)
+    final = not retryable or attempt >= max_attempts
+    if not retryable and attempt < max_attempts and not isinstance(e, JobFailed):  # JobFailed says why itself
+        message = f"{message} [not retried: trying again cannot help]"[:MAX_ERROR]
     delay = 0.0 if final else _backoff(run.options, attempt)
     c = job_chunks.c
     with env.engine.begin() as conn:

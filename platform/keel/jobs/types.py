@@ -31,6 +31,25 @@ class JobFailed(KeelError):
     """A failure no retry can fix (the acting user may no longer do this, the type is unknown): the
     chunk or run fails at once with this message."""
 
+    retryable = False
+
+
+def retry_can_help(e: BaseException) -> bool:
+    """Whether a chunk that raised `e` is worth another attempt (after its back-off).
+
+    - JobFailed: never;
+    - an error that says so itself (`retryable` True or False: ConnectorError, keel.outbound's errors,
+      a plugin's own) is taken at its word: timeouts, lost connections, HTTP 5xx and 429 are retried;
+      401/403 and other 4xx answers, a missing secret, malformed JSON, a cursor loop are not;
+    - any other KeelError is a message about data or configuration, which the same input repeats: not
+      retried (a Conflict, someone else having written first, says it is retryable);
+    - anything else (a bug, a database hiccup, a plain exception a job type raised) is retried, as an
+      error nobody has classified may well be passing."""
+    said = getattr(e, "retryable", None)
+    if isinstance(said, bool):
+        return said
+    return not isinstance(e, KeelError)
+
 
 class JobType:
     """Subclass and set `name` and `params_schema`; override `plan` and `run_chunk`."""
@@ -76,10 +95,19 @@ class JobContext:
     log: logging.LoggerAdapter = field(default=None)  # type: ignore[assignment]
     on_progress: Callable[[int, int | None], None] | None = None
     on_checkpoint: Callable[[], None] | None = None
+    problems: list[str] = field(default_factory=list)  # what `report` was told, kept with the chunk
 
     def __post_init__(self):
         if self.log is None:
             self.log = logging.LoggerAdapter(log, {"run": self.run_id, "chunk": self.chunk_index})
+
+    def report(self, problem: str) -> None:
+        """Record why an item was skipped or not written ("item 3 (key 'C-9'): amount: not a number").
+        Logged as a warning and kept with the chunk when it commits, so the run's record (the API's
+        `problems`, the run's page) says why, not only the worker's log. The first MAX_PROBLEMS of a
+        chunk are kept word for word, the rest are counted."""
+        self.log.warning("%s", problem)
+        self.problems.append(str(problem))
 
     @property
     def built(self):

@@ -194,6 +194,16 @@ class Instance:
                     return out
                 page += 1
 
+    def create_record(self, app: str, entity: str, values: Mapping[str, Any], as_user: str | None = None
+                      ) -> dict[str, Any]:
+        """Create a record through Keel's write path (checks, version, audit) as the administrator (or
+        `as_user`); returns it as the API would."""
+        from keel.storage import records
+
+        who = self.actor(as_user) if as_user else self.admin
+        with self.engine.begin() as conn:
+            return records.create(conn, self.env.runtime.get(app), entity, dict(values), who)
+
     def history(self, app: str, entity: str, record_id: int) -> list[dict[str, Any]]:
         """A record's versions, oldest first: action, user_id, `via` (e.g. job:APP/JOB#RUN), changes."""
         from keel.storage.query import record_history

@@ -604,7 +604,9 @@ def test_the_docs_show_the_example_plugin_exactly():
     assert {path for path, _, _ in quoted} == {
         "tests/fixtures/plugins/meeting_notes/pyproject.toml",
         "tests/fixtures/plugins/meeting_notes/src/keel_meeting_notes/plugin.py",
-        "tests/test_plugins.py"}
+        "tests/test_plugins.py",
+        "tests/fixtures/plugins/crm_actuals/src/keel_crm_actuals/plugin.py",
+        "tests/test_plugin_job_example.py"}
     for path, excerpt, text in quoted:
         source = (REPO / path).read_text("utf-8")
         assert (text in source) if excerpt else (text == source), f"docs/plugins.md is out of date for {path}"

@@ -180,11 +180,12 @@ def test_an_admin_cancels_a_stuck_run_from_the_cli_api_and_page_and_each_is_audi
     assert world.runs()[-1].status == "succeeded"
 
 
-def test_a_worker_still_running_a_cancelled_chunk_commits_nothing(world):
+def test_a_worker_still_running_a_cancelled_chunk_commits_nothing(tmp_path, db_url):
     from keel.jobs.catalog import ask, cancel_run, find_spec
     from keel.jobs.execute import run_chunk, start_run
     from keel.storage.job_tables import job_chunks
 
+    world = make_job_world(tmp_path, db_url, {"slow": SLOW})
     spec = find_spec(world.env, "slow")
     run_id = ask(world.env, spec, dict(spec.params), trigger="cli", user_id=None).run_id
     start_run(world.env, run_id)
@@ -192,7 +193,10 @@ def test_a_worker_still_running_a_cancelled_chunk_commits_nothing(world):
 
     class CancelledMidway(type(original)):
         def run_chunk(self, ctx, params, chunk):
-            cancel_run(world.env, run_id, _admin(world), "changed my mind")
+            from keel.storage import records
+
+            cancel_run(world.env, run_id, _admin(world), "changed my mind")  # while the chunk runs
+            records.create(ctx.conn, ctx.built, "project", {"name": "written after the cancel"}, ctx.actor)
             return super().run_chunk(ctx, params, chunk)
 
     world.env.types = {**world.env.types, "diagnostic": CancelledMidway()}
@@ -202,6 +206,11 @@ def test_a_worker_still_running_a_cancelled_chunk_commits_nothing(world):
         assert conn.execute(sa.select(job_chunks.c.status).where(job_chunks.c.run_id == run_id)
                             .order_by(job_chunks.c.idx)).scalars().all() == ["cancelled"] * 3
     assert [r.status for r in world.runs()] == ["cancelled"]
+    assert attempts_of(world, run_id) == [(0, 1, "cancelled")]
+    built = world.env.runtime.get("tracker")
+    with world.engine.connect() as conn:  # the chunk's write rolled back with its refused "done" mark
+        assert conn.execute(sa.select(sa.func.count()).select_from(built.table("project"))).scalar() == 0
+    world.engine.dispose()
 
 
 def _admin(world):

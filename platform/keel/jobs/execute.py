@@ -250,8 +250,11 @@ def run_chunk(env: JobEnv, run_id: int, idx: int, on_progress=None) -> ChunkOutc
     except LeaseLost as e:
         log.warning("%s", e)
         with env.engine.begin() as conn:
-            attempts.ended(conn, run_id, idx, attempt, "discarded", env.clock(),
-                           f"{e}; this attempt's writes were rolled back")
+            status = conn.execute(sa.select(job_chunks.c.status).where(
+                job_chunks.c.run_id == run_id, job_chunks.c.idx == idx)).scalar()
+            if status != "cancelled":  # a cancelled run's attempt keeps "cancelled" and who did it
+                attempts.ended(conn, run_id, idx, attempt, "discarded", env.clock(),
+                               f"{e}; this attempt's writes were rolled back")
         return ChunkOutcome("skip", attempt)
     except Exception as e:  # recorded on the chunk; retried or fails the run
         return _chunk_failed(env, run, idx, attempt, e)

@@ -38,18 +38,10 @@ def crm(monkeypatch):
         yield server
 
 
-@pytest.fixture(scope="module")
-def plugins(tmp_path_factory):
-    """A plugins folder holding only the example (one path for the module: a plugin package is imported
-    once per process, from one place)."""
-    folder = tmp_path_factory.mktemp("plugins")
-    shutil.copytree(FIXTURE, folder / "crm_actuals")
-    return folder
-
-
 @pytest.fixture
-def keel(tmp_path, plugins):
-    with Instance(tmp_path, plugins=plugins) as instance:
+def keel(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "plugins" / "crm_actuals")  # a plugins folder with only the example
+    with Instance(tmp_path, plugins=tmp_path / "plugins") as instance:
         yield instance
 
 

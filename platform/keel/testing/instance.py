@@ -46,6 +46,7 @@ class Instance:
         from keel.jobs import jobs_env
 
         self._own_folder = folder is None
+        self._plugins = Path(plugins).resolve() if plugins else None
         self.folder = Path(tempfile.mkdtemp(prefix="keel-test-") if folder is None else folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         cfg: dict[str, Any] = {
@@ -213,7 +214,18 @@ class Instance:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
+        """Release the database, drop the plugin modules imported from `plugins` (so the next instance,
+        perhaps on another copy of that folder, imports its own), remove a temporary folder."""
+        import sys
+
+        from keel.plugins.discovery import forget
+
         self.engine.dispose()
+        if self._plugins is not None:
+            for name, module in list(sys.modules.items()):
+                where = getattr(module, "__file__", None)
+                if "." not in name and where and Path(where).resolve().is_relative_to(self._plugins):
+                    forget(name)
         if self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 

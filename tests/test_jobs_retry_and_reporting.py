@@ -159,3 +159,13 @@ def test_jobs_list_shows_the_failure_and_a_refused_duplicate_does_not_hide_the_l
     line = next(x for x in out.splitlines() if "crm_actuals" in x)
     assert f"failed #{failed['id']} (succeeded #{ok['id']}): chunk 0 failed (attempt 1 of 3): " \
            "ConnectorError: HTTP 401: token expired" in line
+
+
+def test_a_chunk_keeps_the_first_hundred_problems_and_counts_the_rest(crm, keel):
+    crm.reply("/api/actuals", Reply(json={"items": [{"amount": str(i)} for i in range(250)], "next": None}))
+    keel.apply(app_files(crm, job={"params": {"connector": "crm", "entity": "actual", "key": "code",
+                                              "mapping": {"code": "code", "amount": "amount"},
+                                              "allow_empty": True}}))
+    run = keel.run_job("crm_actuals")
+    assert run["status"] == "succeeded" and run["counts"]["invalid"] == 250
+    assert len(run["problems"]) == 101 and run["problems"][-1] == "... and 150 more problem(s) like these"

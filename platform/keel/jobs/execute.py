@@ -31,7 +31,6 @@ from keel.storage.job_tables import job_chunks, job_runs
 log = logging.getLogger("keel.jobs")
 MAX_ERROR = 4000
 MAX_CHUNKS = 100_000
-MAX_PROBLEMS = 100  # reported problems kept per chunk (JobContext.report); the rest are counted
 SQLITE_HANDOVER_SECONDS = 0.1
 
 
@@ -277,7 +276,7 @@ def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.date
         done = conn.execute(job_chunks.update()
                             .where(c.run_id == run_id, c.idx == idx, c.status == "running", c.attempts == attempt)
                             .values(status="done", counts=counts, finished_at=finished, lease_until=None,
-                                    error=None, problems=_kept_problems(ctx.problems)))
+                                    error=None, problems=_kept_problems(ctx)))
         if done.rowcount != 1:
             raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
         attempts.ended(conn, run_id, idx, attempt, "done", finished)
@@ -298,14 +297,12 @@ def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.date
     return ChunkOutcome("done", attempt, run_status=run_status)
 
 
-def _kept_problems(problems: list[str]) -> list[str] | None:
+def _kept_problems(ctx: JobContext) -> list[str] | None:
     """A chunk's reported problems as stored: the first MAX_PROBLEMS, then a line counting the rest."""
-    if not problems:
+    if not ctx.problems:
         return None
-    kept = [p[:1000] for p in problems[:MAX_PROBLEMS]]
-    if len(problems) > MAX_PROBLEMS:
-        kept.append(f"... and {len(problems) - MAX_PROBLEMS} more (see the worker's log)")
-    return kept
+    more = ctx.problems_total - len(ctx.problems)
+    return ctx.problems + ([f"... and {more} more problem(s) like these"] if more > 0 else [])
 
 
 def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attempt: int, limit: dt.datetime):

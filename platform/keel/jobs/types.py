@@ -25,6 +25,7 @@ from keel.errors import KeelError
 log = logging.getLogger("keel.jobs")
 
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_.]{0,99}")
+MAX_PROBLEMS = 100  # problems a chunk keeps word for word (JobContext.report); the rest are counted
 
 
 class JobFailed(KeelError):
@@ -96,6 +97,7 @@ class JobContext:
     on_progress: Callable[[int, int | None], None] | None = None
     on_checkpoint: Callable[[], None] | None = None
     problems: list[str] = field(default_factory=list)  # what `report` was told, kept with the chunk
+    problems_total: int = 0
 
     def __post_init__(self):
         if self.log is None:
@@ -106,8 +108,12 @@ class JobContext:
         Logged as a warning and kept with the chunk when it commits, so the run's record (the API's
         `problems`, the run's page) says why, not only the worker's log. The first MAX_PROBLEMS of a
         chunk are kept word for word, the rest are counted."""
-        self.log.warning("%s", problem)
-        self.problems.append(str(problem))
+        self.problems_total += 1
+        if self.problems_total <= MAX_PROBLEMS:  # a sync of 200,000 bad rows must not flood log or run
+            self.problems.append(str(problem)[:1000])
+            self.log.warning("%s", problem)
+        elif self.problems_total == MAX_PROBLEMS + 1:
+            self.log.warning("more problems than %s in this chunk; the rest are only counted", MAX_PROBLEMS)
 
     @property
     def built(self):

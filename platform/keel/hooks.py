@@ -83,5 +83,12 @@ def keel_startup(app: Any) -> None:
     """Do one-time set-up for a Flask app (register a blueprint, read config); called once per app."""
 
 
+@hookspec
+def keel_demo(app: Any, logins: list[Any]) -> None:
+    """Add demo data to a fresh demo instance (`keel demo`), after Keel has created the demo org (departments
+    and users, `logins` being their (username, title) pairs). Called once per instance; write through the
+    record write path (`keel.storage.records`) so the data is versioned and audited like a user's."""
+
+
 def hook_names() -> tuple[str, ...]:
     return tuple(n for n, v in globals().items() if n.startswith("keel_") and callable(v))

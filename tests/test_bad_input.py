@@ -91,7 +91,7 @@ def is_refused(r, place: str | None = None, words: str = "") -> None:
 
 @pytest.mark.parametrize("username,password", [(r"\ud800", "x"), ("mia", r"\udfff"), (r"a\u0000b", "x")])
 def test_bad_text_in_the_anonymous_token_request_is_422(world, username, password):
-    body = '{"username": "%s", "password": "%s"}' % (username, password)
+    body = f'{{"username": "{username}", "password": "{password}"}}'
     r = world.client.post("/api/v1/auth/token", data=body.encode(),
                           headers={"Content-Type": "application/json", **EN})
     is_refused(r, "username" if username != "mia" else "password")
@@ -102,7 +102,7 @@ def test_bad_text_in_the_anonymous_token_request_is_422(world, username, passwor
                                         (r"\udc00", "surrogate")])
 def test_bad_text_in_a_record_field_is_422_and_writes_nothing(world, text, words):
     before = world.state()
-    r = send_raw(world, "POST", PROJECTS, '{"name": "%s"}' % text)
+    r = send_raw(world, "POST", PROJECTS, f'{{"name": "{text}"}}')
     is_refused(r, "name", words)
     assert world.state() == before
 
@@ -166,7 +166,7 @@ def test_bad_text_in_a_form_submission_is_422_and_writes_nothing(world):
     c.post("/login", data={"username": "mia", "password": PASSWORD, "csrf_token": token})
     before = world.state()
     for text in (r"\ud800", r"a\u0000"):
-        r = send_raw(world, "POST", "/api/v1/apps/tracker/forms/new_task", '{"title": "%s"}' % text)
+        r = send_raw(world, "POST", "/api/v1/apps/tracker/forms/new_task", f'{{"title": "{text}"}}')
         is_refused(r, "title")
     token = csrf_of(c.get("/apps/tracker/forms/new_task").text)
     r = c.post("/apps/tracker/forms/new_task", data={"title": "a\x00b", "csrf_token": token})
@@ -186,7 +186,7 @@ def test_a_utf8_encoded_surrogate_in_a_form_is_not_a_500(world):
 
 def test_an_owner_id_beyond_64_bits_is_422(world):
     before = world.state()
-    is_refused(send_raw(world, "POST", PROJECTS, '{"name": "A", "owner": %d}' % 10**30), "owner", "too large")
+    is_refused(send_raw(world, "POST", PROJECTS, f'{{"name": "A", "owner": {10**30}}}'), "owner", "too large")
     assert world.state() == before
 
 
@@ -199,9 +199,9 @@ def test_an_integer_field_without_max_given_a_huge_number_is_422(world):
 
 
 def test_ids_beyond_64_bits_in_workflow_requests_are_4xx(world):
-    is_refused(send_raw(world, "PUT", "/api/v1/workflows/delegation", '{"to_user": %d}' % 10**30), "to_user")
+    is_refused(send_raw(world, "PUT", "/api/v1/workflows/delegation", f'{{"to_user": {10**30}}}'), "to_user")
     is_refused(send_raw(world, "POST", "/api/v1/workflows/tasks/bulk_approve",
-                        '{"task_ids": [1, %d]}' % 10**30), "task_ids.1")
+                        f'{{"task_ids": [1, {10**30}]}}'), "task_ids.1")
     is_refused(world.get("/api/v1/workflows/metrics?instance=99999999999999999999", "admin"), "instance")
     assert world.get("/api/v1/workflows/instances/99999999999999999999").status_code == 404
     assert world.get(f"{PROJECTS}/99999999999999999999").status_code == 404

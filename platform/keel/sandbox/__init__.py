@@ -20,8 +20,8 @@ from jinja2.visitor import NodeTransformer
 from keel.sandbox import budget
 from keel.sandbox.budget import DEFAULT_BUDGET, Budget, BudgetExceeded
 
-__all__ = ["DEFAULT_BUDGET", "Budget", "BudgetExceeded", "BoundedSandbox", "RenderFailed", "render_or_explain",
-           "sandbox"]
+__all__ = ["DEFAULT_BUDGET", "AnyKeys", "Budget", "BudgetExceeded", "BoundedSandbox", "RenderFailed",
+           "render_or_explain", "sandbox", "underscore_names"]
 
 MAX_REPEAT = 100_000  # longest string or list `*` may build
 MAX_POWER = 10_000    # largest exponent `**` may take
@@ -173,6 +173,27 @@ def sandbox(*, autoescape: bool, **options: Any) -> BoundedSandbox:
     env = BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined, **options)
     env.globals.clear()
     return env
+
+
+class AnyKeys(dict):
+    """Sample data whose names are not known before run time (a connector's `vars`, the record of a
+    notification no workflow sends yet): every key reads as a sample text, except `_` names, so a check
+    render finds unknown names everywhere else and unsafe attributes here too."""
+
+    def __missing__(self, key: Any) -> str:
+        if not isinstance(key, str) or key.startswith("_"):
+            raise KeyError(key)
+        return "sample"
+
+
+def underscore_names(tree: nodes.Template) -> list[str]:
+    """Attribute and item names starting with `_` in a parsed template (`''.__class__`, `x['_y']`)."""
+    out = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(name, str) and name.startswith("_"):
+            out.append(name)
+    return out
 
 
 class RenderFailed(Exception):

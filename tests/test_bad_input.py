@@ -304,3 +304,22 @@ def test_a_chunked_body_over_the_limit_is_413_and_one_under_it_is_read_whole(wor
         status, body = _chunked_post(base, PROJECTS, world.headers(), small)
         assert status == 201 and body["name"] == "Chunked", body
     assert [item["name"] for item in world.get(PROJECTS).get_json()["items"]] == ["Chunked"]
+
+
+def test_a_row_version_or_app_version_beyond_64_bits_from_a_page_is_4xx(world):
+    c = world.app.test_client()
+    token = csrf_of(c.get("/login").text)
+    c.post("/login", data={"username": "mia", "password": PASSWORD, "csrf_token": token})
+    created = world.post(PROJECTS, {"name": "Apollo"}).get_json()
+    page = c.get(f"/apps/tracker/project/{created['id']}").text
+    r = c.post(f"/apps/tracker/project/{created['id']}",
+               data={"name": "Changed", "row_version": "99999999999999999999", "csrf_token": csrf_of(page)})
+    assert 400 <= r.status_code < 500
+    assert world.get(f"{PROJECTS}/{created['id']}").get_json()["name"] == "Apollo"
+
+    from keel.actor import SYSTEM
+    from keel.apply import rollback_app
+    from keel.errors import NotFound
+
+    with pytest.raises(NotFound):
+        rollback_app(world.engine, "tracker", 10**20, SYSTEM, world.app.extensions["keel"].registries)

@@ -19,6 +19,7 @@ from keel.actor import Actor
 from keel.definitions.model import EntityDef, FieldDef, thaw
 from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
 from keel.fieldtypes.base import FieldValueError
+from keel.json_values import integer_problem
 from keel.storage.audit import record_event, utcnow
 from keel.storage.built import BuiltApp
 from keel.storage.events import RecordEvent
@@ -209,7 +210,8 @@ def _conflict(conn: sa.Connection, table: sa.Table, record_id: int, expected: in
 
 
 def _check_expected(expected_version: Any) -> int:
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+    if (isinstance(expected_version, bool) or not isinstance(expected_version, int)
+            or integer_problem(expected_version)):  # a form's text can hold any number
         errors = FieldErrors()
         errors.add("row_version", "Give the version of the record you edited.")
         raise errors

@@ -144,6 +144,9 @@ def test_nul_in_a_path_and_a_header_is_422(world):
     is_refused(world.get(f"{PROJECTS}%00"), "_path")
     r = world.client.get(PROJECTS, headers={**world.headers(), "If-Match": 'W/"1"\x00'})
     is_refused(r, "If-Match")
+    r = world.app.test_client(use_cookies=False).get(
+        PROJECTS, headers={**world.headers(), "Cookie": 'session="\\000abc"'})  # Werkzeug decodes \000
+    is_refused(r, "Cookie")
 
 
 def test_bad_text_in_the_delegate_is_422(world):

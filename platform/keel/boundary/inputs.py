@@ -1,6 +1,6 @@
 """What a request may carry, checked once for every request before any view, query or driver sees it:
 
-- text — the path, query arguments, form fields, JSON strings and keys, header values — holds no NUL
+- text — the path, query arguments, form fields, JSON strings and keys, header and cookie values — holds no NUL
   and no unpaired surrogate (PostgreSQL refuses both with a 500, SQLite cuts a LIKE pattern at NUL so
   `title__contains=%00abc` matched every row);
 - JSON integers fit a 64-bit column (every id and integer column is BIGINT);
@@ -100,6 +100,8 @@ def check_request() -> None:
     _check_text(errors, "_path", request.path)
     for name, value in request.headers.items():
         _check_text(errors, name, value)
+    for name, value in request.cookies.items(multi=True):  # a quoted cookie may spell NUL as \000
+        _check_text(errors, "Cookie", name + value)
     for key, values in request.args.lists():
         _check_text(errors, "_query", key)
         for raw in values:

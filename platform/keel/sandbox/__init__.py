@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable
+from decimal import Decimal
+from types import BuiltinMethodType
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, UndefinedError, nodes, pass_eval_context
@@ -25,13 +27,12 @@ __all__ = ["DEFAULT_BUDGET", "AnyKeys", "Budget", "BudgetExceeded", "BoundedSand
 
 MAX_REPEAT = 100_000  # longest string or list `*` may build
 MAX_POWER = 10_000    # largest exponent `**` may take
+MAX_INT_BITS = 100_000  # size of an integer `**` or `*` may build (estimated from the operands first)
 # Added to the parsed tree (see _Budgeted): what every {% for %} iterates over, and every `a ~ b`.
 _LOOP_FILTER, _CONCAT_FILTER = "keel_counted", "keel_concat"
 
 # Filters whose integer arguments are widths or counts (`center(10**9)`, `batch(10**9, 'x')`).
 _SIZED_FILTERS = ("center", "wordwrap", "truncate", "batch", "slice")
-# str methods whose integer arguments are widths (`''.ljust(10**9)`).
-_SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
 
 def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
@@ -56,6 +57,20 @@ def _join_filter(original: Callable) -> Callable:
         items = budget.check_join(d, value)
         return original(eval_ctx, items, d, attribute)
     return join
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sum_filter(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def sum_(*args, **kwargs):
+        start = kwargs.get("start", args[3] if len(args) > 3 else 0)
+        if not isinstance(start, (int, float, Decimal)):  # summing lists is quadratic, in C: no steps
+            raise SecurityError("sum adds numbers only")
+        return original(*args, **kwargs)
+    return sum_
 
 
 def _sized_filter(original: Callable) -> Callable:
@@ -110,6 +125,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters[_LOOP_FILTER] = budget.counted
         self.filters[_CONCAT_FILTER] = _concat
         self.filters["indent"] = _indent_filter(self.filters["indent"])
+        self.filters["sum"] = _sum_filter(self.filters["sum"])
         self.filters["format"] = _format_filter
         self.filters["replace"] = _replace_filter(self.filters["replace"])
         self.filters["join"] = _join_filter(self.filters["join"])
@@ -124,6 +140,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator_name == "**":
             if isinstance(right, (int, float)) and abs(right) > MAX_POWER:
                 raise SecurityError("exponent too large")
+            if _is_int(left) and _is_int(right) and abs(left) > 1 and right * abs(left).bit_length() > MAX_INT_BITS:
+                raise BudgetExceeded(f"the template would build a number of more than {MAX_INT_BITS} bits")
             return operator.pow(left, right)
         if operator_name == "%":
             if isinstance(left, str):
@@ -136,6 +154,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         for seq, count in ((left, right), (right, left)):
             if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > MAX_REPEAT:
                 raise SecurityError("repetition too large")
+        if _is_int(left) and _is_int(right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+            raise BudgetExceeded(f"the template would build a number of more than {MAX_INT_BITS} bits")
         return operator.mul(left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
@@ -143,15 +163,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         spending.step()
         target = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         owner = getattr(target, "__self__", None)
-        if isinstance(owner, str):
-            name = getattr(target, "__name__", "")
-            if name in ("format", "format_map"):
+        if isinstance(target, BuiltinMethodType) and owner is not None:
+            # A method of a value: `''.ljust(10**9)`, `(1).to_bytes(10**9)`, `b''.center(10**9)` —
+            # no integer argument of a built-in method may exceed the string limit.
+            budget.check_int_args(args)
+            budget.check_int_args(kwargs.values())
+            name = target.__name__
+            if isinstance(owner, str) and name in ("format", "format_map"):
                 budget.check_brace_format(owner)
-            elif name in _SIZED_METHODS:
-                budget.check_int_args(args)
-            elif name == "replace" and len(args) >= 2:
-                budget.check_replace(owner, *args[:3])
-            elif name == "join" and args:
+            elif isinstance(owner, (str, bytes)) and name == "replace" and len(args) >= 2:
+                budget.check_replace(str(owner), *args[:3])
+            elif isinstance(owner, (str, bytes)) and name == "join" and args:
                 args = (budget.check_join(owner, args[0]), *args[1:])
         if isinstance(__obj, LoopContext) and args:  # a recursive loop's next level
             args = (budget.counted(args[0]), *args[1:])

@@ -86,3 +86,21 @@ def app(tmp_path, sqlite_url):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def demo_app(tmp_path, sqlite_url):
+    """A server app on SQLite with the Goal Agility app applied and `keel demo`'s data seeded."""
+    from keel.actor import SYSTEM
+    from keel.apply import apply_app
+    from keel.definitions.loader import load_app_dir
+    from keel.demo import seed_demo
+
+    a = make_app(tmp_path, sqlite_url)
+    runtime = a.extensions["keel"]
+    apply_app(runtime.engine, load_app_dir(APPS / "goal_agility", a.extensions["keel_plugins"].registries()),
+              SYSTEM)
+    runtime.refresh()
+    seed_demo(a)
+    yield a
+    runtime.engine.dispose()

@@ -4,6 +4,8 @@ nothing; a person who left is deactivated (tokens revoked), a manager change ups
 and bad payloads fail clearly with nothing half-written."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import sqlalchemy as sa
 
@@ -352,6 +354,9 @@ def test_a_big_sync_commits_as_it_goes_so_web_writes_get_in_between(tmp_path, sq
         conns = connectors(server)
         conns[0]["config"]["pagination"]["page_size"] = 1000
         world = make_world(tmp_path, sqlite_url, connectors=conns, jobs=[hr_job()], app_id="org")
+        # Commit at every checkpoint: on a fast machine a whole batch takes less than the default half
+        # second, and the sync would then commit only at its end (CI saw no write get in half-way).
+        world.env = replace(world.env, checkpoint_seconds=0.0)
         run = run_beside_web_writes(sqlite_url, lambda: world.run("hr_sync"), users, len(rows), half_way=1)
     assert run["counts"]["users_created"] == len(rows)
     got = directory(world)

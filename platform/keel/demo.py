@@ -95,6 +95,8 @@ def seed_demo(app) -> list[tuple[str, str]]:
     runtime.refresh()
     if APP in {a.id for a in runtime.apps()}:
         _seed_goals(runtime)
+    # Apps' plugins add their own demo data (the Goal Agility plugin its case) through the same hook.
+    app.extensions["keel_plugins"].pm.hook.keel_demo(app=app, logins=logins)
     return logins
 
 

@@ -20,6 +20,7 @@ from keel.definitions.model import EntityDef, FieldDef, thaw
 from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
 from keel.fieldtypes.base import FieldValueError
 from keel.json_values import integer_problem
+from keel.storage import highlights
 from keel.storage.audit import record_event, utcnow
 from keel.storage.built import BuiltApp
 from keel.storage.events import RecordEvent
@@ -348,9 +349,23 @@ def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
         raise _conflict(conn, table, row.id, expected)
     diff = {k: [_as_json(fields[k], before[k]), _as_json(fields[k], v)] for k, v in changed.items()}
     _store(conn, built, entity_id, row.id, expected + 1, "update", diff, actor, now)
+    _mark_for_owner(conn, built, entity, row, after, diff, actor, now)
     built.events.after(RecordEvent(conn, built, entity_id, "update", actor, row.id, _mapping(values), diff,
                                    expected + 1, origin))
     return _result(conn, built, entity_id, row.id, actor) if read_back else expected + 1
+
+
+def _mark_for_owner(conn, built, entity: EntityDef, row, after, diff, actor: Actor, now) -> None:
+    """Someone else changed your record: it shows yellow for you until you acknowledge it."""
+    if not entity.track_changes:
+        return
+    owner = after.get(entity.owner_field) if entity.owner_field else row.created_by
+    if owner is None or owner == actor.user_id:
+        return
+    # The reason is stored in the product's default language; `detail.fields` lets a page say it in another.
+    labels = "、".join(entity.field(f).label.zh for f in diff if f in entity.field_map)
+    highlights.mark(conn, built.id, entity.id, row.id, [owner], labels,
+                    {"fields": sorted(diff), "by": actor.username}, at=now)
 
 
 def delete(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, actor: Actor,

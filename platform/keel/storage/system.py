@@ -116,6 +116,23 @@ audit_events = sa.Table(
     sa.Index("ix_keel_audit_at", "at"),
 )
 
+# Yellow marks (storage/highlights.py): a record to look at again, per user, until acknowledged.
+highlights = sa.Table(
+    "keel_highlights", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("user_id", sa.BigInteger(), nullable=False),
+    sa.Column("app", sa.String(64), nullable=False),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("record_id", sa.BigInteger(), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),   # what changed, in words for the user
+    sa.Column("detail", sa.JSON()),                          # e.g. {"fields": [...], "by": "cro"}
+    _ts("marked_at", nullable=False),
+    _ts("acknowledged_at"),                                  # None: still yellow
+    sa.Index("ix_keel_highlights_user", "user_id", "acknowledged_at"),
+    # At most one open mark per user and record: a new change refreshes it (one upsert, no read first).
+    sa.Index("ux_keel_highlights_open", "user_id", "app", "entity", "record_id", unique=True,
+             sqlite_where=sa.text("acknowledged_at IS NULL"), postgresql_where=sa.text("acknowledged_at IS NULL")),
+)
 
 # Tables of other parts, defined on this metadata so `create_system_tables` creates them all.
 from keel.storage import job_tables, notify_tables, workflow_tables  # noqa: E402,F401

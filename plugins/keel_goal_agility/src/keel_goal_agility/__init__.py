@@ -1,0 +1,1 @@
+"""The Goal Agility app's mechanism (app definitions in app_definitions/goal_agility/)."""

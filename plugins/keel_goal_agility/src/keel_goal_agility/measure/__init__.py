@@ -1,0 +1,1 @@
+"""Goal Agility's measures: the monthly snapshot and red flags, market signals, the alignment index, the pulse survey."""

@@ -184,7 +184,8 @@ def test_validate_checks_connector_templates_for_underscore_names_and_unknown_va
 # Every name of the sample context a notify action's template is checked with (notify.samples): the
 # real context must have them all, or a template that validated would fail on every approval.
 BODY = ("第六个字：{{ record.title[5] }} {{ app }} {{ workflow.id }} {{ workflow.label.zh }} #{{ instance.id }} "
-        "{{ instance.status }} {{ instance.state }} {{ record.id }} {{ record.amount }}")
+        "{{ instance.status }} {{ instance.state }} {{ record.id }} {{ record.amount }} {{ decision }} "
+        "{{ decider.username }} {{ decider.name }} {{ decider.id > 0 }} {{ comment }}")
 
 
 @pytest.fixture
@@ -240,5 +241,5 @@ def test_the_same_template_renders_normally_on_data_it_fits(wf_world):
     w.act(iid, "sam")
     assert w.act(iid, "fiona").get_json()["status"] == "approved"
     mine = [m for m in _inbox(w, "alice") if m["template"] == "expense_done"]
-    assert mine[0]["body"] == f"第六个字：p wfapp allof_flow 会签 #{iid} approved approved 1 1200.00"
+    assert mine[0]["body"] == f"第六个字：p wfapp allof_flow 会签 #{iid} approved approved 1 1200.00 approved fiona Fiona True None"
     assert not [m for m in _inbox(w, "root") if "expense_done" in m["subject"]]

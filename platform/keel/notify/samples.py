@@ -4,8 +4,8 @@ the budgeted sandbox) against the data it will get, built from the definition, s
 instead of a failure at the final approval.
 
 A notification gets one of two contexts, depending on who sends it:
-- a workflow's `notify` action: the record (its fields as JSON values), the app, the workflow and the
-  instance (`workflow.notices.template_context`);
+- a workflow's `notify` action: the record (its fields as JSON values), the app, the workflow, the
+  instance, the decision, the decider and the comment (`workflow.notices.template_context`);
 - an SLA timer (`remind_template`, `overdue_template`, `escalate_template`): the instance id, the
   workflow id, the step, the due time, the entity, the record id and the workflow's label
   (`workflow.timers`).
@@ -45,7 +45,9 @@ def sample_record(entity: EntityDef | None) -> dict[str, Any]:
 def action_context(app_id: str, workflow_id: str, entity: EntityDef | None) -> dict[str, Any]:
     return {"record": sample_record(entity), "app": app_id,
             "workflow": {"id": workflow_id, "label": dict(LABEL_SAMPLE)},
-            "instance": {"id": 1, "status": "approved", "state": "done"}}
+            "instance": {"id": 1, "status": "approved", "state": "done"},
+            "decision": "approved", "decider": {"id": 1, "username": "sample", "name": "示例 Sample"},
+            "comment": "示例 sample"}
 
 
 def timer_context(workflow_id: str, step_id: str, entity_id: str) -> dict[str, Any]:

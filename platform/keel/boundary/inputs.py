@@ -48,8 +48,8 @@ class ChunkedBodyLimit:
 
     def __call__(self, environ, start_response):
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        if (limit is not None and not environ.get("CONTENT_LENGTH")
-                and environ.get("wsgi.input_terminated")):
+        if (limit is not None and not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated")
+                and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()):
             data = _read_up_to(environ["wsgi.input"], limit + 1)
             if len(data) > limit:
                 environ[_TOO_LARGE] = True

@@ -31,6 +31,7 @@ class Registries:
     approver_rules: Mapping[str, Any] = field(default_factory=_empty)
     dashboard_widgets: Mapping[str, Any] = field(default_factory=_empty)
     delivery_channels: Mapping[str, Any] = field(default_factory=_empty)
+    workbench_sections: Mapping[str, Any] = field(default_factory=_empty)
     record_events: Any = None
     # Which plugin registered what: (registry attribute, name) -> plugin name; for messages only.
     owners: Mapping[tuple[str, str], str] = field(default_factory=_empty)

@@ -50,10 +50,13 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(workflow_pages.bp)
     app.register_blueprint(jobs_pages.bp)
-    from keel.web.workflow_view import local_time
+    from keel import formats
 
-    # Every page shows stored (UTC) times in the working calendar's zone, the same one SLAs count in.
-    app.add_template_filter(local_time, "local_time")
+    # One formatting module for every page (and for Dash, exports): money, counts, percentages, units,
+    # and stored (UTC) times in the one display zone (KEEL_TIMEZONE, default the working calendar's).
+    for name, fn in formats.jinja_filters().items():
+        app.add_template_filter(fn, name)
+    app.jinja_env.globals["zone_label"] = formats.zone_label
     context.init_app(app)
     from keel.web import inbox_pages
 

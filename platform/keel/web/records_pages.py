@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 
+from keel import formats
 from keel.errors import Conflict, FieldErrors
 from keel.forms.build import attach_errors, collect, entity_form_class, prefill
 from keel.forms.choices import fill_choices
@@ -46,11 +47,12 @@ class TableCell:
     rows: tuple[tuple[Cell, ...], ...]
 
 
-def shown(built, f, value: Any, names: Mapping[int, str], *, summary: bool = False) -> Cell | TableCell:
+def shown(built, f, value: Any, names: Mapping[int, str], *, summary: bool = False,
+          record: Mapping[str, Any] | None = None) -> Cell | TableCell:
     """A value as the reader sees it: `cell`, except that a `table` is a table whose every cell is shown
     by `cell` as a field of its column's type (option labels, decimals, dates), or in a list its size."""
     if not f.columns or not isinstance(value, list) or not value:
-        return cell(built, f, value, names)
+        return cell(built, f, value, names, record)
     if summary:
         # two msgids, not ngettext: Chinese has one form, and the catalog checks want plain entries
         return Cell(translate("1 row") if len(value) == 1 else translate("%(n)s rows", n=len(value)))
@@ -160,7 +162,7 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
         if form is not None:
             fill_choices(conn, built, form, who, item)
     fields = readable_fields(entity, who)
-    values = [(f.label.get(lg), shown(built, f, item.get(f.id), names)) for f in fields]
+    values = [(f.label.get(lg), shown(built, f, item.get(f.id), names, record=item)) for f in fields]
     system = [(translate(label), _system_cell(name, item.get(name), names)) for name, label in (
         ("id", N_("ID")), ("row_version", N_("Version")), ("created_at", N_("Created at")),
         ("created_by", N_("Created by")), ("updated_at", N_("Updated at")), ("updated_by", N_("Updated by")))]
@@ -180,7 +182,7 @@ def _history_entry(built, h: dict, labels: dict, by_id: dict, names: dict) -> di
 
     who = h["user_id"]
     return {"version": h["version"], "action": translate(ACTIONS.get(h["action"], h["action"])),
-            "at": str(h["at"])[:19].replace("T", " "),
+            "at": formats.format_datetime(h["at"]),
             "who": translate("system") if who is None else names.get(who, f"#{who}"),
             "changes": [(labels.get(k, k), value_of(k, v[0]), value_of(k, v[1]))
                         for k, v in h["changes"].items()]}

@@ -43,6 +43,7 @@ def fill_choices(conn: sa.Connection, built, form, who, current: Mapping[str, An
     """Set the options of a form instance's link and user selects. A value the record already has stays
     selectable even when it is not listed (past the cap, or no longer readable), so saving an edit
     never silently clears a reference."""
+    form.keel_app_id = built.id  # pages add a type-ahead over all records (keel.web.pickers) to these selects
     found = reference_choices(conn, built, form, who)
     for fid, opts in found.items():
         value = (current or {}).get(fid)

@@ -50,6 +50,10 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(workflow_pages.bp)
     app.register_blueprint(jobs_pages.bp)
+    from keel.web import pickers
+
+    app.register_blueprint(pickers.bp)
+    app.jinja_env.globals["picker_url"] = pickers.picker_url
     from keel import formats
 
     # One formatting module for every page (and for Dash, exports): money, counts, percentages, units,

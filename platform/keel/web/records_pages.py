@@ -35,7 +35,6 @@ from keel.workflow.locks import edit_lock
 
 ACTIONS = {"create": N_("created"), "update": N_("changed"), "delete": N_("deleted"),
            "restore": N_("restored")}
-LIST_COLUMNS = 8  # the list shows the first readable fields; the record page shows them all
 LOCKED = {"pending": N_("Under approval: cannot be changed"), "approved": N_("Approved: cannot be changed")}
 
 
@@ -71,53 +70,130 @@ def _link_fields(entity, who) -> list[str]:
     return [f.id for f in readable_fields(entity, who) if f.type == "link"]
 
 
+PAGE_ARGS = ("lang", "view", "q")
+
+
 @bp.get("/apps/<app_id>/<entity_id>")
 def record_list(app_id: str, entity_id: str):
+    """A list view (lists/*.json, or one made from the entity): its columns, default sort, filter controls
+    and search box; the title column links to the record."""
+    from keel.web import list_views
+
     built, who, lg = built_app(app_id), actor(), lang()
     entity = built.entity(entity_id)
-    args = {k: v for k, v in request.args.items() if k != "lang"}
-    fields = list(readable_fields(entity, who))
+    view = list_views.view_for(built, entity, request.args.get("view"))
+    if view is None:
+        abort(404)
+    if not view.open_to(entity, who):
+        abort(403)
+    args = {k: v for k, v in request.args.items() if k not in PAGE_ARGS and v != ""}
+    search_text = (request.args.get("q") or "").strip()
     arg_errors: list[str] = []
     try:
-        filters, sort, page, per_page = query.parse_query_args(entity, who, args)
+        filters, sort, page, per_page = query.parse_query_args(entity, who, {"per_page": view.per_page, **args})
     except FieldErrors as e:  # a bad sort or filter in the URL: say so, show the unfiltered list
         arg_errors = [f"{k}: {m}" for k, ms in e.rendered().items() for m in ms]
-        filters, sort, page, per_page = [], [], 1, 50
+        filters, sort, page, per_page = [], [], 1, view.per_page
+    fixed = [query.Filter(k.partition("__")[0], k.partition("__")[2] or "eq", v, k) for k, v in view.where.items()]
+    sort = sort or list(view.sort)
+    search = query.Search(search_text, view.search) if search_text and view.search else None
+    columns = list_views.readable_columns(view, entity, who)
     with runtime().engine.connect() as conn:
-        result = query.list_records(conn, built, entity_id, who, filters, sort, page, per_page,
-                                    expand=_link_fields(entity, who))
+        result = query.list_records(conn, built, entity_id, who, [*fixed, *filters], sort, page, per_page,
+                                    expand=_link_fields(entity, who), search=search)
         names = user_names(conn, user_ids_in(entity, result.items))
-    columns = fields[:LIST_COLUMNS]
-    current = sort[0] if sort else None
+        controls = filter_controls(conn, built, entity, view, who, request.args, lg)
+    current = query.normalise_sort(entity, who, sort)[0] if sort else None
+    keep = {k: v for k, v in request.args.items() if k != "lang" and v != ""}
 
     def sort_href(field_id: str) -> str:
         descending = current is not None and current.field == field_id and not current.descending
-        q = {k: v for k, v in args.items() if k not in ("sort", "page")}
+        q = {k: v for k, v in keep.items() if k not in ("sort", "page")}
         q["sort"] = ("-" if descending else "") + field_id
         return "?" + urlencode(q)
 
     def page_href(n: int) -> str:
-        return "?" + urlencode({**{k: v for k, v in args.items() if k != "page"}, "page": n})
+        return "?" + urlencode({**{k: v for k, v in keep.items() if k != "page"}, "page": n})
 
-    rows = [{"id": item["id"], "href": url_for("web.record_page", app_id=app_id, entity_id=entity_id,
-                                               record_id=item["id"]),
-             "cells": [shown(built, f, item.get(f.id), names, summary=True) for f in columns]}
-            for item in result.items]
     def sorted_as(field_id: str) -> str:
         if current is None or current.field != field_id:
             return ""
         return "desc" if current.descending else "asc"
 
-    heads = [{"label": f.label.get(lg), "href": sort_href(f.id), "sorted": sorted_as(f.id)} for f in columns]
+    title_id = entity.title_field
+    rows = []
+    for item in result.items:
+        href = url_for("web.record_page", app_id=app_id, entity_id=entity_id, record_id=item["id"])
+        cells = []
+        for f in columns:
+            c = shown(built, f, item.get(f.id), names, summary=True, record=item)
+            if f.id == title_id and isinstance(c, Cell):
+                c = Cell(c.text or f"#{item['id']}", href=href)
+            cells.append((f.label.get(lg), c))
+        rows.append({"id": item["id"], "href": href, "cells": cells})
+    heads = [{"label": f.label.get(lg), "href": sort_href(f.id), "sorted": sorted_as(f.id),
+              "numeric": f.type in ("integer", "decimal", "money", "percent")} for f in columns]
     forms = []
     if can_create(entity, who):
         forms = [(f.label.get(lg), url_for("web.form_page", app_id=app_id, form_id=f.id))
                  for f in built.definition.forms.values() if f.entity == entity_id]
-    return render_template("records_list.html", app_id=app_id, entity=entity, title=entity.label.get(lg),
-                           heads=heads, rows=rows, page=result, arg_errors=arg_errors,
+    others = [(v.title(entity, lg), "?" + urlencode({"view": v.id}), v.id == view.id)
+              for v in list_views.entity_views(built, entity_id) if v.open_to(entity, who)]
+    return render_template("records_list.html", app_id=app_id, entity=entity, title=view.title(entity, lg),
+                           heads=heads, rows=rows, page=result, arg_errors=arg_errors, view=view,
+                           show_id=not title_id or title_id not in {f.id for f in columns},
+                           search_text=search_text, controls=controls, views=others if len(others) > 1 else [],
                            prev_href=page_href(result.page - 1) if result.page > 1 else None,
                            next_href=page_href(result.page + 1) if result.page < result.pages else None,
                            forms=forms)
+
+
+def filter_controls(conn, built, entity, view, who, args, lg: str) -> list[dict]:
+    """One control per filter the view offers: options for a select or yes/no, a type-ahead for a
+    person or a link (its current choice shown by name), from/to for a date."""
+    readable = {f.id: f for f in readable_fields(entity, who)}
+    out = []
+    for fid in view.filters:
+        f = readable.get(fid)
+        if f is None:
+            continue
+        control = {"id": fid, "label": f.label.get(lg), "type": f.type, "value": args.get(fid, "")}
+        if f.type in ("select", "multi_select"):
+            key = fid if f.type == "select" else f"{fid}__contains"
+            control.update(name=key, value=args.get(key, ""),
+                           options=[(o.id, o.label.get(lg)) for o in f.options])
+        elif f.type == "boolean":
+            control.update(name=fid, options=[("true", translate("Yes")), ("false", translate("No"))])
+        elif f.type in ("user", "link"):
+            value = args.get(fid, "")
+            label = ""
+            if value.isdigit():
+                if f.type == "user":
+                    label = user_names(conn, [int(value)]).get(int(value), f"#{value}")
+                else:
+                    label = _record_title(conn, built, f.entity, int(value), who)
+            picker = url_for("pickers.users_page") if f.type == "user" else \
+                url_for("pickers.records_page", app_id=built.id, entity_id=f.entity)
+            control.update(name=fid, picker=picker, options=[(value, label)] if value else [])
+        elif f.type in ("date", "datetime"):
+            control.update(name=f"{fid}__gte", name_to=f"{fid}__lte", value=args.get(f"{fid}__gte", ""),
+                           value_to=args.get(f"{fid}__lte", ""))
+        else:
+            control.update(name=f"{fid}__contains", value=args.get(f"{fid}__contains", ""))
+        out.append(control)
+    return out
+
+
+def _record_title(conn, built, entity_id: str, record_id: int, who) -> str:
+    from keel.errors import NotFound
+
+    try:
+        item = query.get_record(conn, built, entity_id, record_id, who)
+    except NotFound:
+        return f"#{record_id}"
+    target = built.entity(entity_id)
+    value = item.get(target.title_field) if target.title_field else None
+    return str(value) if value not in (None, "") else f"#{record_id}"
 
 
 def _edit_ids(conn, built, entity_id: str, record_id, who) -> list[str]:

@@ -265,8 +265,9 @@ def format_value(field: Any, value: Any, *, record: Mapping[str, Any] | None = N
     elif ftype == "integer":
         text = format_count(value, lg)
     elif ftype == "decimal":
-        # without `decimals`, the value's own places: 5.00 -> 5, 1.50 -> 1.5 (no noise after the point)
-        text = format_number(value, decimals, lg)
+        # the definition's places (its `scale`) unless `format.decimals` says otherwise; a count is an
+        # integer field, or a decimal whose unit_field says "count"
+        text = format_number(value, decimals if decimals is not None else getattr(field, "scale", None), lg)
     elif ftype == "percent":
         text = format_percent(value, decimals if decimals is not None else 1, lg)
     elif ftype == "datetime":

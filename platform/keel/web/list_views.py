@@ -51,7 +51,7 @@ def _from_data(d: Mapping[str, Any]) -> ListView:
 def generated(entity) -> ListView:
     """The view of an entity no list definition covers: its first fields, newest first, a filter per
     option and person field, search over its text fields."""
-    fields = [f for f in entity.fields if f.type not in ("json", "table", "rich_text", "long_text")]
+    fields = [f for f in entity.fields if f.type not in ("json", "rich_text", "long_text")]  # a table: its size
     if entity.title_field:
         fields.sort(key=lambda f: f.id != entity.title_field)
     return ListView(id=f"{entity.id}", entity=entity.id, label=None,

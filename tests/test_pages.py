@@ -151,12 +151,17 @@ def test_a_users_own_locale_is_used_until_they_choose_another(site):
     assert "新建事项" in c.get(FORM).text
 
 
-def test_accept_language_picks_english_when_nothing_else_is_set(site):
+def test_a_new_user_reads_zh_cn_and_a_language_choice_sticks_across_sessions(site):
     c = site.client("alice")
     page = c.get(FORM, headers={"Accept-Language": "en-US,en;q=0.9"})
-    assert "New item" in page.text
-    page = c.get(FORM, headers={"Accept-Language": "fr-FR"})
-    assert "新建事项" in page.text  # no match: zh_CN
+    assert "新建事项" in page.text  # signed in, never chose: zh-CN whatever the browser says
+    assert "Sign in" in site.client().get("/login", headers={"Accept-Language": "en-US"}).text
+    assert "New item" in c.get(FORM + "?lang=en").text
+    again = site.client("alice")  # a new session (another device): the choice is in her profile
+    assert "New item" in again.get(FORM).text
+    with site.engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT detail FROM keel_audit_events WHERE action = 'user.locale'")).all()
+    assert len(events) == 1 and "en" in str(events[0][0])  # audited once, as her own change
 
 
 # ---------------------------------------------------------------- submitting a form

@@ -106,12 +106,26 @@ def _display_name(who) -> str:
 
 def _remember_lang() -> None:
     # Flask-Babel asks for the locale lazily; store an explicit choice even on a page that
-    # translates nothing, so the next page keeps it.
+    # translates nothing, so the next page keeps it — and, for a signed-in user, in their profile, so it
+    # sticks on their next sign-in and on every device (an audited change of their own record).
     chosen = normalise(request.args.get("lang"))
-    if chosen:
-        from flask import session
+    if not chosen:
+        return
+    from flask import session
 
-        session[SESSION_KEY] = chosen
+    session[SESSION_KEY] = chosen
+    who = signed_in_actor()
+    if who is None or who.locale == chosen or request.path.startswith("/api/"):
+        return
+    import sqlalchemy as sa
+
+    from keel.storage.audit import record_event
+    from keel.storage.system import users
+    from keel.web.pages import runtime
+
+    with runtime().engine.begin() as conn:
+        conn.execute(users.update().where(users.c.id == who.user_id).values(locale=chosen))
+        record_event(conn, who, "user.locale", detail={"locale": chosen})
 
 
 def init_app(app: Flask) -> None:

@@ -1,7 +1,8 @@
 """Flask-Babel set-up: which language a request is answered in.
 
-Order: `?lang=` (and remembered in the session, so one click switches the whole site), the signed-in
-user's own locale, the browser's Accept-Language best match, then zh_CN.
+Order: `?lang=` (remembered in the session, and in a signed-in user's profile, so the choice sticks), the
+signed-in user's own locale, then zh_CN for a signed-in user (the default for a new user); before signing
+in, the browser's Accept-Language best match, then zh_CN.
 """
 from __future__ import annotations
 
@@ -38,6 +39,15 @@ def _user_locale() -> str | None:
     return normalise(getattr(actor, "locale", None))
 
 
+def _signed_in() -> bool:
+    try:
+        from keel.auth import current_actor
+
+        return getattr(current_actor(), "user_id", None) is not None
+    except Exception:  # not signed in, or auth not set up
+        return False
+
+
 def select_locale() -> str:
     chosen = normalise(request.args.get("lang"))
     if chosen:
@@ -49,7 +59,9 @@ def select_locale() -> str:
     own = _user_locale()
     if own:
         return own
-    # werkzeug matches 'zh-CN' against 'zh_CN'; map 'zh' and 'zh-TW' etc. ourselves
+    if _signed_in():
+        return DEFAULT_LOCALE  # a signed-in user who never chose: zh_CN, whatever the browser says
+    # before signing in (login, errors) the browser's language is the best guess; werkzeug matches 'zh-CN' against 'zh_CN'; map 'zh' and 'zh-TW' etc. ourselves
     best = request.accept_languages.best_match(["zh_CN", "zh", "en"])
     return normalise(best) or DEFAULT_LOCALE
 

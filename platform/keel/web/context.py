@@ -117,7 +117,6 @@ def _remember_lang() -> None:
     who = signed_in_actor()
     if who is None or who.locale == chosen or request.path.startswith("/api/"):
         return
-    import sqlalchemy as sa
 
     from keel.storage.audit import record_event
     from keel.storage.system import users

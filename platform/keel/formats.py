@@ -13,13 +13,15 @@ expected): they show the value's text instead, because a page must not fail over
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import zoneinfo
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from babel.numbers import format_decimal as _babel_decimal
+from babel import Locale
+from babel.numbers import NumberPattern, parse_pattern
 from markupsafe import Markup, escape
 
 from keel.i18n import current_lang, translate
@@ -84,7 +86,18 @@ def _grouped(d: Decimal, decimals: int | None, lang: str | None) -> str:
     else:
         d = d.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
         pattern = "#,##0" + ("." + "0" * decimals if decimals else "")
-    return _babel_decimal(d, format=pattern, locale=_locale(lang))
+    return _number_pattern(pattern).apply(d, _babel_locale(_locale(lang)))
+
+
+@functools.lru_cache(maxsize=64)
+def _number_pattern(pattern: str) -> NumberPattern:
+    # what babel.numbers.format_decimal does per call, parsed once: a board formats hundreds of numbers
+    return parse_pattern(pattern)
+
+
+@functools.lru_cache(maxsize=8)
+def _babel_locale(name: str) -> Locale:
+    return Locale.parse(name)
 
 
 def format_number(value: Any, decimals: int | None = None, lang: str | None = None) -> str:

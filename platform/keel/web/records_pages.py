@@ -244,7 +244,7 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
         ("created_by", N_("Created by")), ("updated_at", N_("Updated at")), ("updated_by", N_("Updated by")))]
     labels = {f.id: f.label.get(lg) for f in fields}
     by_id = {f.id: f for f in fields}
-    timeline = [_history_entry(built, h, labels, by_id, names) for h in reversed(history)]
+    timeline = [_history_entry(built, h, labels, by_id, names, item) for h in reversed(history)]
     return render_template("record.html", app_id=built.id, entity=entity, item=item, values=values,
                            system=system, timeline=timeline, form=form, edit_ids=set(edit_ids),
                            title=f"{entity.label.get(lg)} #{item['id']}", notice=notice, locked=locked,
@@ -252,9 +252,10 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
                            list_href=url_for("web.record_list", app_id=built.id, entity_id=entity_id)), status
 
 
-def _history_entry(built, h: dict, labels: dict, by_id: dict, names: dict) -> dict:
+def _history_entry(built, h: dict, labels: dict, by_id: dict, names: dict, item: dict) -> dict:
     def value_of(fid, value):
-        return shown(built, by_id[fid], value, names) if fid in by_id else None
+        # the record's current values give a past value its unit (a goal's target in ¥ or 个)
+        return shown(built, by_id[fid], value, names, record=item) if fid in by_id else None
 
     who = h["user_id"]
     return {"version": h["version"], "action": translate(ACTIONS.get(h["action"], h["action"])),

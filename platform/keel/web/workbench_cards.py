@@ -181,8 +181,9 @@ def _card(built, entity, item, card, readable, names, marks, settings, lg) -> Ca
     title = _text(built, readable.get(title_id), item, names, fields_by_id) if title_id else ""
     subtitle_id = card.get("subtitle")
     subtitle = _text(built, readable.get(subtitle_id), item, names, fields_by_id) if subtitle_id else None
-    shown = tuple((readable[fid].label.get(lg), _text(built, readable[fid], item, names, fields_by_id))
-                  for fid in card.get("fields", ()) if fid in readable)
+    shown = tuple((label, text) for label, text in (
+        (readable[fid].label.get(lg), _text(built, readable[fid], item, names, fields_by_id))
+        for fid in card.get("fields", ()) if fid in readable) if text)  # an empty value is left out
     progress = text = None
     prog = card.get("progress")
     if prog and prog["value"] in readable and prog["target"] in readable:

@@ -142,7 +142,8 @@ def _entity_errors(ctx: _Context, path: str, e: EntityDef, app_id: str | None) -
             yield DefinitionError(path, where + "/id", f"'{f.id}' is a column every record has already "
                                   f"({', '.join(SYSTEM_COLUMNS)}); choose another id")
         yield from _field_errors(ctx, path, where, f, cell=False)
-        unit_field = (f.raw.get("format") or {}).get("unit_field") if isinstance(f.raw.get("format"), dict) else None
+        fmt = f.raw.get("format")
+        unit_field = fmt.get("unit_field") if isinstance(fmt, Mapping) else None
         if unit_field is not None:
             target = e.field(unit_field)
             if target is None or target.type != "select":

@@ -115,3 +115,22 @@ def test_acknowledge_without_csrf_or_with_bad_input_changes_nothing(demo_app):
     assert LI_GOAL in section(c.get("/workbench").text, "changed_items")
 
 
+
+
+def test_pending_approvals_show_on_the_approvers_workbench_with_count_and_due_date(demo_app):
+    from keel.auth.directory import get_actor
+    from keel.forms.submit import submit_form
+
+    runtime = demo_app.extensions["keel"]
+    li = goal_of(demo_app, LI_GOAL)
+    uid = user_id(demo_app, "rep_li")
+    with runtime.engine.begin() as conn:
+        submit_form(conn, runtime.get("goal_agility"), "revision_request",
+                    {"goal": li, "title": "改为增购目标", "proposed_target": "800000", "reason": "12 家客户咨询扩容",
+                     "resources": "客户成功经理"}, get_actor(conn, uid))
+    page = login(demo_app, "east_mgr").get("/workbench").text
+    approvals = section(page, "pending_approvals")
+    assert "改为增购目标" in approvals and '<span class="badge">1</span>' in approvals
+    assert re.search(r'<p class="due small">截止时间: 20\d\d-\d\d-\d\d \d\d:\d\d</p>', approvals), approvals
+    assert 'href="/workflows/tasks"' in approvals
+    assert section(login(demo_app, "rep_zhang").get("/workbench").text, "pending_approvals") == ""

@@ -156,7 +156,12 @@ def test_a_new_user_reads_zh_cn_and_a_language_choice_sticks_across_sessions(sit
     page = c.get(FORM, headers={"Accept-Language": "en-US,en;q=0.9"})
     assert "新建事项" in page.text  # signed in, never chose: zh-CN whatever the browser says
     assert "Sign in" in site.client().get("/login", headers={"Accept-Language": "en-US"}).text
-    assert "New item" in c.get(FORM + "?lang=en").text
+    assert "New item" in c.get(FORM + "?lang=en").text  # a link switches this session only
+    assert "新建事项" in site.client("alice").get(FORM).text
+    page = c.get(FORM).text
+    r = c.post("/language", data={"csrf_token": csrf_of(page), "lang": "en", "next": FORM})
+    assert r.status_code == 302 and r.headers["Location"].endswith(FORM)
+    assert c.post("/language", data={"lang": "en"}).status_code == 400  # no CSRF token
     again = site.client("alice")  # a new session (another device): the choice is in her profile
     assert "New item" in again.get(FORM).text
     with site.engine.connect() as conn:

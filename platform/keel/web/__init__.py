@@ -53,6 +53,9 @@ def init_app(app: Flask) -> None:
     from keel.web import pickers
 
     app.register_blueprint(pickers.bp)
+    from keel.web import language
+
+    app.register_blueprint(language.bp)
     app.jinja_env.globals["picker_url"] = pickers.picker_url
     from keel import formats
 

@@ -59,21 +59,6 @@ def app_lists(built, who, lang: str) -> list[NavLink]:
     return out
 
 
-def _lang_links() -> list[NavLink]:
-    args = request.args.to_dict()
-    out = []
-    for code, text in (("zh", "中文"), ("en", "English")):
-        args["lang"] = code
-        out.append(NavLink(request.path + "?" + "&".join(f"{k}={v}" for k, v in _quoted(args)), text))
-    return out
-
-
-def _quoted(args: dict):
-    from urllib.parse import quote
-
-    return [(quote(k, safe=""), quote(str(v), safe="")) for k, v in args.items()]
-
-
 def _context() -> dict:
     lang = current_lang()
     who = signed_in_actor()
@@ -88,7 +73,7 @@ def _context() -> dict:
                 nav.append((built.definition.label.get(lang), lists, forms))
     return {"lang": lang, "html_lang": "en" if lang == "en" else "zh-CN", "actor": who,
             "user_name": _display_name(who),
-            "nav_forms": nav, "lang_links": _lang_links(), "unread_count": 0}
+            "nav_forms": nav, "unread_count": 0}
 
 
 def _display_name(who) -> str:
@@ -105,26 +90,14 @@ def _display_name(who) -> str:
 
 
 def _remember_lang() -> None:
-    # Flask-Babel asks for the locale lazily; store an explicit choice even on a page that
-    # translates nothing, so the next page keeps it — and, for a signed-in user, in their profile, so it
-    # sticks on their next sign-in and on every device (an audited change of their own record).
+    # Flask-Babel asks for the locale lazily; store an explicit ?lang= even on a page that translates
+    # nothing, so the next page keeps it (for this session; the header's switch also keeps it in the
+    # user's profile: keel.web.language).
     chosen = normalise(request.args.get("lang"))
-    if not chosen:
-        return
-    from flask import session
+    if chosen:
+        from flask import session
 
-    session[SESSION_KEY] = chosen
-    who = signed_in_actor()
-    if who is None or who.locale == chosen or request.path.startswith("/api/"):
-        return
-
-    from keel.storage.audit import record_event
-    from keel.storage.system import users
-    from keel.web.pages import runtime
-
-    with runtime().engine.begin() as conn:
-        conn.execute(users.update().where(users.c.id == who.user_id).values(locale=chosen))
-        record_event(conn, who, "user.locale", detail={"locale": chosen})
+        session[SESSION_KEY] = chosen
 
 
 def init_app(app: Flask) -> None:

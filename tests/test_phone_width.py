@@ -23,8 +23,28 @@ PAGES = ["/workbench", "/apps/goal_agility/goal", "/apps/goal_agility/goal?view=
 ADMIN_PAGES = ["/admin/jobs", "/workbench"]
 
 
+def liven_up(app) -> None:
+    """Actuals on some goals, a change someone else made to east_mgr's goal and a revision request waiting
+    for him: the board as a manager sees it in the middle of a quarter."""
+    from keel.auth.directory import get_actor
+    from keel.forms.submit import submit_form
+    from test_workbench import LI_GOAL, goal_of, update_goal, user_id
+
+    update_goal(app, goal_of(app, LI_GOAL), None, actual="2")
+    update_goal(app, goal_of(app, "华东新增客户 ≥ 14"), None, actual="12")
+    update_goal(app, goal_of(app, "Q4 营收 1,200 万元"), None, actual="7300000")
+    update_goal(app, goal_of(app, "华东新增客户 ≥ 14"), "cro", metric="新增客户数（含增购）")
+    runtime = app.extensions["keel"]
+    with runtime.engine.begin() as conn:
+        submit_form(conn, runtime.get("goal_agility"), "revision_request",
+                    {"goal": goal_of(app, LI_GOAL), "title": "李娜目标改为增购 ≥ ¥800,000", "proposed_target": "800000",
+                     "reason": "30 天内 12 家客户咨询扩容", "resources": "客户成功经理"},
+                    get_actor(conn, user_id(app, "rep_li")))
+
+
 @pytest.fixture
 def server(demo_app):
+    liven_up(demo_app)
     srv = make_server("127.0.0.1", 0, demo_app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -44,7 +64,7 @@ def sign_in(page, base: str, username: str) -> None:
     page.goto(base + "/login")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", DEMO_PASSWORD)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     page.wait_for_url("**/workbench")
 
 

@@ -134,3 +134,22 @@ def test_pending_approvals_show_on_the_approvers_workbench_with_count_and_due_da
     assert re.search(r'<p class="due small">截止时间: 20\d\d-\d\d-\d\d \d\d:\d\d</p>', approvals), approvals
     assert 'href="/workflows/tasks"' in approvals
     assert section(login(demo_app, "rep_zhang").get("/workbench").text, "pending_approvals") == ""
+
+
+def test_unread_messages_show_until_read(demo_app):
+    from keel.actor import SYSTEM
+    from keel.notify import inbox
+
+    runtime = demo_app.extensions["keel"]
+    uid = user_id(demo_app, "rep_li")
+    with runtime.engine.begin() as conn:
+        (mid,) = inbox.send(conn, app="goal_agility", template=None, recipients=[uid], context={}, link="/inbox",
+                            actor=SYSTEM, subject={"zh": "目标已调整", "en": "Goal changed"},
+                            body={"zh": "你的目标已按审批结果调整。", "en": "Your goal was changed."},
+                            registries=runtime.registries)
+    c = login(demo_app, "rep_li")
+    unread = section(c.get("/workbench").text, "unread_inbox")
+    assert "目标已调整" in unread and '<span class="badge">1</span>' in unread
+    with runtime.engine.begin() as conn:
+        inbox.mark_read(conn, uid, mid)
+    assert section(c.get("/workbench").text, "unread_inbox") == ""

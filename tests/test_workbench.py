@@ -90,6 +90,8 @@ def test_a_changed_goal_is_yellow_until_acknowledged(demo_app):
     page = c.get("/workbench").text
     changed = section(page, "changed_items")
     assert LI_GOAL in changed and 'class="card colour-amber changed"' in changed
+    assert "已变更：核心指标" in changed  # the changed fields, in her language
+    assert "Changed: Core metric" in section(c.get("/workbench?lang=en").text, "changed_items")
     assert re.search(r'<li class="card[^"]* changed">(?:(?!</li>).)*' + re.escape(LI_GOAL), section(page, "goal_agility-my_goals"), re.DOTALL)
     r = c.post("/workbench/acknowledge", data={"csrf_token": csrf(page), "app": "goal_agility", "entity": "goal",
                                                "record_id": str(li)})

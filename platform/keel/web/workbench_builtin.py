@@ -9,7 +9,7 @@ from flask import url_for
 
 from keel import formats
 from keel.i18n import translate
-from keel.web.workbench_model import AUTO, Card, SectionView, WorkbenchContext, WorkbenchSection
+from keel.web.workbench_model import AUTO, Card, SectionView, WorkbenchContext, WorkbenchSection, mark_text
 
 SHOWN = 8  # cards per built-in section; the count and a link give the rest
 
@@ -63,7 +63,7 @@ def changed_items(ctx: WorkbenchContext) -> SectionView | None:
             href=url_for("web.record_page", app_id=app, entity_id=entity_id, record_id=record_id),
             subtitle=entity.label.get(ctx.lang), fields=((translate("Changed"),
                                                           formats.format_datetime(mark["marked_at"])),),
-            highlight=mark["reason"] or translate("Changed since you last looked"),
+            highlight=mark_text(entity, mark, ctx.lang),
             ack={"app": app, "entity": entity_id, "record_id": record_id}, colour="amber",
             key=(app, entity_id, record_id)))
         if len(cards) >= SHOWN:

@@ -19,7 +19,7 @@ from keel.storage import query
 from keel.storage.permissions import allowed_scope, readable_fields
 from keel.storage.system import users
 from keel.web.pages import user_ids_in, user_names
-from keel.web.workbench_model import COLOURS, Card, SectionView, WorkbenchContext
+from keel.web.workbench_model import COLOURS, Card, SectionView, WorkbenchContext, mark_text
 
 DEFAULT_LIMIT = 12
 MAX_CHAIN = 10  # a parent chain longer than this (or a cycle) is cut, never followed forever
@@ -204,7 +204,7 @@ def _card(built, entity, item, card, readable, names, marks, settings, lg) -> Ca
                 href=url_for("web.record_page", app_id=built.id, entity_id=entity.id, record_id=item["id"]),
                 subtitle=subtitle, fields=shown, progress=progress, progress_text=text,
                 colour=colour if colour in COLOURS else "blue", badge=badge, due=due,
-                highlight=(mark["reason"] or "") if mark else None,
+                highlight=mark_text(entity, mark, lg) if mark else None,
                 ack={"app": built.id, "entity": entity.id, "record_id": item["id"]} if mark else None,
                 key=(built.id, entity.id, item["id"]))
 

@@ -75,3 +75,17 @@ class WorkbenchSection:
     render: Callable[[WorkbenchContext], SectionView | None]
     placement: str = DEFINITION
     order: int = 100
+
+
+def mark_text(entity, mark, lang: str) -> str:
+    """Why a record is yellow, in the reader's language: the changed fields' labels when the mark names
+    them (the write path's marks), else the reason its maker wrote (a cascade's own sentence)."""
+    from keel.i18n import translate
+
+    detail = mark.get("detail")
+    fields = detail.get("fields") if isinstance(detail, Mapping) else None
+    known = [entity.field(f) for f in fields or ()] if entity is not None else []
+    if known and all(f is not None for f in known):
+        sep = ", " if lang == "en" else "、"
+        return translate("Changed: %(fields)s", fields=sep.join(f.label.get(lang) for f in known))
+    return mark.get("reason") or translate("Changed since you last looked")

@@ -155,3 +155,22 @@ def test_unread_messages_show_until_read(demo_app):
     with runtime.engine.begin() as conn:
         inbox.mark_read(conn, uid, mid)
     assert section(c.get("/workbench").text, "unread_inbox") == ""
+
+
+def test_a_changed_record_is_yellow_in_lists_and_on_its_page_until_seen(demo_app):
+    li = goal_of(demo_app, LI_GOAL)
+    update_goal(demo_app, li, "east_mgr", metric="增购客户数")
+    c = login(demo_app, "rep_li")
+    listing = c.get("/apps/goal_agility/goal").text
+    assert re.search(r'<tr class="changed" title="已变更：核心指标">(?:(?!</tr>).)*' + re.escape(LI_GOAL), listing,
+                     re.DOTALL)
+    page = c.get(f"/apps/goal_agility/goal/{li}").text
+    assert 'id="changed"' in page and "已变更：核心指标" in page
+    r = c.post("/workbench/acknowledge", data={"csrf_token": csrf(page), "app": "goal_agility", "entity": "goal",
+                                               "record_id": str(li), "next": f"/apps/goal_agility/goal/{li}"})
+    assert r.headers["Location"].endswith(f"/apps/goal_agility/goal/{li}")  # back where she was
+    assert 'id="changed"' not in c.get(f"/apps/goal_agility/goal/{li}").text
+    assert 'class="changed"' not in c.get("/apps/goal_agility/goal").text
+    r = c.post("/workbench/acknowledge", data={"csrf_token": csrf(page), "app": "goal_agility",
+                                               "next": "https://evil.example/"})
+    assert r.headers["Location"].endswith("/workbench")  # never off the site

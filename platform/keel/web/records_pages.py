@@ -31,6 +31,7 @@ from keel.web.pages import (
     user_ids_in,
     user_names,
 )
+from keel.web.workbench_model import mark_text
 from keel.workflow.locks import edit_lock
 
 ACTIONS = {"create": N_("created"), "update": N_("changed"), "delete": N_("deleted"),
@@ -103,6 +104,7 @@ def record_list(app_id: str, entity_id: str):
                                     expand=_link_fields(entity, who), search=search)
         names = user_names(conn, user_ids_in(entity, result.items))
         controls = filter_controls(conn, built, entity, view, who, request.args, lg)
+        marks = _marks(conn, built, entity, who, [i["id"] for i in result.items])
     current = query.normalise_sort(entity, who, sort)[0] if sort else None
     keep = {k: v for k, v in request.args.items() if k != "lang" and v != ""}
 
@@ -130,7 +132,9 @@ def record_list(app_id: str, entity_id: str):
             if f.id == title_id and isinstance(c, Cell):
                 c = Cell(c.text or f"#{item['id']}", href=href)
             cells.append((f.label.get(lg), c))
-        rows.append({"id": item["id"], "href": href, "cells": cells})
+        mark = marks.get((built.id, entity.id, item["id"]))
+        rows.append({"id": item["id"], "href": href, "cells": cells,
+                     "changed": mark_text(entity, mark, lg) if mark else None})
     heads = [{"label": f.label.get(lg), "href": sort_href(f.id), "sorted": sorted_as(f.id),
               "numeric": f.type in ("integer", "decimal", "money", "percent")} for f in columns]
     forms = []
@@ -146,6 +150,15 @@ def record_list(app_id: str, entity_id: str):
                            prev_href=page_href(result.page - 1) if result.page > 1 else None,
                            next_href=page_href(result.page + 1) if result.page < result.pages else None,
                            forms=forms)
+
+
+def _marks(conn, built, entity, who, record_ids) -> dict:
+    """The viewer's open yellow marks among these records (changed since they last looked)."""
+    from keel.storage import highlights
+
+    if not record_ids or who.user_id is None:
+        return {}
+    return highlights.marked(conn, who.user_id, built.id, entity.id, record_ids)
 
 
 def filter_controls(conn, built, entity, view, who, args, lg: str) -> list[dict]:
@@ -225,6 +238,7 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
         ids = user_ids_in(entity, [item]) | {h["user_id"] for h in history if isinstance(h["user_id"], int)}
         names = user_names(conn, ids)
         edit_ids = _edit_ids(conn, built, entity_id, record_id, who)
+        mark = _marks(conn, built, entity, who, [item["id"]]).get((built.id, entity_id, item["id"]))
         locked = _lock_line(conn, built, entity_id, item["id"], who) if edit_ids else None
         if locked and form is None:  # nothing to offer; a posted form is kept so the typed text is not lost
             edit_ids = []
@@ -250,6 +264,7 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
                            system=system, timeline=timeline, form=form, edit_ids=set(edit_ids),
                            title=f"{entity.label.get(lg)} #{item['id']}", notice=notice, locked=locked,
                            general_errors=list(general),
+                           changed=mark_text(entity, mark, lg) if mark else None,
                            list_href=url_for("web.record_list", app_id=built.id, entity_id=entity_id)), status
 
 

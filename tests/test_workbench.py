@@ -174,3 +174,18 @@ def test_a_changed_record_is_yellow_in_lists_and_on_its_page_until_seen(demo_app
     r = c.post("/workbench/acknowledge", data={"csrf_token": csrf(page), "app": "goal_agility",
                                                "next": "https://evil.example/"})
     assert r.headers["Location"].endswith("/workbench")  # never off the site
+
+
+def test_an_overdue_task_is_red_by_the_definitions_rule(demo_app):
+    from keel.actor import SYSTEM
+    from keel.storage import records
+
+    runtime = demo_app.extensions["keel"]
+    with runtime.engine.begin() as conn:
+        tid, version = conn.execute(sa.text("SELECT id, row_version FROM goal_agility__task WHERE title = :t"),
+                                    {"t": "每日寻找 3 条新线索"}).one()
+        records.update(conn, runtime.get("goal_agility"), "task", tid, {"due": "2020-01-31"}, SYSTEM, version)
+    tasks = section(login(demo_app, "rep_li").get("/workbench").text, "goal_agility-my_tasks")
+    card = re.search(r'<li class="card colour-(\w+)[^"]*">(?:(?!</li>).)*每日寻找 3 条新线索', tasks, re.DOTALL)
+    assert card and card.group(1) == "red", tasks  # "due < today()" over a real date, not text
+    assert "2020-01-31" in tasks

@@ -302,6 +302,18 @@ def format_value(field: Any, value: Any, *, record: Mapping[str, Any] | None = N
     return f"{text} {unit_label}" if unit_label and text else text
 
 
+# ---------------------------------------------------------------- names
+
+@functools.lru_cache(maxsize=65536)
+def pinyin_of(name: str) -> tuple[str, str]:
+    """('li na', 'ln') for 李娜: the key people are ordered by (pypinyin), and the initials a picker
+    matches; other characters kept as they are, lower-cased."""
+    from pypinyin import Style, lazy_pinyin
+
+    syllables = [s.lower() for s in lazy_pinyin(name or "", style=Style.NORMAL, errors="default")]
+    return " ".join(syllables), "".join(s[:1] for s in syllables if s.strip())
+
+
 def jinja_filters() -> dict[str, Any]:
     """The filters every Keel page can use; register them on any other Jinja environment the same way."""
     return {"money": format_money, "count": format_count, "number": format_number, "percent": format_percent,

@@ -8,13 +8,13 @@ The same views answer on two paths: `/pickers/...` for pages (session cookie; wh
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 
 import sqlalchemy as sa
 from flask import Blueprint, jsonify, request
 
 from keel.errors import FieldErrors
+from keel.formats import pinyin_of
 from keel.storage import query
 from keel.storage.permissions import readable_fields
 from keel.storage.system import departments, users
@@ -24,26 +24,6 @@ bp = Blueprint("pickers", __name__)
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 50
 MAX_QUERY = 100
-
-_pinyin_cache: dict[str, tuple[str, str]] = {}  # display name -> (full pinyin, initials); names only
-_cache_lock = threading.Lock()
-
-
-def pinyin_of(name: str) -> tuple[str, str]:
-    """('li na', 'ln') for 李娜; other characters kept as they are, lower-cased."""
-    found = _pinyin_cache.get(name)
-    if found is not None:
-        return found
-    from pypinyin import Style, lazy_pinyin
-
-    syllables = [s.lower() for s in lazy_pinyin(name, style=Style.NORMAL, errors="default")]
-    value = (" ".join(syllables), "".join(s[:1] for s in syllables if s.strip()))
-    with _cache_lock:
-        if len(_pinyin_cache) > 100_000:  # a bound, not a policy: names are few
-            _pinyin_cache.clear()
-        _pinyin_cache[name] = value
-    return value
-
 
 def _paging() -> tuple[str, int, int]:
     errors = FieldErrors()

@@ -96,7 +96,9 @@ def record_list(app_id: str, entity_id: str):
         arg_errors = [f"{k}: {m}" for k, ms in e.rendered().items() for m in ms]
         filters, sort, page, per_page = [], [], 1, view.per_page
     fixed = [query.Filter(k.partition("__")[0], k.partition("__")[2] or "eq", v, k) for k, v in view.where.items()]
-    sort = sort or list(view.sort)
+    readable_ids = {f.id for f in readable_fields(entity, who)} | set(query.SYSTEM_FIELDS)
+    # the view's default order, on the fields this reader may see (a hidden field would be a 422)
+    sort = sort or [s for s in view.sort if s.lstrip("-") in readable_ids]
     search = query.Search(search_text, view.search) if search_text and view.search else None
     columns = list_views.readable_columns(view, entity, who)
     with runtime().engine.connect() as conn:

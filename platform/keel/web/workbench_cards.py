@@ -5,6 +5,7 @@ rules over the record and the app's settings). Reads go through the one read pat
 never shows a record or a field they may not read."""
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -67,7 +68,8 @@ def _colour(rules, record: Mapping[str, Any], settings: Mapping[str, Any], defau
 
 
 def _numbers(item: Mapping[str, Any], entity) -> dict[str, Any]:
-    """Record values for colour rules: decimals as Decimal (JSON gives them as text)."""
+    """Record values for colour rules as the expressions compare them: decimals as Decimal and dates as
+    dates (JSON gives both as text), so `due < today()` and `actual >= target` mean what they say."""
     out = dict(item)
     for f in entity.fields:
         v = out.get(f.id)
@@ -75,6 +77,11 @@ def _numbers(item: Mapping[str, Any], entity) -> dict[str, Any]:
             try:
                 out[f.id] = Decimal(v)
             except InvalidOperation:
+                pass
+        elif isinstance(v, str) and f.type == "date":
+            try:
+                out[f.id] = dt.date.fromisoformat(v[:10])
+            except ValueError:
                 pass
         elif isinstance(v, Mapping) and f.type == "link":
             out[f.id] = v.get("id")
@@ -99,7 +106,8 @@ def entity_section(ctx: WorkbenchContext) -> SectionView | None:
                for k, v in (d.get("where") or {}).items()]
     try:
         page = query.list_records(ctx.conn, built, entity.id, who, filters=filters,
-                                  sort=list(d.get("sort") or ["-updated_at"]),
+                                  sort=[x for x in d.get("sort") or ["-updated_at"]
+                                        if x.lstrip("-") in readable or x.lstrip("-") in query.SYSTEM_FIELDS],
                                   per_page=d.get("limit", DEFAULT_LIMIT), expand=links,
                                   where=_owner_condition(entity, who, mode))
     except FieldErrors:  # a field this user may not read is named: the section is not for them

@@ -45,6 +45,9 @@ def _safe_render(section_name: str, render, ctx: WorkbenchContext) -> SectionVie
         return None
     except Exception:
         log.exception("workbench section %s failed", section_name)
+        # the board only reads: ending the transaction loses nothing, and on PostgreSQL a failed statement
+        # would otherwise leave it aborted for every section after this one
+        ctx.conn.rollback()
         return None
 
 

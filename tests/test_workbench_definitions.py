@@ -98,27 +98,37 @@ class BoardPlugin:
         def broken(ctx):
             raise RuntimeError("a bug in a plugin")
 
-        return [WorkbenchSection("hello", hello), WorkbenchSection("broken", broken, AUTO)]
+        def bad_sql(ctx):  # on PostgreSQL this leaves the transaction aborted unless the board ends it
+            import sqlalchemy as sa
+
+            ctx.conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+        return [WorkbenchSection("hello", hello), WorkbenchSection("broken", broken, AUTO),
+                WorkbenchSection("bad_sql", bad_sql, AUTO, order=1)]
 
 
-def test_a_plugin_section_placed_by_the_app_and_a_broken_one_left_out(tmp_path, sqlite_url):
+def test_a_plugin_section_placed_by_the_app_and_a_broken_one_left_out(tmp_path, db_url):
     from keel.actor import SYSTEM
     from keel.apply import apply_app
     from test_pages import Site, add_users
 
-    app = make_app(tmp_path, sqlite_url, KEEL_EXTRA_PLUGINS=[("board", BoardPlugin())],
+    app = make_app(tmp_path, db_url, KEEL_EXTRA_PLUGINS=[("board", BoardPlugin())],
                    KEEL_FRIENDLY_500_IN_TESTS=True)
     registries = app.extensions["keel_plugins"].registries()
     root = app_folder(tmp_path, {"workbench/hello.json": {"id": "hello", "section": "hello", "order": 5,
                                                           "label": {"zh": "插件问候", "en": "Plugin hello"},
-                                                          "params": {"who": "Keel"}}})
+                                                          "params": {"who": "Keel"}},
+                                 "workbench/mine.json": {"id": "mine", "entity": "item", "filter": "mine",
+                                                         "order": 10}})
     apply_app(app.extensions["keel"].engine, load(root, registries), SYSTEM)
     app.extensions["keel"].refresh()
     site = Site(app)
     add_users(site, ("alice", "Alice", {"roles": ["member"]}))
+    site.create("alice", title="Alice's own item", owner=site.user_id("alice"))
     page = site.client("alice").get("/workbench")
     assert page.status_code == 200
     assert "插件问候" in page.text and "plugin card" in page.text
     assert 'class="card colour-green"' in page.text and 'value="100' in page.text  # drawn capped at 100
-    assert "a bug in a plugin" not in page.text
+    assert "a bug in a plugin" not in page.text and "no_such_table" not in page.text
+    assert "Alice&#39;s own item" in page.text  # the sections after the broken ones still read
     app.extensions["keel"].engine.dispose()

@@ -40,7 +40,7 @@ def N_(msgid: str) -> str:
 # instances and tasks, connector counts): one table, so no page shows a raw English id.
 STATUS_WORDS = {
     "queued": N_("queued"), "running": N_("running"), "succeeded": N_("succeeded"), "failed": N_("failed"),
-    "skipped": N_("skipped"), "done": N_("done"), "error": N_("error"), "lost": N_("lost"), "timed_out": N_("timed out"),
+    "skipped": N_("skipped"), "done": N_("done"), "error": N_("error"), "interrupted": N_("interrupted"), "lost": N_("lost"), "timed_out": N_("timed out"),
     "ok": N_("working"), "unavailable": N_("unavailable"), "in-process": N_("in process (no Redis)"),
     "scheduler": N_("schedule"), "manual": N_("by hand"), "api": N_("API"), "retry": N_("retry"),
     "pending": N_("pending"), "approved": N_("approved"), "rejected": N_("rejected"),

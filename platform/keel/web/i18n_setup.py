@@ -1,8 +1,9 @@
 """Flask-Babel set-up: which language a request is answered in.
 
-Order: `?lang=` (remembered in the session, and in a signed-in user's profile, so the choice sticks), the
-signed-in user's own locale, then zh_CN for a signed-in user (the default for a new user); before signing
-in, the browser's Accept-Language best match, then zh_CN.
+Order: `?lang=` (remembered in the session), the session's choice, the signed-in user's own locale (set by
+the header's switch, keel.web.language, so a choice sticks across sessions and devices), the browser's
+Accept-Language best match, then zh_CN — the default for a new user whose browser names no language Keel
+speaks.
 """
 from __future__ import annotations
 
@@ -39,15 +40,6 @@ def _user_locale() -> str | None:
     return normalise(getattr(actor, "locale", None))
 
 
-def _signed_in() -> bool:
-    try:
-        from keel.auth import current_actor
-
-        return getattr(current_actor(), "user_id", None) is not None
-    except Exception:  # not signed in, or auth not set up
-        return False
-
-
 def select_locale() -> str:
     chosen = normalise(request.args.get("lang"))
     if chosen:
@@ -59,9 +51,8 @@ def select_locale() -> str:
     own = _user_locale()
     if own:
         return own
-    if _signed_in():
-        return DEFAULT_LOCALE  # a signed-in user who never chose: zh_CN, whatever the browser says
-    # before signing in (login, errors) the browser's language is the best guess; werkzeug matches 'zh-CN' against 'zh_CN'; map 'zh' and 'zh-TW' etc. ourselves
+    # nobody chose: the browser's language (Keel's test kit and API clients rely on it), else zh_CN;
+    # werkzeug matches 'zh-CN' against 'zh_CN'; map 'zh' and 'zh-TW' etc. ourselves
     best = request.accept_languages.best_match(["zh_CN", "zh", "en"])
     return normalise(best) or DEFAULT_LOCALE
 

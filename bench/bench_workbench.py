@@ -1,6 +1,6 @@
 """Benchmark: the workbench page (/workbench) of a manager of 50 people, server-side, with the Goal Agility
-app's workbench definitions: my goals, my team's goals (24 of the team's 150), my tasks, changed items in
-yellow (10 open marks) and the engine's sections — rendered by the in-process Flask test client (the whole
+app's workbench definitions: my goals (4), my team's goals (24 shown of the team's 150, with progress bars and
+colour rules), my tasks, changed items in yellow (10 open marks, 8 shown) and the engine's sections — rendered by the in-process Flask test client (the whole
 request: session, actor, every section's queries, the template), on SQLite and on PostgreSQL.
 
     python bench/bench_workbench.py          # one JSON line per result
@@ -58,11 +58,13 @@ def _seed(app) -> None:
                     "parent": top, "period_start": "2025-10-01", "period_end": "2025-12-31"}, SYSTEM)["id"]
                 records.create(conn, built, "task", {"title": f"任务 {uid}-{g}", "owner": uid, "goal": gid,
                                                      "status": "todo", "due": "2025-12-01"}, SYSTEM)
-        # ten of the manager's goals changed by the cascade: ten yellow marks for him
+        # a revision cascaded through his goals and six of his team's: ten yellow marks for him
         from keel.storage import highlights
 
-        mine = conn.exec_driver_sql(f"SELECT id FROM goal_agility__goal WHERE owner = {mgr} ORDER BY id").all()
-        for (rid,) in mine:
+        marked = conn.exec_driver_sql(f"SELECT id FROM goal_agility__goal WHERE owner = {mgr} ORDER BY id").all()
+        marked += conn.exec_driver_sql(f"SELECT id FROM goal_agility__goal WHERE owner <> {mgr} ORDER BY id "
+                                       "LIMIT 6").all()
+        for (rid,) in marked:
             highlights.mark(conn, "goal_agility", "goal", rid, [mgr], "上级目标已修订")
 
 

@@ -35,7 +35,8 @@ def test_counts_numbers_and_percentages():
 
 def test_units_beside_values():
     assert f.format_measure("14.00", "count") == "14 个"
-    assert f.format_measure("14.00", "count", "en") == "14 pcs"
+    assert f.format_measure("14.00", "count", "en") == "14"  # English writes no measure word
+    assert f.format_measure("14.00", "count", unit_label="人") == "14 人"
     assert f.format_measure("800000", "cny") == "¥800,000.00"
     assert f.format_measure("90", "percent") == "90%"
     assert f.format_measure("7.5", "hours", unit_label="小时") == "7.5 小时"

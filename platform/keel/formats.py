@@ -151,9 +151,12 @@ def format_measure(value: Any, unit: str | None, lang: str | None = None, unit_l
         return format_money(value, style=style, lang=lang)
     if u == "percent":
         return format_percent(value, decimals if decimals is not None else 1, lang, points=True)
-    text = format_count(value, lang) if u == "count" else format_number(value, decimals, lang)
-    if u == "count" and not unit_label:
-        unit_label = translate("pcs") if _locale(lang) == "en" else "个"
+    if u == "count":
+        # Chinese writes a measure word beside a count (12 个); English writes the bare number (an option
+        # label such as "Count" names the kind of goal, not a unit)
+        text = format_count(value, lang)
+        return text if _locale(lang) == "en" else f"{text} {unit_label or '个'}"
+    text = format_number(value, decimals, lang)
     return f"{text} {unit_label}" if unit_label else text
 
 

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 PAGES = ["/workbench", "/apps/goal_agility/goal", "/apps/goal_agility/goal?view=goals&q=新增",
          "/apps/goal_agility/task", "/apps/goal_agility/goal/1", "/apps/goal_agility/forms/task",
          "/workflows/tasks", "/inbox"]
-ADMIN_PAGES = ["/admin/jobs", "/workbench"]
+ADMIN_PAGES = ["/admin/jobs", "/workbench", "/admin", "/admin/users", "/admin/users/1", "/admin/departments",
+               "/admin/departments/sales", "/admin/roles", "/admin/audit", "/admin/apps/goal_agility",
+               "/admin/apps/goal_agility/entities/goal/fields", "/admin/apps/goal_agility/settings"]
 
 
 def liven_up(app) -> None:
@@ -79,7 +81,7 @@ def test_no_page_scrolls_sideways(server, artefacts, width):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             for username, pages in (("east_mgr", PAGES), ("admin", ADMIN_PAGES)):
-                context = browser.new_context(viewport={"width": width, "height": 900},
+                context = browser.new_context(viewport={"width": width, "height": 900}, locale="zh-CN",
                                               device_scale_factor=1, is_mobile=width < 500)
                 page = context.new_page()
                 sign_in(page, server, username)
@@ -100,7 +102,7 @@ def test_the_phone_menu_fits_and_the_type_ahead_finds_people_by_pinyin(server, a
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 390, "height": 800})
+            page = browser.new_page(viewport={"width": 390, "height": 800}, locale="zh-CN")
             sign_in(page, server, "east_mgr")
             page.click("details.menu summary")
             assert sideways(page) == 0

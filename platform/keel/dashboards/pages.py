@@ -274,7 +274,7 @@ def _acknowledge():
     app_id = request.form.get("app", "")
     entity = request.form.get("entity") or None
     rid = request.form.get("record_id") or None
-    if not app_id or (rid is not None and not rid.isdigit()):
+    if not app_id or (rid is not None and (not rid.isdigit() or entity is None)):
         abort(400)
     runtime = _runtime()
     with runtime.engine.begin() as conn:

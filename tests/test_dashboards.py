@@ -187,7 +187,7 @@ def test_every_widget_renders_for_an_empty_dataset(site):
     assert not with_class(page, "widget-error")
     assert "0" in text_of(by_id(page, "w-n"))
     assert text_of(by_id(page, "w-nodes")).count("Nothing to show.") + text_of(by_id(page, "w-nodes")).count(
-        "没有可显示的内容") == 1
+        "暂无数据。") == 1
     for wid in ("w-by_status", "w-tree", "w-bars", "w-g"):
         assert by_id(page, wid) is not None
 
@@ -212,7 +212,7 @@ def test_an_unknown_dashboard_and_one_not_for_the_viewer_are_answered_on_the_pag
     site.edit_json(BOARD, lambda d: d.update(roles=["boss"]))
     site.apply()
     c = login(site, "ann")
-    assert "不允许" in text_of(dash_page(c, "/dash/dashtest/board")) or \
+    assert "无权访问" in text_of(dash_page(c, "/dash/dashtest/board")) or \
         "Not allowed" in text_of(dash_page(c, "/dash/dashtest/board"))
     assert "/dash/dashtest/board" not in json.dumps(dash_page(c, "/dash/"))
     assert "/dash/dashtest/board" in json.dumps(dash_page(login(site, "boss"), "/dash/"))

@@ -8,7 +8,15 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from helpers_browser import WIDTHS, assert_no_overflow, browser, live_server, logged_in_page, require_browser, screenshot
+from helpers_browser import (
+    WIDTHS,
+    assert_no_overflow,
+    browser,
+    live_server,
+    logged_in_page,
+    require_browser,
+    screenshot,
+)
 from keel.actor import SYSTEM
 from keel.auth.directory import find_user
 from keel.storage import highlights, records

@@ -137,13 +137,16 @@ class _Walk:
             out.extend(self.ctx.conn.execute(stmt).mappings())
         return out
 
-    def neighbours(self, frontier: list[str], up: bool) -> dict[str, list[tuple[str, Mapping, Link]]]:
+    def neighbours(self, frontier: list[str], up: bool, only_reverse: bool = False
+                   ) -> dict[str, list[tuple[str, Mapping, Link]]]:
         """For each frontier node, its readable neighbours one step up (or down): [(node id, row, link)]."""
         out: dict[str, list] = {n: [] for n in frontier}
         by_entity: dict[str, list[str]] = {}
         for n in frontier:
             by_entity.setdefault(n.split(":", 1)[0], []).append(n)
         for lk in self._links:
+            if only_reverse and not lk.reverse:
+                continue
             # along the link (holder -> target) is up unless the link is reversed
             along = up != lk.reverse
             if along:
@@ -163,6 +166,32 @@ class _Walk:
                 for row in self.fetch(lk.entity, lk.field, list(ids)):
                     n = ids[row[lk.field]]
                     out[n].append((node_id(lk.entity, row["id"]), row, lk))
+        return out
+
+    def count_below(self, frontier: list[str]) -> dict[str, int]:
+        """How many readable records lie one step down from each node (a grouped count, no rows read): what a
+        collapsed "+N" node needs. Reversed links (rare) are counted by reading their neighbours."""
+        out = dict.fromkeys(frontier, 0)
+        by_entity: dict[str, list[str]] = {}
+        for n in frontier:
+            by_entity.setdefault(n.split(":", 1)[0], []).append(n)
+        for lk in self._links:
+            if lk.reverse:
+                continue
+            ids = {int(n.split(":", 1)[1]): n for n in by_entity.get(lk.target, [])}
+            if not ids:
+                continue
+            ent, table = self.ctx.entity(lk.entity), self.ctx.built.table(lk.entity)
+            col = table.c[lk.field]
+            vals = sorted(ids)
+            for i in range(0, len(vals), BATCH):
+                stmt = sa.select(col, sa.func.count()).where(col.in_(vals[i:i + BATCH]),
+                                                             read_condition(table, ent, self.ctx.actor)).group_by(col)
+                for value, count in self.ctx.conn.execute(stmt):
+                    out[ids[value]] += count
+        if any(lk.reverse for lk in self._links):
+            for n, found in self.neighbours(frontier, False, only_reverse=True).items():
+                out[n] += len(found)
         return out
 
     def add_edge(self, upper: str, lower: str, lk: Link) -> None:
@@ -208,16 +237,21 @@ def graph_elements(ctx: WidgetContext, spec: GraphSpec, entity: str, record_id: 
         for step in range(1, depth + 1):
             if not frontier:
                 break
-            found = walk.neighbours(frontier, up)
+            # nodes whose next level is closed (past expand_levels, not asked to open): only counted
+            closed = [] if everything or step <= spec.expand_levels or up else [n for n in frontier if n not in expand]
+            if closed:
+                for n, count in walk.count_below(closed).items():
+                    if count:
+                        collapsed[n], truncated = (count, step), True
+            opened = [n for n in frontier if n not in set(closed)]
+            found = walk.neighbours(opened, up) if opened else {}
             nxt = []
-            for n in frontier:
-                fresh = [(m, row, lk) for m, row, lk in found[n]]
-                open_level = everything or step <= spec.expand_levels or n in expand
+            for n in opened:
+                fresh = found[n]
                 new = [m for m, _, _ in fresh if m not in walk.rows]
-                if not open_level or (len(walk.rows) + len(new) > max_nodes and n not in expand):
-                    hidden = len({m for m, _, _ in fresh if m not in walk.rows})
-                    if hidden:
-                        collapsed[n] = (hidden, step if not up else -step)
+                if len(walk.rows) + len(new) > max_nodes and n not in expand:
+                    if new:
+                        collapsed[n] = (len(new), step if not up else -step)
                         truncated = True
                     for m, _, lk in fresh:  # edges to nodes already drawn still show
                         if m in walk.rows:

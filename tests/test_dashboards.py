@@ -331,3 +331,14 @@ def test_a_plugin_adds_a_widget_type_through_the_hook(tmp_path, sqlite_url):
     r = c.get("/dash/dashtest/board/hi/export.csv")
     assert r.data.decode("utf-8-sig").splitlines() == ["Title", "'=1+1"]
     site.engine.dispose()
+
+
+def test_pages_follow_the_viewer_language(site, filled):
+    c = login(site, "ann")
+    zh = c.get("/dash/dashtest/board")
+    assert '<html lang="zh-CN">' in zh.text and ">看板<" in zh.text
+    assert "测试看板" in text_of(dash_page(c, "/dash/dashtest/board"))
+    en = c.get("/dash/dashtest/board?lang=en")
+    assert '<html lang="en">' in en.text and ">Dashboards<" in en.text
+    page = dash_page(c, "/dash/dashtest/board")  # the choice sticks for the callbacks too
+    assert "Test board" in text_of(page) and "Title" in text_of(by_id(page, "w-nodes"))

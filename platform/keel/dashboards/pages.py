@@ -54,11 +54,12 @@ INDEX = """<!DOCTYPE html>
 
 class KeelDash(dash.Dash):
     def interpolate_index(self, **kwargs):
+        # the header's words are the viewer's language: filled into the rendered page, per request (the
+        # template itself is shared by every thread)
         lang = current_lang()
-        # the header's words are the viewer's language: filled here, per request
-        self.index_string = INDEX.replace("{lang}", "zh-CN" if lang == "zh" else "en") \
-            .replace("{dashboards}", _("Dashboards")).replace("{workbench}", _("Workbench"))
-        return super().interpolate_index(**kwargs)
+        html_text = super().interpolate_index(**kwargs)
+        return html_text.replace("{lang}", "zh-CN" if lang == "zh" else "en", 1) \
+            .replace("{dashboards}", _("Dashboards"), 1).replace("{workbench}", _("Workbench"), 1)
 
 
 def _runtime():
@@ -298,6 +299,7 @@ def init_app(server: Flask) -> dash.Dash:
     app = KeelDash(__name__, server=server, url_base_pathname=PREFIX, assets_folder=str(ASSETS),
                    title="Keel", update_title=None, suppress_callback_exceptions=True, serve_locally=True,
                    meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}])
+    app.index_string = INDEX
     app.layout = html.Div([dcc.Location(id="url"), html.Div(id="page")])
     _register_callbacks(app)
     hashes = " ".join(app.csp_hashes())

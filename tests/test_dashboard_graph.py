@@ -16,8 +16,9 @@ TAP_OUTPUT = ('..{"key":["MATCH"],"type":"graph-state"}.data...{"key":["MATCH"],
 
 
 @pytest.fixture
-def site(tmp_path, sqlite_url):
-    s = make_site(tmp_path, sqlite_url)
+def site(tmp_path, db_url):
+    """On SQLite and on PostgreSQL: the walk's queries (IN lists, grouped counts) must work on both."""
+    s = make_site(tmp_path, db_url)
     yield s
     s.engine.dispose()
 

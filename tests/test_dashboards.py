@@ -30,8 +30,8 @@ BOARD = "dashboards/board.json"
 
 
 @pytest.fixture
-def site(tmp_path, sqlite_url):
-    s = make_site(tmp_path, sqlite_url)
+def site(tmp_path, db_url):
+    s = make_site(tmp_path, db_url)
     yield s
     s.engine.dispose()
 

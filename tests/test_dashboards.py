@@ -97,7 +97,7 @@ def test_the_fixture_and_the_demo_dashboards_are_valid(bundle):
      "is a text"),
     (lambda d: widget(d, "g")["nodes"]["node"]["rules"][0].update(op="~"), "/widgets/6/nodes/node/rules/0/op",
      "unknown op"),
-    (lambda d: widget(d, "boss_only").update(roles=["nobody"]), "/widgets/7/roles/0", "unknown role 'nobody'"),
+    (lambda d: widget(d, "boss_only").update(roles=["nobody"]), "/widgets/8/roles/0", "unknown role 'nobody'"),
 ])
 def test_a_dashboard_naming_what_does_not_exist_is_a_definition_error(bundle, change, pointer, fragment):
     errors = errors_for(bundle, change)
@@ -321,7 +321,7 @@ def test_a_plugin_adds_a_widget_type_through_the_hook(tmp_path, sqlite_url):
     b[BOARD]["widgets"][-1] = {"id": "hi", "type": "greeting", "entity": "nothing"}
     with pytest.raises(DefinitionErrors) as caught:
         load_bundle(b, registries)
-    assert [(e.pointer, e.message) for e in caught.value.errors] == [("/widgets/8/entity", "no entity nothing")]
+    assert [(e.pointer, e.message) for e in caught.value.errors] == [("/widgets/9/entity", "no entity nothing")]
     site.edit_json(BOARD, lambda d: d["widgets"].append({"id": "hi", "type": "greeting", "entity": "node",
                                                          "word": "你好"}))
     site.apply()
@@ -342,3 +342,23 @@ def test_pages_follow_the_viewer_language(site, filled):
     assert '<html lang="en">' in en.text and ">Dashboards<" in en.text
     page = dash_page(c, "/dash/dashtest/board")  # the choice sticks for the callbacks too
     assert "Test board" in text_of(page) and "Title" in text_of(by_id(page, "w-nodes"))
+
+
+def test_a_line_chart_buckets_dates_by_month_per_series(site):
+    for title, due, status in (("a", "2025-10-03", "open"), ("b", "2025-10-30", "open"), ("c", "2025-11-02", "open"),
+                               ("d", "2025-11-20", "closed")):
+        site.create("node", {"title": title, "owner": site.users["ann"], "due": due, "status": status})
+    page = dash_page(login(site, "ann"), "/dash/dashtest/board")
+    traces = {t["name"]: (t["x"], t["y"]) for t in with_class(by_id(page, "w-trend"), "chart")[0]["props"]
+              ["figure"]["data"]}
+    assert traces == {"count · 进行": (["2025-10", "2025-11"], [2.0, 1.0]),
+                      "count · 关闭": (["2025-10", "2025-11"], [0.0, 1.0])}
+
+
+def test_tree_and_progress_export_too(site, filled):
+    c = login(site, "ann")
+    tree = list(csv.reader(io.StringIO(c.get("/dash/dashtest/board/tree/export.csv").data.decode("utf-8-sig"))))
+    assert tree[0] == ["ID", "level", "tree", "得分"]
+    assert [(r[1], r[2]) for r in tree[1:]] == [("0", "Alpha"), ("1", "Beta"), ("0", "Delta")]
+    bars = list(csv.reader(io.StringIO(c.get("/dash/dashtest/board/bars/export.csv").data.decode("utf-8-sig"))))
+    assert bars[1][1:] == ["Alpha", "0.90", "1.00", "90"]

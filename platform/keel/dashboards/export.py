@@ -20,8 +20,9 @@ FORMATS = {"csv": "text/csv; charset=utf-8",
 
 
 def export_table(ctx: WidgetContext, widget_type: Any, widget: Mapping[str, Any]) -> tuple[list[str], list[list]]:
-    """(headers, rows) of a widget that can export: a table (every matching row), or a plugin widget whose
-    `data` returns {"columns": [{"id", "label"}], "rows": [[...]]}."""
+    """(headers, rows) of a widget that can export: a table (every matching row), a list widget with
+    `export_rows` (progress, tree), or a plugin widget whose `data` returns {"columns": [{"id", "label"}],
+    "rows": [[...]]}."""
     if hasattr(widget_type, "columns") and widget_type.name == "table":
         data = widget_type.data(ctx, widget, everything=True)
         numeric = [c["type"] in NUMERIC_TYPES for c in data["columns"]]
@@ -29,6 +30,8 @@ def export_table(ctx: WidgetContext, widget_type: Any, widget: Mapping[str, Any]
                 for r in data["rows"]]
         return ["ID", *(c["label"] for c in data["columns"])], [[r["id"], *row] for r, row in
                                                               zip(data["rows"], rows, strict=True)]
+    if hasattr(widget_type, "export_rows"):
+        return widget_type.export_rows(ctx, widget)
     data = widget_type.data(ctx, widget) if hasattr(widget_type, "data") else None
     if not isinstance(data, Mapping) or "columns" not in data or "rows" not in data:
         errors = FieldErrors()

@@ -53,6 +53,15 @@ def _href(args: Mapping[str, Any], **changes: Any) -> str:
 
 # ------------------------------------------------------------------------------------------- per type
 
+def export_links(ctx: WidgetContext, widget, page: Mapping) -> Any:
+    """CSV and Excel downloads of a list widget (unless the definition says `"export": false`)."""
+    if widget.get("export", True) is False:
+        return None
+    base = f"/dash/{ctx.app}/{page['dashboard']}/{widget['id']}/export"
+    return html.Div([html.A("CSV", href=base + ".csv", className="button"),
+                     html.A("Excel", href=base + ".xlsx", className="button")], className="export")
+
+
 def kpi(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping) -> Any:
     parts = [html.Div(data["text"], className=f"kpi-value style-{data['style'] or 'plain'}")]
     if data.get("target_text") is not None:
@@ -90,11 +99,7 @@ def table(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping) ->
         summary.append(html.A(f"{_(STYLE_WORDS[style])} {n:,}", className=f"chip style-{style}",
                               href=_href(args, **{f"{wid}_only": None if only == style else style,
                                                   f"{wid}_page": None})))
-    tools = [html.Div(summary, className="summary")]
-    if widget.get("export", True):
-        base = f"/dash/{ctx.app}/{page['dashboard']}/{wid}/export"
-        tools.append(html.Div([html.A("CSV", href=base + ".csv", className="button"),
-                               html.A("Excel", href=base + ".xlsx", className="button")], className="export"))
+    tools = [html.Div(summary, className="summary"), export_links(ctx, widget, page)]
     pager = []
     if data["pages"] > 1:
         if data["page"] > 1:
@@ -132,16 +137,18 @@ def chart(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping) ->
     return dcc.Graph(figure=figure, config={"displayModeBar": False, "responsive": True}, className="chart")
 
 
-def _tree_node(node: Mapping[str, Any], level: int, open_levels: int, ctx, widget, page) -> Any:
+def _tree_node(node: Mapping[str, Any], level: int, open_levels: int, ctx, widget, page,
+               columns: list[str] = ()) -> Any:
     classes = " ".join(c for c in ("tree-node", f"style-{node['style']}" if node["style"] else "",
                                    "marked" if node["marked"] else "") if c)
-    head = [html.A(node["label"], href=node["url"])] + [html.Span(c, className="tree-cell") for c in node["cells"]]
+    head = [html.A(node["label"], href=node["url"])] + [html.Span(f"{label}: {c}", className="tree-cell")
+                                                        for label, c in zip(columns, node["cells"], strict=False)]
     if node["marked"]:
         head += [html.Span(node["mark_reason"] or _("Changed"), className="mark-reason"),
                  ack_form(ctx.app, widget["entity"], node["id"], page["here"])]
     if not node["children"]:
         return html.Div(head, className=classes + " leaf")
-    kids = [_tree_node(c, level + 1, open_levels, ctx, widget, page) for c in node["children"]]
+    kids = [_tree_node(c, level + 1, open_levels, ctx, widget, page, columns) for c in node["children"]]
     return html.Details([html.Summary(head + [html.Span(f"({len(node['children'])})", className="tree-count")]),
                          html.Div(kids, className="tree-children")], open=level < open_levels, className=classes)
 
@@ -149,8 +156,8 @@ def _tree_node(node: Mapping[str, Any], level: int, open_levels: int, ctx, widge
 def tree(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping) -> Any:
     if not data["roots"]:
         return html.Div(_("Nothing to show."), className="empty")
-    return html.Div([_tree_node(n, 0, data["expand_levels"], ctx, widget, page) for n in data["roots"]],
-                    className="tree")
+    nodes = [_tree_node(n, 0, data["expand_levels"], ctx, widget, page, data["columns"]) for n in data["roots"]]
+    return html.Div([export_links(ctx, widget, page), html.Div(nodes, className="tree")])
 
 
 def progress(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping) -> Any:
@@ -169,7 +176,7 @@ def progress(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping)
             html.Div(html.Div(className="progress-fill", style={"width": f"{width}%"}), className="progress-bar"),
             *([ack_form(ctx.app, widget["entity"], it["id"], page["here"])] if it["marked"] else [])],
             className=classes))
-    return html.Div(rows, className="progress-list")
+    return html.Div([export_links(ctx, widget, page), html.Div(rows, className="progress-list")])
 
 
 def graph_view(ctx: WidgetContext, graph: Mapping[str, Any], key: str, *, expand: list[str], here: str,

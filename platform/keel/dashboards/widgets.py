@@ -298,7 +298,7 @@ class Tree:
     name = "tree"
     params_schema = _schema(["entity", "parent_field"], {
         "parent_field": {"type": "string"}, "label_field": {"type": "string"}, "columns": _FIELD_LIST,
-        "sort": _SORT, "rules": _RULES, "marks": {"type": "boolean"},
+        "sort": _SORT, "rules": _RULES, "marks": {"type": "boolean"}, "export": {"type": "boolean"},
         "expand_levels": {"type": "integer", "minimum": 0, "maximum": 10}})
 
     def check(self, widget, ctx):
@@ -335,7 +335,7 @@ class Tree:
             mark = marks.get(r["id"])
             nodes[r["id"]] = {"id": r["id"], "url": ctx.record_url(entity, r["id"]),
                               "label": ctx.display(label_f, r.get(label_f.id)) if label_f else f"#{r['id']}",
-                              "cells": [f"{f.label.get(ctx.lang)}: {ctx.display(f, r.get(f.id))}" for f in cols],
+                              "cells": [ctx.display(f, r.get(f.id)) for f in cols],
                               "style": R.style_of(rules, r), "marked": bool(mark),
                               "mark_reason": mark["reason"] if mark else None, "children": []}
         roots = []
@@ -344,7 +344,21 @@ class Tree:
             p = r.get(pf) if parent_readable else None
             # a record whose parent the viewer may not read (or that has none) starts a tree of its own
             (nodes[p]["children"] if p in ids and p != r["id"] else roots).append(nodes[r["id"]])
-        return {"roots": roots, "count": len(rows), "expand_levels": int(widget.get("expand_levels", 2))}
+        return {"roots": roots, "count": len(rows), "expand_levels": int(widget.get("expand_levels", 2)),
+                "columns": [f.label.get(ctx.lang) for f in cols]}
+
+    def export_rows(self, ctx: WidgetContext, widget) -> tuple[list[str], list[list]]:
+        """Every node, depth first, its level beside it (a tree read as an indented list)."""
+        out: list[list] = []
+
+        def walk(node, level):
+            out.append([node["id"], level, node["label"], *node["cells"]])
+            for child in node["children"]:
+                walk(child, level + 1)
+        data = self.data(ctx, widget)
+        for root in data["roots"]:
+            walk(root, 0)
+        return ["ID", "level", ctx.label(widget.get("title"), widget["id"]), *data["columns"]], out
 
 
 class Progress:
@@ -352,7 +366,7 @@ class Progress:
     params_schema = _schema(["entity", "value_field", "target_field"], {
         "value_field": {"type": "string"}, "target_field": {"type": "string"}, "label_field": {"type": "string"},
         "sort": _SORT, "limit": {"type": "integer", "minimum": 1, "maximum": 100}, "rules": _RULES,
-        "marks": {"type": "boolean"}})
+        "marks": {"type": "boolean"}, "export": {"type": "boolean"}})
 
     def check(self, widget, ctx):
         entity = entity_of(widget, ctx)
@@ -390,6 +404,14 @@ class Progress:
                           "style": R.style_of(rules, r), "marked": bool(mark),
                           "mark_reason": mark["reason"] if mark else None})
         return {"items": items}
+
+    def export_rows(self, ctx: WidgetContext, widget) -> tuple[list[str], list[list]]:
+        readable = ctx.readable(widget["entity"])
+        vf, tf = readable.get(widget["value_field"]), readable.get(widget["target_field"])
+        heads = ["ID", ctx.label(widget.get("title"), widget["id"]),
+                 vf.label.get(ctx.lang) if vf else "", tf.label.get(ctx.lang) if tf else "", "%"]
+        return heads, [[it["id"], it["label"], it["value"], it["target"], it["percent"]]
+                       for it in self.data(ctx, widget)["items"]]
 
 
 class Graph:

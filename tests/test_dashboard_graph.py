@@ -169,3 +169,24 @@ def test_graph_of_an_app_without_graph_widgets_follows_every_link(site, tree):
     site.apply()
     body = site.api("boss", "GET", URL.format(tree["b"])).get_json()
     assert body["graph"] == "links" and f"leaf:{tree['leaf']}" in nodes_of(body)
+
+
+def test_picking_another_root_redraws_the_dash_graph(site, tree):
+    other = site.create("node", {"title": "Other root", "owner": site.users["ann"]})["id"]
+    c = login(site, "ann")
+    page = dash_page(c, "/dash/dashtest/board")
+    key = "board-g"
+    picker = by_id(page, {"type": "graph-root", "key": key})
+    assert {o["value"] for o in picker["props"]["options"]} == {tree["root"], other}
+    state = by_id(page, {"type": "graph-state", "key": key})["props"]["data"]
+    payload = {"output": '{"key":["MATCH"],"type":"graph-holder"}.children',
+               "outputs": {"id": {"type": "graph-holder", "key": key}, "property": "children"},
+               "inputs": [{"id": {"type": "graph-root", "key": key}, "property": "value", "value": other}],
+               "state": [{"id": {"type": "graph-state", "key": key}, "property": "data", "value": state}],
+               "changedPropIds": [f'{{"key":"{key}","type":"graph-root"}}.value']}
+    r = c.post("/dash/_dash-update-component", json=payload,
+               headers={"X-CSRFToken": csrf_cookie(c, "/dash/dashtest/board")})
+    assert r.status_code == 200, r.text[:300]
+    holder = next(iter(r.get_json()["response"].values()))["children"]
+    graph = by_id(holder, {"type": "graph", "key": key})
+    assert [e["data"]["id"] for e in graph["props"]["elements"]] == [f"node:{other}"]

@@ -190,3 +190,13 @@ def test_picking_another_root_redraws_the_dash_graph(site, tree):
     holder = next(iter(r.get_json()["response"].values()))["children"]
     graph = by_id(holder, {"type": "graph", "key": key})
     assert [e["data"]["id"] for e in graph["props"]["elements"]] == [f"node:{other}"]
+
+
+def test_a_graph_definition_of_a_dashboard_not_for_the_viewer_is_refused(site, tree):
+    site.edit_json("dashboards/board.json", lambda d: d.update(roles=["boss"]))
+    site.apply()
+    r = site.api("ann", "GET", URL.format(tree["root"]) + "?dashboard=board&widget=g")
+    assert r.status_code == 403
+    assert site.api("boss", "GET", URL.format(tree["root"]) + "?dashboard=board&widget=g").status_code == 200
+    # without naming one, the default graph still answers (permission-filtered as ever)
+    assert site.api("ann", "GET", URL.format(tree["root"])).status_code == 200

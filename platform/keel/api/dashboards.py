@@ -14,7 +14,7 @@ from keel.api.common import actor, built_app, int_arg, json_object, json_respons
 from keel.dashboards import access
 from keel.dashboards import export as ex
 from keel.dashboards.context import WidgetContext
-from keel.dashboards.graph import find_spec, graph_elements
+from keel.dashboards.graph import graph_elements
 from keel.errors import FieldErrors
 from keel.i18n import current_lang
 from keel.storage import highlights
@@ -41,7 +41,7 @@ def relation_graph(app_id: str, entity_id: str, record_id: str):
         all (boolean): no collapsing (still at most 5,000 nodes)
     Responses:
         200: {app, root, graph, depth, truncated, elements: {nodes, edges}}
-        403: the caller may not read this record
+        403: the caller may not read this record, or the named dashboard is not for their roles
     """
     who = actor()
     built = built_app(app_id)
@@ -57,7 +57,7 @@ def relation_graph(app_id: str, entity_id: str, record_id: str):
     everything = (args.get("all") or "").lower() in ("1", "true", "yes")
     with runtime().engine.connect() as conn:
         built = runtime().latest(conn, app_id)
-        spec = find_spec(built.definition, entity_id, args.get("dashboard"), args.get("widget"))
+        spec = access.graph_spec(built, entity_id, args.get("dashboard"), args.get("widget"), who)
         ctx = WidgetContext(conn, built, who, current_lang())
         body = graph_elements(ctx, spec, entity_id, record_id, depth=depth, expand=expand, max_nodes=max_nodes,
                               everything=everything)

@@ -43,3 +43,13 @@ def widget(built: BuiltApp, dashboard_id: str, widget_id: str, actor: Actor) -> 
                 raise NotFound(f"widget type '{w.get('type')}' is not installed")
             return w, wt
     raise NotFound(f"no widget '{widget_id}' in dashboard '{dashboard_id}'")
+
+
+def graph_spec(built: BuiltApp, entity: str, dashboard_id: str | None, widget_id: str | None, actor: Actor):
+    """The graph definition a request names, if the viewer may open its dashboard and widget; else the
+    default one for the entity."""
+    from keel.dashboards.graph import find_spec
+
+    if dashboard_id or widget_id:
+        widget(built, dashboard_id or "", widget_id or "", actor)
+    return find_spec(built.definition, entity, dashboard_id, widget_id)

@@ -89,6 +89,8 @@ def default_spec(definition, entity: str) -> GraphSpec:
 
 
 def find_spec(definition, entity: str, dashboard: str | None, widget: str | None) -> GraphSpec:
+    """The graph definition a request names (callers check the viewer may open that dashboard and widget:
+    `keel.dashboards.access.widget`), or the default for the entity."""
     if not dashboard and not widget:
         return default_spec(definition, entity)
     for name, w in graph_widgets(definition):

@@ -24,7 +24,7 @@ from flask import Flask, Response, abort, current_app, g, redirect, request
 from keel.dashboards import access, layouts
 from keel.dashboards import export as ex
 from keel.dashboards.context import WidgetContext
-from keel.dashboards.graph import find_spec, graph_elements
+from keel.dashboards.graph import graph_elements
 from keel.dashboards.widgets import BUILTIN, Graph
 from keel.errors import KeelError, NotFound, PermissionDenied
 from keel.i18n import current_lang
@@ -139,7 +139,7 @@ def graph_page(app_id: str, entity: str, record_id: str, args: Mapping[str, str]
     with runtime.engine.connect() as conn:
         built = runtime.latest(conn, app_id)
         ctx = _ctx(conn, built)
-        spec = find_spec(built.definition, entity, args.get("dashboard"), args.get("widget"))
+        spec = access.graph_spec(built, entity, args.get("dashboard"), args.get("widget"), g.actor)
         graph = graph_elements(ctx, spec, entity, record_id)
         ent = built.entity(entity)
         root = next(n["data"] for n in graph["elements"]["nodes"] if n["data"]["id"] == graph["root"])
@@ -227,7 +227,7 @@ def _graph_data(state: Mapping[str, Any]) -> dict:
     with runtime.engine.connect() as conn:
         built = runtime.latest(conn, state["app"])
         ctx = _ctx(conn, built, state.get("dashboard"))
-        spec = find_spec(built.definition, state["entity"], state.get("dashboard"), state.get("widget"))
+        spec = access.graph_spec(built, state["entity"], state.get("dashboard"), state.get("widget"), g.actor)
         return graph_elements(ctx, spec, state["entity"], state["record"], expand=state.get("expand") or [])
 
 
@@ -236,7 +236,7 @@ def _graph_again(state: Mapping[str, Any]) -> Any:
     with runtime.engine.connect() as conn:
         built = runtime.latest(conn, state["app"])
         ctx = _ctx(conn, built, state.get("dashboard"))
-        spec = find_spec(built.definition, state["entity"], state.get("dashboard"), state.get("widget"))
+        spec = access.graph_spec(built, state["entity"], state.get("dashboard"), state.get("widget"), g.actor)
         graph = graph_elements(ctx, spec, state["entity"], state["record"])
         here = request.referrer or PREFIX
         return layouts.graph_view(ctx, graph, state["key"], expand=[],

@@ -139,7 +139,7 @@ def test_the_dash_graph_widget_expands_a_collapsed_node_and_opens_a_record(site)
     elements = graph["props"]["elements"]
     more = next(e["data"] for e in elements if e["data"].get("collapsed"))
     state = by_id(page, {"type": "graph-state", "key": key})["props"]["data"]
-    assert state["record"] == root and graph["props"]["layout"]["name"] == "breadthfirst"
+    assert state["record"] == root and graph["props"]["layout"]["name"] == "dagre"
     token = csrf_cookie(c, "/dash/dashtest/board")
 
     def tap(node):

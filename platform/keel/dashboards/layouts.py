@@ -209,7 +209,11 @@ def graph_view(ctx: WidgetContext, graph: Mapping[str, Any], key: str, *, expand
 
 
 def graph_layout(roots: list[str]) -> dict:
-    return {"name": "breadthfirst", "directed": True, "roots": roots, "spacingFactor": 1.1, "animate": False}
+    """Top-down: dagre ranks a DAG in layers (an upper record always above the records linking to it, however
+    many paths join them), unlike breadthfirst which places a node by its shortest path from a root."""
+    del roots
+    # labels (up to 120 px) sit under 26 px nodes: space the nodes by the label width, not the node width
+    return {"name": "dagre", "rankDir": "TB", "nodeSep": 110, "rankSep": 60, "animate": False}
 
 
 def error_box(widget_id: str, message: str) -> Any:

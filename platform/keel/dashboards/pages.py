@@ -296,6 +296,9 @@ def _after(response):
 
 
 def init_app(server: Flask) -> dash.Dash:
+    import dash_cytoscape as cyto
+
+    cyto.load_extra_layouts()  # dagre, for the top-down layout (the bundle with it is ~1.4 MB, served locally)
     app = KeelDash(__name__, server=server, url_base_pathname=PREFIX, assets_folder=str(ASSETS),
                    title="Keel", update_title=None, suppress_callback_exceptions=True, serve_locally=True,
                    meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}])

@@ -120,7 +120,9 @@ def test_dash_pages_need_a_login_and_callbacks_need_the_csrf_token(site):
     r = c.get("/dash/dashtest/board")
     assert r.status_code == 302 and "/login" in r.headers["Location"]
     r = c.get("/dash/_dash-layout")
-    assert r.status_code == 302
+    assert r.status_code == 401  # a script's request after the session ended: not the login redirect
+    r = c.post("/dash/_dash-update-component", json={})
+    assert r.status_code == 401
     c = login(site, "ann")
     page = c.get("/dash/dashtest/board")
     assert page.status_code == 200

@@ -74,3 +74,23 @@ def test_board_red_row_graph_and_acknowledge(board_app, width):
         assert "marked" not in (page.locator(f"#goals-row-{changed}").get_attribute("class") or "")
         assert_no_overflow(page, "after acknowledging")
         screenshot(page, f"acknowledged-{width}")
+
+
+def test_a_5000_node_graph_opens_collapsed_and_usable_on_a_phone(tmp_path, sqlite_url):
+    from helpers_dash import PASSWORD, make_site
+    from test_dashboard_graph import _bulk_tree
+
+    site = make_site(tmp_path, sqlite_url)
+    try:
+        root = _bulk_tree(site, 5000)
+        with live_server(site.app) as base, browser() as b, \
+                logged_in_page(b, base, "ann", password=PASSWORD, width=390) as page:
+            page.goto(f"{base}/dash/dashtest/graph/node/{root}")
+            page.wait_for_selector(".graph-widget canvas")
+            count = page.locator(".graph-widget .summary .count").inner_text()
+            shown = int("".join(ch for ch in count if ch.isdigit()))
+            assert 0 < shown <= 300
+            assert_no_overflow(page, "5,000-node graph")
+            screenshot(page, "graph-5000-390")
+    finally:
+        site.engine.dispose()

@@ -4,7 +4,8 @@ depth, and answer cytoscape.js elements. The API (`GET /api/v1/apps/{app}/graph/
 
 Up and down: a link `{"entity": E, "field": F}` joins a record of E (below) to the record F points at (above);
 `"reverse": true` swaps them. Records the viewer may not read are left out, and the walk does not pass
-through them. Levels deeper than `expand_levels` (or past the `max_nodes` budget) are collapsed into one
+through them. Levels deeper than `expand_levels` (or past the `max_nodes` budget, or wider than `max_width`
+records side by side) are collapsed into one
 "+N" node per parent, which a click (or `expand=`) opens: 5,000 records stay a graph one can read.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from keel.storage.query import read_condition
 MAX_DEPTH = 10
 MAX_NODES = 5000
 DEFAULT_MAX_NODES = 300
+DEFAULT_MAX_WIDTH = 30   # records drawn side by side on one level; more are collapsed per parent
 BATCH = 500
 
 
@@ -49,6 +51,7 @@ class GraphSpec:
     depth: int = 2
     expand_levels: int = 2
     max_nodes: int = DEFAULT_MAX_NODES
+    max_width: int = DEFAULT_MAX_WIDTH
     nodes: Mapping[str, NodeStyle] | None = None
     marks: bool = True
 
@@ -66,7 +69,8 @@ def spec_from_widget(name: str, widget: Mapping[str, Any], entities: Mapping[str
         status = raw.get("status") or {}
         nodes[ent] = NodeStyle(raw.get("label_field"), status.get("field"), status.get("colors"), raw.get("rules"))
     return GraphSpec(name, tuple(links), int(widget.get("depth", 2)), int(widget.get("expand_levels", 2)),
-                     int(widget.get("max_nodes", DEFAULT_MAX_NODES)), nodes, bool(widget.get("marks", True)))
+                     int(widget.get("max_nodes", DEFAULT_MAX_NODES)), int(widget.get("max_width", DEFAULT_MAX_WIDTH)),
+                     nodes, bool(widget.get("marks", True)))
 
 
 def graph_widgets(definition) -> Iterable[tuple[str, Mapping[str, Any]]]:
@@ -111,6 +115,7 @@ class _Walk:
         self.rows: dict[str, Mapping[str, Any]] = {}     # node id -> the row (readable columns)
         self.levels: dict[str, int] = {}
         self.edges: dict[str, dict[str, Any]] = {}
+        self._conditions: dict[str, Any] = {}
         self._readable = {e: ctx.readable(e) for e in {lk.entity for lk in spec.links} | {lk.target for lk in spec.links}
                           if e in ctx.built.definition.entities}
         self._links = [lk for lk in spec.links if lk.entity in self._readable and lk.target in self._readable
@@ -125,13 +130,20 @@ class _Walk:
         want |= {title, style.status_field} | {r.get("field") for r in (style.rules or ()) if isinstance(r, Mapping)}
         return sorted(c for c in want if c in readable)
 
+    def condition(self, entity: str):
+        """The viewer's read condition on an entity's table, built once per walk."""
+        if entity not in self._conditions:
+            self._conditions[entity] = read_condition(self.ctx.built.table(entity), self.ctx.entity(entity),
+                                                      self.ctx.actor)
+        return self._conditions[entity]
+
     def fetch(self, entity: str, column: str, values: Sequence[Any]) -> list[Mapping[str, Any]]:
         """The readable rows of `entity` whose `column` is one of `values` (batched)."""
         if not values:
             return []
-        ent, table = self.ctx.entity(entity), self.ctx.built.table(entity)
+        table = self.ctx.built.table(entity)
         cols = [table.c.id, *(table.c[c] for c in self.columns(entity) if c != "id")]
-        cond = read_condition(table, ent, self.ctx.actor)
+        cond = self.condition(entity)
         out = []
         vals = sorted(set(values))
         for i in range(0, len(vals), BATCH):
@@ -183,12 +195,12 @@ class _Walk:
             ids = {int(n.split(":", 1)[1]): n for n in by_entity.get(lk.target, [])}
             if not ids:
                 continue
-            ent, table = self.ctx.entity(lk.entity), self.ctx.built.table(lk.entity)
+            table = self.ctx.built.table(lk.entity)
             col = table.c[lk.field]
             vals = sorted(ids)
             for i in range(0, len(vals), BATCH):
                 stmt = sa.select(col, sa.func.count()).where(col.in_(vals[i:i + BATCH]),
-                                                             read_condition(table, ent, self.ctx.actor)).group_by(col)
+                                                             self.condition(lk.entity)).group_by(col)
                 for value, count in self.ctx.conn.execute(stmt):
                     out[ids[value]] += count
         if any(lk.reverse for lk in self._links):
@@ -245,13 +257,16 @@ def graph_elements(ctx: WidgetContext, spec: GraphSpec, entity: str, record_id: 
                 for n, count in walk.count_below(closed).items():
                     if count:
                         collapsed[n], truncated = (count, step), True
-            opened = [n for n in frontier if n not in set(closed)]
+            closed_set = set(closed)
+            opened = [n for n in frontier if n not in closed_set]
             found = walk.neighbours(opened, up) if opened else {}
             nxt = []
             for n in opened:
                 fresh = found[n]
                 new = [m for m, _, _ in fresh if m not in walk.rows]
-                if len(walk.rows) + len(new) > max_nodes and n not in expand:
+                too_many = len(walk.rows) + len(new) > max_nodes
+                too_wide = not everything and len(nxt) + len(new) > spec.max_width
+                if (too_many or too_wide) and n not in expand:
                     if new:
                         collapsed[n] = (len(new), step if not up else -step)
                         truncated = True

@@ -423,6 +423,7 @@ class Graph:
         "depth": {"type": "integer", "minimum": 1, "maximum": 10},
         "expand_levels": {"type": "integer", "minimum": 1, "maximum": 10},
         "max_nodes": {"type": "integer", "minimum": 1, "maximum": 5000},
+        "max_width": {"type": "integer", "minimum": 1, "maximum": 500},
         "root_filters": _FILTERS, "marks": {"type": "boolean"},
         "nodes": {"type": "object", "additionalProperties": {
             "type": "object", "additionalProperties": False,

@@ -24,7 +24,7 @@ from keel.storage.query import read_condition
 MAX_DEPTH = 10
 MAX_NODES = 5000
 DEFAULT_MAX_NODES = 300
-DEFAULT_MAX_WIDTH = 30   # records drawn side by side on one level; more are collapsed per parent
+DEFAULT_MAX_WIDTH = 12   # records drawn side by side on one level; more are collapsed per parent
 BATCH = 500
 
 
@@ -260,16 +260,18 @@ def graph_elements(ctx: WidgetContext, spec: GraphSpec, entity: str, record_id: 
             closed_set = set(closed)
             opened = [n for n in frontier if n not in closed_set]
             found = walk.neighbours(opened, up) if opened else {}
-            nxt = []
+            nxt: list[str] = []
+            more = 0  # "+N" nodes on the next level: they take width too
             for n in opened:
                 fresh = found[n]
                 new = [m for m, _, _ in fresh if m not in walk.rows]
                 too_many = len(walk.rows) + len(new) > max_nodes
-                too_wide = not everything and len(nxt) + len(new) > spec.max_width
+                too_wide = not everything and len(nxt) + more + len(new) > spec.max_width
                 if (too_many or too_wide) and n not in expand:
                     if new:
                         collapsed[n] = (len(new), step if not up else -step)
                         truncated = True
+                        more += 1
                     for m, _, lk in fresh:  # edges to nodes already drawn still show
                         if m in walk.rows:
                             walk.add_edge(*((m, n) if up else (n, m)), lk)

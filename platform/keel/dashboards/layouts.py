@@ -16,7 +16,7 @@ from keel.i18n import translate as _
 ACK_URL = "/dash/acknowledge"
 GRAPH_STYLESHEET = [
     {"selector": "node", "style": {"label": "data(label)", "background-color": "data(color)", "color": "#222",
-                                   "font-size": "11px", "text-wrap": "ellipsis", "text-max-width": "120px",
+                                   "font-size": "14px", "text-wrap": "ellipsis", "text-max-width": "120px",
                                    "text-valign": "bottom", "text-margin-y": "4px", "width": 26, "height": 26}},
     {"selector": "node.root", "style": {"width": 36, "height": 36, "border-width": 3, "border-color": "#1565c0"}},
     {"selector": "node.marked", "style": {"border-width": 5, "border-color": "#fbc02d"}},
@@ -198,7 +198,9 @@ def graph_view(ctx: WidgetContext, graph: Mapping[str, Any], key: str, *, expand
                  className="summary"),
         cyto.Cytoscape(id={"type": "graph", "key": key}, elements=nodes + edges, stylesheet=GRAPH_STYLESHEET,
                        layout=graph_layout(roots), style={"width": "100%", "height": "520px"},
-                       minZoom=0.1, maxZoom=3, className="graph-box"),
+                       # fitting a wide graph into a phone would shrink labels to dots: past this zoom the
+                       # graph is drawn readable around its centre and one pans (or pinches) to the rest
+                       minZoom=0.5, maxZoom=2.5, className="graph-box"),
     ]
     if marked:
         children.append(html.Div([html.H4(_("Changed since you last looked"))] + [

@@ -353,8 +353,8 @@ def test_a_line_chart_buckets_dates_by_month_per_series(site):
     page = dash_page(login(site, "ann"), "/dash/dashtest/board")
     traces = {t["name"]: (t["x"], t["y"]) for t in with_class(by_id(page, "w-trend"), "chart")[0]["props"]
               ["figure"]["data"]}
-    assert traces == {"count · 进行": (["2025-10", "2025-11"], [2.0, 1.0]),
-                      "count · 关闭": (["2025-10", "2025-11"], [0.0, 1.0])}
+    assert traces == {"数量 · 进行": (["2025-10", "2025-11"], [2.0, 1.0]),
+                      "数量 · 关闭": (["2025-10", "2025-11"], [0.0, 1.0])}
 
 
 def test_tree_and_progress_export_too(site, filled):

@@ -64,7 +64,6 @@ class WidgetContext:
 
     def records(self, entity_id: str, filters: Iterable = (), sort: Iterable = (), limit: int | None = None):
         """The same rows as JSON values (what the API shows)."""
-        entity = self.entity(entity_id)
         fields = self.readable(entity_id)
         out = []
         for r in self.rows(entity_id, filters, sort, limit):
@@ -73,7 +72,6 @@ class WidgetContext:
                 v = r.get(fid)
                 item[fid] = None if v is None else f.ftype.dump(f, v)
             out.append(item)
-        del entity
         return out
 
     def marked(self, entity_id: str, ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:

@@ -15,9 +15,19 @@ from typing import Any
 from keel.dashboards import rules as R
 from keel.dashboards.context import WidgetContext, field_types, format_value
 from keel.dashboards.graph import spec_from_widget
+from keel.i18n import translate
 
 COMMON_KEYS = ("id", "type", "title", "width", "roles")
 METRICS = ("count", "sum", "avg", "min", "max")
+
+
+def N_(msgid: str) -> str:
+    """Marks a msgid for extraction; translated where it is shown."""
+    return msgid
+
+
+METRIC_WORDS = {"count": N_("Count"), "sum": N_("Sum"), "avg": N_("Average"), "min": N_("Minimum"),
+                "max": N_("Maximum")}
 FORMATS = ("number", "money", "count", "percent")
 FILTER_OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "contains", "in", "isnull")
 MAX_TABLE_PAGE = 200
@@ -285,7 +295,7 @@ class Chart:
             if not _readable_or_none(ctx, entity, y.get("field")):
                 continue
             name = ctx.label(y.get("label"), y.get("field") and readable[y["field"]].label.get(ctx.lang)
-                             or y["metric"])
+                             or translate(METRIC_WORDS[y["metric"]]))
             for s in series_keys:
                 values = [_metric(groups[x].get(s, []), y["metric"], y.get("field")) for x in xs]
                 label = name if sf is None else f"{name} · {_group_label(ctx, sf, s)}"

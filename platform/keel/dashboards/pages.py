@@ -285,11 +285,8 @@ def _acknowledge():
 
 def _after(response):
     """Give Dash's renderer the CSRF token for its callback posts (it sends the `_csrf_token` cookie back as
-    X-CSRFToken, which keel.auth checks like any page form). A callback or layout request after the session
-    ended gets 401, not the login page's redirect (which a script cannot follow usefully)."""
-    if request.path.startswith(PREFIX + "_dash-") and response.status_code == 302 \
-            and "/login" in (response.headers.get("Location") or ""):
-        return Response('{"error": "authentication required"}', status=401, mimetype="application/json")
+    X-CSRFToken, which keel.auth checks like any page form). A callback after the session ended gets the
+    login redirect like every page request (the route test holds every page path to that)."""
     if request.path.startswith(PREFIX) and g.get("actor") is not None and request.method == "GET" \
             and response.mimetype == "text/html":
         from flask_wtf.csrf import generate_csrf

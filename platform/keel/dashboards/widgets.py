@@ -57,8 +57,14 @@ def _fields(entity) -> dict[str, Any]:
     return {f.id: f for f in entity.fields}
 
 
+def _entity_known(ctx, eid: Any) -> bool:
+    """An entity that exists, or whose file is broken (reported there already: not a second error here)."""
+    known = getattr(ctx, "known", None)
+    return isinstance(eid, str) and (eid in ctx.entities or (known is not None and known("entity", eid)))
+
+
 def check_entity(widget, ctx) -> Iterator[tuple[str, str]]:
-    if entity_of(widget, ctx) is None:
+    if not _entity_known(ctx, widget.get("entity")):
         yield "/entity", f"unknown entity '{widget.get('entity')}' (entities: {', '.join(sorted(ctx.entities))})"
 
 
@@ -451,13 +457,15 @@ class Graph:
         for i, lk in enumerate(widget.get("links") or ()):
             holder = ctx.entities.get(lk.get("entity"))
             if holder is None:
-                yield f"/links/{i}/entity", f"unknown entity '{lk.get('entity')}'"
+                if not _entity_known(ctx, lk.get("entity")):
+                    yield f"/links/{i}/entity", f"unknown entity '{lk.get('entity')}'"
                 continue
             yield from check_field(holder, f"/links/{i}/field", lk.get("field"), ("link",))
         for ent_id, node in (widget.get("nodes") or {}).items():
             ent = ctx.entities.get(ent_id)
             if ent is None:
-                yield f"/nodes/{ent_id}", f"unknown entity '{ent_id}'"
+                if not _entity_known(ctx, ent_id):
+                    yield f"/nodes/{ent_id}", f"unknown entity '{ent_id}'"
                 continue
             if "label_field" in node:
                 yield from check_field(ent, f"/nodes/{ent_id}/label_field", node["label_field"])

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from keel.dashboards.context import WidgetContext
+from keel.dashboards.context import MAX_ROWS, WidgetContext
 from keel.errors import FieldErrors
 from keel.storage.export import safe_cell
 from keel.storage.query import NUMERIC_TYPES
@@ -25,6 +25,11 @@ def export_table(ctx: WidgetContext, widget_type: Any, widget: Mapping[str, Any]
     "rows": [[...]]}."""
     if hasattr(widget_type, "columns") and widget_type.name == "table":
         data = widget_type.data(ctx, widget, everything=True)
+        if data.get("capped"):  # never a file that silently stops short
+            errors = FieldErrors()
+            errors.add("_record", "The export would have %(total)s rows; at most %(n)s. Narrow it with filters.",
+                       total=f"{MAX_ROWS:,}+", n=f"{MAX_ROWS:,}")
+            raise errors
         numeric = [c["type"] in NUMERIC_TYPES for c in data["columns"]]
         rows = [[_raw_or_text(v, text, num) for v, text, num in zip(r["values"], r["cells"], numeric, strict=True)]
                 for r in data["rows"]]

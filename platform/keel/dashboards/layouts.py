@@ -95,6 +95,9 @@ def table(ctx: WidgetContext, widget, data: Mapping[str, Any], page: Mapping) ->
         body = [html.Tr(html.Td(_("Nothing to show."), colSpan=len(heads), className="empty"))]
     only = args.get(f"{wid}_only")
     summary = [html.Span(_("%(n)s rows", n=f"{data['total']:,}"), className="count")]
+    if data.get("capped"):
+        summary.append(html.Span(_("Only the first %(n)s records are read; narrow the widget's filters.",
+                                   n=f"{data['total']:,}"), className="hint"))
     for style, n in sorted(data["styles"].items()):
         summary.append(html.A(f"{_(STYLE_WORDS[style])} {n:,}", className=f"chip style-{style}",
                               href=_href(args, **{f"{wid}_only": None if only == style else style,

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from keel.dashboards import rules as R
-from keel.dashboards.context import WidgetContext, field_types, format_value
+from keel.dashboards.context import MAX_ROWS, WidgetContext, field_types, format_value
 from keel.dashboards.graph import spec_from_widget
 from keel.i18n import translate
 
@@ -255,7 +255,8 @@ class Table:
                         "cells": [ctx.display(f, r.get(f.id), titles=titles.get(f.id)) for f in cols],
                         "values": [r.get(f.id) for f in cols]})
         return {"columns": [{"id": f.id, "label": f.label.get(ctx.lang), "type": f.type} for f in cols],
-                "rows": out, "total": total, "page": page, "pages": pages, "page_size": size, "styles": counts}
+                "rows": out, "total": total, "page": page, "pages": pages, "page_size": size, "styles": counts,
+                "capped": len(rows) >= MAX_ROWS}
 
 
 class Chart:

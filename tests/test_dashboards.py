@@ -372,3 +372,14 @@ def test_a_broken_entity_file_is_reported_once_not_again_by_each_widget(bundle):
     with pytest.raises(DefinitionErrors) as caught:
         load_bundle(b, REGISTRIES)
     assert {e.file for e in caught.value.errors} == {"entities/node.json"}
+
+
+def test_a_table_over_more_rows_than_a_read_takes_says_so_and_its_export_refuses(site):
+    from test_dashboard_graph import _bulk_tree
+
+    _bulk_tree(site, 20_001)
+    page = dash_page(login(site, "ann"), "/dash/dashtest/board")
+    assert "20,000" in text_of(with_class(by_id(page, "w-nodes"), "hint"))
+    r = site.api("ann", "GET", "/api/v1/apps/dashtest/dashboards/board/widgets/nodes/export?format=csv")
+    assert r.status_code == 422 and "Narrow it with filters" in r.get_json()["errors"]["_record"][0] \
+        or "筛选" in r.get_json()["errors"]["_record"][0]

@@ -51,16 +51,22 @@ class WidgetContext:
             return x.get(self.lang)
         return Label.parse(x, fallback).get(self.lang)
 
-    def rows(self, entity_id: str, filters: Iterable = (), sort: Iterable = (), limit: int | None = None
-             ) -> list[Mapping[str, Any]]:
+    def rows(self, entity_id: str, filters: Iterable = (), sort: Iterable = (), limit: int | None = None,
+             columns: Iterable[str] | None = None) -> list[Mapping[str, Any]]:
         """Raw stored values (Decimal, date, ids) of the rows the viewer may read, only readable fields
-        kept: what rules and charts compute on."""
+        kept: what rules and charts compute on. `columns`: read only these (and `id`)."""
         stmt, order = select_records(self.built, entity_id, self.actor, _filters(filters), list(sort))
+        table = self.built.table(entity_id)
         keep = {"id", "row_version", "created_at", "updated_at", "created_by", "updated_by",
                 *self.readable(entity_id)}
-        stmt = stmt.order_by(*order, self.built.table(entity_id).c.id)
-        stmt = stmt.limit(min(limit or MAX_ROWS, MAX_ROWS))
-        return [{k: v for k, v in r.items() if k in keep} for r in self.conn.execute(stmt).mappings()]
+        if columns is not None:
+            keep &= {"id", *columns}
+            stmt = stmt.with_only_columns(*(table.c[c] for c in sorted(keep)))
+        stmt = stmt.order_by(*order, table.c.id).limit(min(limit or MAX_ROWS, MAX_ROWS))
+        result = self.conn.execute(stmt).mappings()
+        if columns is not None:
+            return list(result)
+        return [{k: v for k, v in r.items() if k in keep} for r in result]
 
     def records(self, entity_id: str, filters: Iterable = (), sort: Iterable = (), limit: int | None = None):
         """The same rows as JSON values (what the API shows)."""

@@ -229,8 +229,9 @@ class Table:
         of rows per style over all matching rows."""
         entity = widget["entity"]
         cols = self.columns(ctx, widget)
-        rows = ctx.rows(entity, widget.get("filters") or (), widget.get("sort") or ())
         rules = ctx.rules(widget.get("rules"), entity)
+        rows = ctx.rows(entity, widget.get("filters") or (), widget.get("sort") or (),
+                        columns={*(f.id for f in cols), *(r.field for r in rules)})
         styles = [R.style_of(rules, r) for r in rows] if rules else [None] * len(rows)
         counts: dict[str, int] = {}
         for s in styles:

@@ -178,12 +178,14 @@ class Kpi:
         if not _readable_or_none(ctx, entity, fid):
             return {"value": None, "target": None, "delta": None, "ratio": None, "style": None, "format": fmt,
                     "text": "—", "target_text": None, "delta_text": None}
-        rows = ctx.rows(entity, widget.get("filters") or ())
-        value = _metric(rows, metric, fid)
         target = widget.get("target")
+        tfield = target.get("field") if isinstance(target, Mapping) else None
+        rows = ctx.rows(entity, widget.get("filters") or (), columns={c for c in (fid, tfield) if c})
+        value = _metric(rows, metric, fid)
         if isinstance(target, Mapping) and "metric" in target:
             if _readable_or_none(ctx, entity, target.get("field")):
-                trows = ctx.rows(entity, target["filters"]) if target.get("filters") else rows
+                trows = ctx.rows(entity, target["filters"], columns={c for c in (tfield,) if c}) \
+                    if target.get("filters") else rows
                 target = _metric(trows, target["metric"], target.get("field"))
             else:
                 target = None
@@ -290,7 +292,8 @@ class Chart:
         xf, sf = readable.get(widget["x"]), readable.get(widget.get("series") or "")
         if xf is None:
             return {"chart": widget["chart"], "x": [], "series": []}
-        rows = ctx.rows(entity, widget.get("filters") or ())
+        rows = ctx.rows(entity, widget.get("filters") or (),
+                        columns={xf.id, *([sf.id] if sf else []), *(y["field"] for y in widget["y"] if y.get("field"))})
         groups: dict[Any, dict[Any, list]] = {}
         for r in rows:
             x = _bucket(r.get(xf.id), widget.get("bucket"))
@@ -342,8 +345,10 @@ class Tree:
         pf = widget["parent_field"]
         label_f = readable.get(widget.get("label_field") or ent.title_field or "")
         cols = [readable[c] for c in widget.get("columns") or () if c in readable]
-        rows = ctx.rows(entity, widget.get("filters") or (), widget.get("sort") or ())
         rules = ctx.rules(widget.get("rules"), entity)
+        rows = ctx.rows(entity, widget.get("filters") or (), widget.get("sort") or (),
+                        columns={pf, *(f.id for f in cols), *([label_f.id] if label_f else []),
+                                 *(r.field for r in rules)})
         marks = ctx.marked(entity) if widget.get("marks", True) else {}
         ctx.user_names(r.get(f.id) for r in rows for f in [*cols, *( [label_f] if label_f else [])]
                        if f.type == "user")
@@ -405,8 +410,9 @@ class Progress:
         label_f = readable.get(widget.get("label_field") or ent.title_field or "")
         if vf is None or tf is None:
             return {"items": []}
-        rows = ctx.rows(entity, widget.get("filters") or (), widget.get("sort") or (), int(widget.get("limit", 10)))
         rules = ctx.rules(widget.get("rules"), entity)
+        rows = ctx.rows(entity, widget.get("filters") or (), widget.get("sort") or (), int(widget.get("limit", 10)),
+                        columns={vf.id, tf.id, *([label_f.id] if label_f else []), *(r.field for r in rules)})
         marks = ctx.marked(entity, [r["id"] for r in rows]) if widget.get("marks", True) else {}
         if label_f is not None and label_f.type == "user":
             ctx.user_names(r.get(label_f.id) for r in rows)
@@ -487,7 +493,7 @@ class Graph:
         entity = widget["entity"]
         ent = ctx.entity(entity)
         title = ctx.readable(entity).get(ent.title_field or "")
-        rows = ctx.rows(entity, widget.get("root_filters") or (), (), 200)
+        rows = ctx.rows(entity, widget.get("root_filters") or (), (), 200, columns={title.id} if title else set())
         if title is not None and title.type == "user":
             ctx.user_names(r.get(title.id) for r in rows)
         return [(r["id"], ctx.display(title, r.get(title.id)) if title else f"#{r['id']}") for r in rows]

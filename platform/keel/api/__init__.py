@@ -16,6 +16,7 @@ def init_app(app: Flask) -> None:
     from keel.api import (  # noqa: F401
         audit,
         dashboards,
+        directory,
         errors,
         forms,
         inbox,

@@ -368,7 +368,7 @@ def test_tree_and_progress_export_too(site, filled):
 
 def test_a_broken_entity_file_is_reported_once_not_again_by_each_widget(bundle):
     b = copy.deepcopy(bundle)
-    b["entities/node.json"]["fields"][0]["type"] = 5
+    b["entities/node.json"]["fields"] = "none"
     with pytest.raises(DefinitionErrors) as caught:
         load_bundle(b, REGISTRIES)
     assert {e.file for e in caught.value.errors} == {"entities/node.json"}

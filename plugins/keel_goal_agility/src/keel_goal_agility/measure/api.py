@@ -5,6 +5,7 @@ admins."""
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,11 +61,20 @@ def _period_arg(name: str, required: bool = False) -> str | None:
     return value
 
 
+def _num(value) -> str | None:
+    """A decimal as plain text without trailing zeros ("-0.15", "12000000"); None stays None (no data)."""
+    if value is None:
+        return None
+    text = format(Decimal(str(value)).normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
 def _item(r, signals: dict[str, Any]) -> dict[str, Any]:
     return {"goal_id": r.goal_id, "title": r.title, "owner": r.owner_id, "category": r.category, "unit": r.unit,
-            "period": r.period, "target": r.target, "expected": r.expected, "actual": r.actual,
-            "deviation": r.deviation, "status": r.status, "forecast": r.forecast,
-            "forecast_deviation": r.forecast_deviation, "signals": signals.get(r.period), "taken_at": r.taken_at}
+            "period": r.period, "target": _num(r.target), "expected": _num(r.expected), "actual": _num(r.actual),
+            "deviation": _num(r.deviation), "status": r.status, "forecast": _num(r.forecast),
+            "forecast_deviation": _num(r.forecast_deviation), "signals": signals.get(r.period),
+            "taken_at": r.taken_at}
 
 
 def _signals(conn, periods) -> dict[str, Any]:

@@ -73,7 +73,7 @@ class GoalSnapshot(JobType):
         from keel.connectors.sync import SyncError
 
         period = self.period(ctx, params)
-        ensure_tables(ctx.engine)
+        ensure_tables(ctx.conn)
         try:
             ranges = prepare(ctx.conn, ctx.built, period, params, os.environ, ctx.chunk_size or DEFAULT_CHUNK,
                              ctx.log)

@@ -86,23 +86,29 @@ def _postgres_triggers() -> list[str]:
 _READY: set[str] = set()
 
 
-def ensure_tables(engine: sa.Engine) -> None:
+def ensure_tables(bind: sa.Engine | sa.Connection) -> None:
     """Create the tables and their immutability triggers when missing (every process may call this: on
-    PostgreSQL an advisory lock serialises two processes starting at once). Cheap after the first call."""
+    PostgreSQL an advisory lock serialises two processes starting at once). Cheap after the first call.
+    Given a connection, works inside its transaction (a job's planning already holds SQLite's write lock:
+    a second transaction from the engine would wait for it)."""
+    engine = bind.engine if isinstance(bind, sa.Connection) else bind
     key = engine.url.render_as_string(hide_password=True)
     if key in _READY:
         return
-    _ensure(engine)
+    if isinstance(bind, sa.Connection):
+        _ensure(bind)  # not remembered: that transaction may still roll back
+        return
+    with bind.begin() as conn:
+        _ensure(conn)
     _READY.add(key)
 
 
-def _ensure(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(74120511)"))
-        have = set(sa.inspect(conn).get_table_names())
-        if all(t.name in have for t in metadata.sorted_tables):
-            return
-        metadata.create_all(conn, checkfirst=True)
-        for stmt in (_postgres_triggers() if conn.dialect.name == "postgresql" else _sqlite_triggers()):
-            conn.execute(sa.text(stmt))
+def _ensure(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(74120511)"))
+    have = set(sa.inspect(conn).get_table_names())
+    if all(t.name in have for t in metadata.sorted_tables):
+        return
+    metadata.create_all(conn, checkfirst=True)
+    for stmt in (_postgres_triggers() if conn.dialect.name == "postgresql" else _sqlite_triggers()):
+        conn.execute(sa.text(stmt))

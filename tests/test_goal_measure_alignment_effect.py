@@ -141,3 +141,27 @@ def test_the_pulse_survey_is_a_form_staff_submit(demo_app):
     m = _metrics(body)
     assert (m["agreement_rate"]["after"], m["top3_named_share"]["after"]) == ("1.0000", "1.0000")
     assert m["agreement_rate"]["before"] is None  # no answers in that window: no data, not 0
+
+
+def _login(app, username: str):
+    from keel.demo import DEMO_PASSWORD
+    from test_jobs_helpers import csrf_of
+
+    client = app.test_client()
+    r = client.post("/login", data={"username": username, "password": DEMO_PASSWORD,
+                                     "csrf_token": csrf_of(client.get("/login").text)})
+    assert r.status_code in (302, 303)
+    return client
+
+
+def test_the_measures_page_shows_red_goals_alignment_and_the_effect_panel_in_chinese(demo_app):
+    page = _login(demo_app, "ceo").get("/apps/goal_agility/measures?change_date=2025-10-18")
+    assert page.status_code == 200
+    html = page.text
+    assert "2025-10" in html and html.count('class="flag-red"') == 4  # the four new-customer goals
+    assert "-55.5%" in html  # the sales department: 6 of 13.5 expected by the end of October
+    assert "目标对齐度指数" in html and "58.0" in html and "83.0" in html
+    assert "18.0%" in html and "41.0%" in html
+    assert "Goal alignment index" not in html  # zh page: no English leaking
+    rep = _login(demo_app, "rep_li").get("/apps/goal_agility/measures")
+    assert rep.status_code == 200 and 'id="alignment"' not in rep.text  # aggregates are for managers up

@@ -15,9 +15,11 @@ def keel_job_types():
 @hookimpl
 def keel_startup(app):
     from keel_goal_agility.measure.api import bp
+    from keel_goal_agility.measure.pages import bp as pages
 
     # The tables are created on first use (job, route, demo): the runtime does not exist yet here.
     app.register_blueprint(bp)
+    app.register_blueprint(pages)
 
 
 @hookimpl(trylast=True)

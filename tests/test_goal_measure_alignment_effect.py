@@ -158,10 +158,73 @@ def test_the_measures_page_shows_red_goals_alignment_and_the_effect_panel_in_chi
     page = _login(demo_app, "ceo").get("/apps/goal_agility/measures?change_date=2025-10-18")
     assert page.status_code == 200
     html = page.text
-    assert "2025-10" in html and html.count('class="flag-red"') == 4  # the four new-customer goals
+    built = demo_app.extensions["keel"].get("goal_agility")
+    goal = built.table("goal")
+    with demo_app.extensions["keel"].engine.connect() as conn:
+        new_customer_goals = conn.execute(sa.select(sa.func.count()).where(goal.c.metric == "新增客户数")).scalar()
+    assert "2025-10" in html and html.count('class="flag-red"') == new_customer_goals
     assert "-55.5%" in html  # the sales department: 6 of 13.5 expected by the end of October
     assert "目标对齐度指数" in html and "58.0" in html and "83.0" in html
     assert "18.0%" in html and "41.0%" in html
     assert "Goal alignment index" not in html  # zh page: no English leaking
     rep = _login(demo_app, "rep_li").get("/apps/goal_agility/measures")
     assert rep.status_code == 200 and 'id="alignment"' not in rep.text  # aggregates are for managers up
+
+
+@pytest.fixture
+def world(tmp_path, db_url, monkeypatch):
+    from helpers_goal_measure import World
+
+    w = World(tmp_path, db_url, monkeypatch)
+    yield w
+    w.close()
+
+
+def test_alignment_and_effect_on_both_databases(world):
+    import datetime as dt
+
+    from keel.actor import SYSTEM
+    from keel.storage import records
+
+    built, engine = world.built, world.engine
+    task = built.table("task")
+    with engine.begin() as conn:
+        def create(entity, **values):
+            return records.create(conn, built, entity, values, SYSTEM)["id"]
+
+        create("strategy_card", title="高客单价客户深耕", period="2025-Q4", owner=world.users["cro"],
+               keywords="高客单价,增购")
+        g = create("goal", title="增购", owner=world.users["rep_a"], level="personal", category="upsell",
+                   metric="增购额", unit="cny", target="100000")
+        for day, body in (("2025-11-03", "讨论 TOP 客户增购"), ("2025-11-04", "团建安排")):
+            create("meeting_note", title="周会", held_on=day, department="sales", body=body)
+        for linked in (True, False):
+            tid = create("task", title="回访", owner=world.users["rep_a"], goal=g if linked else None)
+            made = dt.datetime(2025, 11, 5, 10, tzinfo=dt.UTC)
+            conn.execute(task.update().where(task.c.id == tid).values(created_at=made))
+        create("collaboration_request", requested_on="2025-11-06", from_department="sales", to_department="hq",
+               topic="扩容支持")
+        for day, kind, amount in (("2025-10-20", "new_business", "300"), ("2025-11-20", "upsell", "100"),
+                                  ("2025-11-21", "new_business", "300")):
+            create("crm_deal", closed_on=day, kind=kind, amount=amount, customer="c")
+        create("pulse_response", answered_on="2025-11-10", top_goal_1="高客单价客户深耕", top_goal_2="x",
+               top_goal_3="y", agreement="4", respondent=world.users["rep_a"])
+
+    client = world.app.test_client()
+    body = client.get("/api/v1/apps/goal_agility/measures/alignment?department=sales&from=2025-11&to=2025-11",
+                      headers=world.token("cro")).json
+    (month,) = body["series"]
+    comps = month["components"]
+    assert (comps["keywords"]["matched_notes"], comps["keywords"]["notes"], comps["keywords"]["keywords"]) == (1, 2, ["增购"])
+    assert (comps["task_links"]["linked"], comps["task_links"]["tasks"]) == (1, 2)
+    # 1 request by 3 people in 30 days against 0.5 per head: 1 / 1.5
+    assert (comps["collaboration"]["requests"], comps["collaboration"]["people"], comps["collaboration"]["score"]) == \
+        (1, 3, 0.6667)
+    assert month["index"] == 53.3  # 100 × (0.4×0.5 + 0.4×0.5 + 0.2×0.6667)
+
+    panel = _metrics(client.get("/api/v1/apps/goal_agility/measures/effect?change_date=2025-11-15&window_days=30",
+                                headers=world.token("cro")).json)
+    assert panel["upsell_share"]["before"] == "0.0000" and panel["upsell_share"]["after"] == "0.2500"
+    assert panel["sales_per_head"]["before"] == "100.00" and panel["sales_per_head"]["after"] == "133.33"
+    assert panel["agreement_rate"]["before"] == "1.0000" and panel["agreement_rate"]["after"] is None
+    assert panel["top3_named_share"]["before"] == "1.0000"  # one card only: naming it is naming them all

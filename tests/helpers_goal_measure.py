@@ -24,7 +24,7 @@ OCTOBER = {"period_start": "2025-10-01", "period_end": "2025-10-31"}
 
 
 class World:
-    def __init__(self, tmp_path: Path, db_url: str, monkeypatch):
+    def __init__(self, tmp_path: Path, db_url: str, monkeypatch, apps: Path = APPS):
         from keel.actor import SYSTEM
         from keel.apply import apply_app
         from keel.auth.directory import add_department, add_user
@@ -36,7 +36,7 @@ class World:
         self.app = make_app(tmp_path, db_url)
         self.runtime = self.app.extensions["keel"]
         self.engine = self.runtime.engine
-        apply_app(self.engine, load_app_dir(APPS / APP, self.app.extensions["keel_plugins"].registries()), SYSTEM)
+        apply_app(self.engine, load_app_dir(apps / APP, self.app.extensions["keel_plugins"].registries()), SYSTEM)
         self.runtime.refresh()
         self.actuals([])  # the snapshot refuses to run without its inputs; empty exports are inputs
         self.forecasts([])
@@ -107,3 +107,25 @@ class World:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+PACING_FIELDS = [
+    {"id": "pacing", "type": "select", "label": {"zh": "进度节奏", "en": "Pacing"}, "default": "linear",
+     "options": [{"id": "linear", "zh": "线性", "en": "Linear"}, {"id": "monthly", "zh": "按月权重", "en": "Monthly"}]},
+    {"id": "monthly_weights", "type": "json", "label": {"zh": "月度权重", "en": "Monthly weights"}}]
+
+
+def apps_with_pacing(tmp_path: Path) -> Path:
+    """The apps folder, with the goal's pacing fields added when the definition does not have them yet (the
+    goal tree work adds them; the snapshot reads them when they exist)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "apps"
+    shutil.copytree(APPS, folder)
+    goal_file = folder / APP / "entities" / "goal.json"
+    goal = json.loads(goal_file.read_text("utf-8"))
+    have = {f["id"] for f in goal["fields"]}
+    goal["fields"] += [f for f in PACING_FIELDS if f["id"] not in have]
+    goal_file.write_text(json.dumps(goal, ensure_ascii=False), "utf-8")
+    return folder

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from helpers_goal_measure import Q4, World
+from helpers_goal_measure import Q4, World, apps_with_pacing
 
 
 @pytest.fixture
@@ -58,15 +58,22 @@ def test_expected_to_date_follows_linear_pacing_over_the_goals_period(world):
     assert (snap.expected, snap.actual, snap.deviation, snap.status) == (Decimal("31"), Decimal("31"), Decimal("0"), "ok")
 
 
-def test_monthly_weights_decide_what_is_due(world):
-    if world.built.entity("goal").field("pacing") is None:
-        pytest.skip("the goal entity has no pacing field yet (h-goal adds it)")
+def test_monthly_weights_decide_what_is_due(tmp_path, db_url, monkeypatch):
+    world = World(tmp_path, db_url, monkeypatch, apps=apps_with_pacing(tmp_path))
     weighted = world.goal("rep_a", "新增客户数", 100, pacing="monthly",
                           monthly_weights={"2025-10": 1, "2025-11": 1, "2025-12": 2}, **Q4)
-    world.actuals([["2025-10", "rep_a", "新增客户数", "25"]])
+    by_list = world.goal("rep_b", "新增客户数", 120, pacing="monthly", monthly_weights=[0] * 9 + [1, 1, 1], **Q4)
+    unusable = world.goal("rep_a", "续约客户数", 92, pacing="monthly", monthly_weights={"2026-01": 1}, **Q4)
+    linear = world.goal("rep_b", "续约客户数", 92, pacing="linear", **Q4)
+    world.actuals([["2025-10", "rep_a", "新增客户数", "25"], ["2025-10", "rep_b", "新增客户数", "30"],
+                   ["2025-10", "rep_a", "续约客户数", "31"], ["2025-10", "rep_b", "续约客户数", "31"]])
     world.run_snapshot("2025-10")
-    snap = world.snapshots("2025-10")[weighted]
-    assert (snap.expected, snap.deviation, snap.status) == (Decimal("25"), Decimal("0"), "ok")
+    snaps = world.snapshots("2025-10")
+    assert (snaps[weighted].expected, snaps[weighted].deviation, snaps[weighted].status) == (Decimal("25"), Decimal("0"), "ok")
+    assert (snaps[by_list].expected, snaps[by_list].status) == (Decimal("40"), "red")  # 30 of 40: -25%
+    assert snaps[unusable].expected == Decimal("31")  # weights outside the period: paced linearly
+    assert snaps[linear].expected == Decimal("31")
+    world.close()
 
 
 def test_monthly_fraction_reads_lists_and_maps_and_falls_back_when_unusable():

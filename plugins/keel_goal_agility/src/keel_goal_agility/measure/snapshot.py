@@ -150,10 +150,10 @@ def _insert_monthly(conn, g, dialect, period, where, settings, run_id, now) -> N
             f = monthly_fraction(r.monthly_weights, r.period_start, r.period_end, period)
         if f is None:  # no usable weights: the goal is paced linearly, as if it had said so
             f = linear_fraction(r.period_start, r.period_end, period)
-        by_fraction.setdefault(f.quantize(Decimal("0.000001")), []).append(r.id)
+        by_fraction.setdefault(f.quantize(Decimal("1e-15")), []).append(r.id)
     for fraction, ids in by_fraction.items():
         for i in range(0, len(ids), 500):
-            _insert(conn, _select(dialect, g, period, sa.literal(fraction, _NUM),
+            _insert(conn, _select(dialect, g, period, sa.literal(fraction, sa.Numeric(30, 15)),
                                               [*where, g.c.id.in_(ids[i:i + 500])], settings, run_id, now))
 
 

@@ -35,7 +35,6 @@ snapshots = sa.Table(
     sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("period", "goal_id", name="uq_ga_goal_snapshots_period_goal"),
     sa.Index("ix_ga_goal_snapshots_goal", "goal_id", "period"),
-    sa.Index("ix_ga_goal_snapshots_status", "period", "status"),
 )
 
 period_signals = sa.Table(

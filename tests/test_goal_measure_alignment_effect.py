@@ -228,3 +228,30 @@ def test_alignment_and_effect_on_both_databases(world):
     assert panel["sales_per_head"]["before"] == "100.00" and panel["sales_per_head"]["after"] == "133.33"
     assert panel["agreement_rate"]["before"] == "1.0000" and panel["agreement_rate"]["after"] is None
     assert panel["top3_named_share"]["before"] == "1.0000"  # one card only: naming it is naming them all
+
+
+def test_a_goal_without_actuals_shows_no_data_not_zero_percent(demo_app):
+    from keel.actor import SYSTEM
+    from keel.storage import records
+
+    runtime = demo_app.extensions["keel"]
+    built = runtime.get("goal_agility")
+    with runtime.engine.begin() as conn:
+        from keel.auth.directory import find_user
+
+        gid = records.create(conn, built, "goal", {
+            "title": "新业务线试点", "owner": find_user(conn, "cro").id, "level": "department", "category": "other",
+            "metric": "试点客户数", "unit": "count", "target": "10"}, SYSTEM)["id"]
+    client = _login(demo_app, "ceo")
+    import re
+
+    def shown(html: str, label: str) -> str:
+        return re.search(rf"<dt>{label}</dt>\s*<dd>(.*?)</dd>", html, re.S).group(1).strip()
+
+    html = client.get(f"/apps/goal_agility/goal/{gid}").text
+    assert (shown(html, "偏离度"), shown(html, "最近快照")) == ("暂无数据", "尚未快照")
+    goal = built.table("goal")
+    with runtime.engine.connect() as conn:
+        sales = conn.execute(sa.select(goal.c.id).where(goal.c.metric == "新增客户数", goal.c.level == "department")
+                             ).scalar_one()
+    assert shown(client.get(f"/apps/goal_agility/goal/{sales}").text, "偏离度") == "-55.4839%"

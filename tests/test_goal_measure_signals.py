@@ -59,6 +59,7 @@ def test_the_snapshot_keeps_the_months_hot_words_and_competitor_actions(world):
             sync_entity(conn, built, EntitySync(entity, "external_id", mapping), fetch_items(built.definition, connector),
                         SYSTEM)
     world.goal("rep_a", "新增客户数", 10)
+    upsell = world.goal("rep_b", "增购额", 100000, unit="cny", category="upsell")
 
     world.run_snapshot("2025-10")
 
@@ -69,6 +70,9 @@ def test_the_snapshot_keeps_the_months_hot_words_and_competitor_actions(world):
     assert {"扩容", "增购", "api"} <= set(words[:6])
     assert "客户成功经理" in words  # a company term (settings.snapshot.user_terms), whole
     assert [a["date"] for a in r.json["competitor_actions"]] == ["2025-10-09", "2025-10-14", "2025-10-21"]
+    item = world.app.test_client().get(f"/api/v1/apps/goal_agility/measures/snapshots?goal={upsell}",
+                                       headers=world.token("cro")).json["items"][0]
+    assert [a["date"] for a in item["related_actions"]] == ["2025-10-09", "2025-10-14"]  # upsell ones
     missing = world.app.test_client().get("/api/v1/apps/goal_agility/measures/signals/2025-09",
                                           headers=world.token("cro"))
     assert missing.status_code == 404

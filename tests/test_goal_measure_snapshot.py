@@ -174,3 +174,23 @@ def test_snapshots_api_lists_red_goals_with_their_signals_and_history(world):
     bad = client.get("/api/v1/apps/goal_agility/measures/snapshots?period=2025-1", headers=world.token("cro"))
     assert bad.status_code == 422 and "YYYY-MM" in bad.json["errors"]["period"][0]
     assert client.get("/api/v1/apps/goal_agility/measures/snapshots").status_code == 401
+
+
+def test_the_schedule_runs_before_the_5th_and_takes_the_previous_month_in_beijing_time():
+    import json
+
+    from croniter import croniter
+    from keel_goal_agility.measure.periods import PeriodError, check_finished, previous_period
+
+    from helpers_goal_measure import APPS
+
+    job = json.loads((APPS / "goal_agility" / "jobs" / "goal_snapshot.json").read_text("utf-8"))
+    assert job["timezone"] == "Asia/Shanghai"
+    fire = croniter(job["cron"], dt.datetime(2025, 10, 20, 12, 0)).get_next(dt.datetime)
+    assert fire.day < 5
+    # 02:00 on 1 November in Beijing is still 31 October in UTC: the month before is October either way.
+    assert previous_period(dt.datetime(2025, 10, 31, 18, 0, tzinfo=dt.UTC)) == "2025-10"
+    assert previous_period(dt.date(2026, 1, 3)) == "2025-12"
+    check_finished("2025-10", now=dt.date(2025, 11, 1))
+    with pytest.raises(PeriodError, match="has not ended yet"):
+        check_finished("2025-10", now=dt.date(2025, 10, 31))

@@ -74,6 +74,9 @@ def _item(r, signals: dict[str, Any]) -> dict[str, Any]:
             "period": r.period, "target": _num(r.target), "expected": _num(r.expected), "actual": _num(r.actual),
             "deviation": _num(r.deviation), "status": r.status, "forecast": _num(r.forecast),
             "forecast_deviation": _num(r.forecast_deviation), "signals": signals.get(r.period),
+            # the month's competitor actions about this goal's category (or about no category in particular)
+            "related_actions": [a for a in (signals.get(r.period) or {}).get("competitor_actions", [])
+                                if a.get("category") in (None, r.category)],
             "taken_at": r.taken_at}
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import tempfile
 import time
@@ -49,8 +50,13 @@ def _snapshot_job(app, runtime) -> tuple[float, dict]:
     spec = find_spec(env, "goal_snapshot", "goal_agility")
     # The generated company has no connector files: the actuals are staged already.
     asked = ask(env, spec, {"period": PERIOD}, trigger="cli", user_id=None)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     run = run_in_foreground(env, asked.run_id)
+    run["cpu_seconds"] = time.process_time() - cpu  # SQLite runs in this process: its work is counted here
+    from keel.storage.job_tables import job_chunks
+
+    with runtime.engine.connect() as c:
+        run["chunk_count"] = c.execute(sa.select(sa.func.count()).where(job_chunks.c.run_id == run["id"])).scalar()
     return time.perf_counter() - started, run
 
 
@@ -112,10 +118,13 @@ def bench_snapshot() -> dict:
         orm = _orm_loop(runtime2)
         runtime2.engine.dispose()
     return {"bench": "goal_snapshot", "figures": {
-        "goals": GOALS, "snapshot_rows": rows, "run_status": run["status"], "chunks": run.get("progress_total"),
-        "set_based_seconds": round(seconds, 3), "rerun_seconds": round(rerun, 3),
+        "goals": GOALS, "snapshot_rows": rows, "run_status": run["status"], "chunks": run["chunk_count"],
+        "set_based_seconds": round(seconds, 3), "set_based_cpu_seconds": round(run["cpu_seconds"], 3),
+        "rerun_seconds": round(rerun, 3),
         "rerun_inserted": (again["counts"] or {}).get("snapshotted"),
-        "orm_loop_seconds": round(orm, 3), "ratio_orm_over_set_based": round(orm / seconds, 1)},
+        "orm_loop_seconds": round(orm, 3), "ratio_orm_over_set_based": round(orm / seconds, 1),
+        # the machine is shared: its load while measuring says how much the wall times can be trusted
+        "load_average_1min": round(os.getloadavg()[0], 1), "cpus": os.cpu_count()},
         "budget": {"set_based_seconds": "< 3", "ratio_orm_over_set_based": ">= 20"},
         "within_budget": seconds < 3 and rows == GOALS}
 

@@ -173,8 +173,9 @@ def goal_snapshots(goal_id: int):
     with runtime.engine.connect() as conn:
         if conn.execute(sa.select(g.c.id).where(g.c.id == goal_id, readable)).first() is None:
             return _json({"error": "no such goal"}, 404)
+        periods = conn.execute(sa.select(period_signals.c.period)).scalars().all()  # one row per snapshot month
         rows = conn.execute(sa.select(snapshots, g.c.title).join(g, g.c.id == s.goal_id)
-                            .where(s.goal_id == goal_id).order_by(s.period)).all()
+                            .where(s.period.in_(periods), s.goal_id == goal_id).order_by(s.period)).all()
         sig = _signals(conn, [r.period for r in rows])
     return _json({"goal_id": goal_id, "items": [_item(r, sig) for r in rows]})
 

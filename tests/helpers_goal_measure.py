@@ -76,18 +76,19 @@ class World:
     def forecasts(self, rows: list[list]) -> None:
         self.write_csv("finance_forecast.csv", ["period", "owner", "metric", "forecast"], rows)
 
-    def run_snapshot(self, period: str) -> dict:
+    def run_snapshot(self, period: str, **params) -> dict:
         from keel.jobs import jobs_env
         from keel.jobs.catalog import ask, find_spec, merged_params, run_in_foreground
 
         env = jobs_env(self.app)
         spec = find_spec(env, "goal_snapshot", APP)
-        asked = ask(env, spec, merged_params(env, spec, {"period": period}), trigger="cli", user_id=None)
+        asked = ask(env, spec, merged_params(env, spec, {"period": period, **params}), trigger="cli", user_id=None)
         return run_in_foreground(env, asked.run_id, sleep=lambda s: None)
 
     def snapshots(self, period: str | None = None) -> dict[int, sa.Row]:
-        from keel_goal_agility.measure.tables import snapshots
+        from keel_goal_agility.measure.tables import ensure_tables, snapshots
 
+        ensure_tables(self.engine)  # a failed first run created nothing
         q = sa.select(snapshots)
         if period:
             q = q.where(snapshots.c.period == period)

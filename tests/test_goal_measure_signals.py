@@ -59,6 +59,7 @@ def test_the_snapshot_keeps_the_months_hot_words_and_competitor_actions(world):
             sync_entity(conn, built, EntitySync(entity, "external_id", mapping), fetch_items(built.definition, connector),
                         SYSTEM)
     world.goal("rep_a", "新增客户数", 10)
+    world.actuals([["2025-10", "rep_a", "新增客户数", "4"]])
     upsell = world.goal("rep_b", "增购额", 100000, unit="cny", category="upsell")
 
     world.run_snapshot("2025-10")

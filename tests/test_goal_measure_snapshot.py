@@ -194,3 +194,15 @@ def test_the_schedule_runs_before_the_5th_and_takes_the_previous_month_in_beijin
     check_finished("2025-10", now=dt.date(2025, 11, 1))
     with pytest.raises(PeriodError, match="has not ended yet"):
         check_finished("2025-10", now=dt.date(2025, 10, 31))
+
+
+def test_a_month_without_any_crm_actual_is_not_snapshotted_unless_asked(world):
+    world.goal("rep_a", "新增客户数", 100)
+
+    run = world.run_snapshot("2025-10")  # the export is not there yet
+
+    assert run["status"] == "failed"
+    assert "no CRM actual for 2025-10" in run["error"] and "nothing was snapshotted" in run["error"]
+    assert world.snapshots() == {}
+    forced = world.run_snapshot("2025-10", allow_no_actuals=True)
+    assert forced["status"] == "succeeded" and forced["counts"]["no_data"] == 1

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from keel.errors import KeelError
 from keel.jobs.types import JobContext, JobFailed, JobType
 from keel_goal_agility.measure import inputs, signals, snapshot
 from keel_goal_agility.measure.periods import PeriodError, check_finished, parse_period, previous_period
@@ -33,6 +34,9 @@ class GoalSnapshot(JobType):
                        "description": "YYYY-MM; default: the month before the run's scheduled time"},
             "actuals_connector": {"type": "string", "minLength": 1, "maxLength": 64},
             "forecast_connector": {"type": "string", "minLength": 1, "maxLength": 64},
+            "allow_no_actuals": {"type": "boolean",
+                                 "description": "take the snapshot even when the CRM has no actual at all for the "
+                                                "month (every goal then reads 'no data')"},
         },
     }
 
@@ -77,7 +81,7 @@ class GoalSnapshot(JobType):
         try:
             ranges = prepare(ctx.conn, ctx.built, period, params, os.environ, ctx.chunk_size or DEFAULT_CHUNK,
                              ctx.log)
-        except SyncError as exc:
+        except (SyncError, NoActuals) as exc:
             raise JobFailed(str(exc)) from None
         return [{"period": period, "lo": lo, "hi": hi} for lo, hi in ranges]
 
@@ -103,8 +107,26 @@ def prepare(conn, built, period: str, params: Mapping[str, Any], environ: Mappin
             report[kind] = inputs.import_connector(conn, built, params[key], kind, period, now, environ=environ)
             for p in report[kind]["problems"][:20] if log is not None else ():
                 log.warning("%s: %s", params[key], p)
+    if params.get("actuals_connector") and not params.get("allow_no_actuals") and not _has_actuals(conn, period):
+        # A snapshot is immutable: taken before the CRM export arrived it would say "no data" for good.
+        raise NoActuals(f"no CRM actual for {period} from connector '{params['actuals_connector']}' (is the "
+                        "month's export in the import folder?); nothing was snapshotted. Run again once it is, "
+                        "or with allow_no_actuals")
     signals.store(conn, period, signals.month_signals(conn, built, period, settings), report, now)
     return snapshot.id_ranges(conn, built, period, size)
+
+
+class NoActuals(KeelError):
+    """The month has no CRM actual at all: refuse to take an immutable snapshot of nothing."""
+
+
+def _has_actuals(conn, period: str) -> bool:
+    import sqlalchemy as sa
+
+    from keel_goal_agility.measure.tables import metric_inputs
+
+    t = metric_inputs.c
+    return conn.execute(sa.select(t.goal_id).where(t.period == period, t.kind == "actual").limit(1)).first() is not None
 
 
 def snapshot_now(engine, built, period: str, params: Mapping[str, Any], environ: Mapping[str, str],

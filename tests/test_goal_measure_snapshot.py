@@ -206,3 +206,30 @@ def test_a_month_without_any_crm_actual_is_not_snapshotted_unless_asked(world):
     assert world.snapshots() == {}
     forced = world.run_snapshot("2025-10", allow_no_actuals=True)
     assert forced["status"] == "succeeded" and forced["counts"]["no_data"] == 1
+
+
+def test_the_snapshot_is_set_based_the_statements_do_not_grow_with_the_goals(world):
+    from keel_goal_agility.measure import snapshot
+    from keel_goal_agility.measure.generate import company
+    from keel_goal_agility.measure.tables import ensure_tables
+
+    ensure_tables(world.engine)
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    def take(n: int, period: str) -> int:
+        first = company(world.engine, world.built, n)["first_id"]
+        statements.clear()
+        sa.event.listen(world.engine, "before_cursor_execute", count)
+        try:
+            with world.engine.begin() as conn:
+                counts = snapshot.take(conn, world.built, period, world.built.definition.settings,
+                                       (first, first + n - 1))
+        finally:
+            sa.event.remove(world.engine, "before_cursor_execute", count)
+        assert counts["snapshotted"] == n
+        return len(statements)
+
+    assert take(20, "2025-10") == take(2000, "2025-11") <= 6

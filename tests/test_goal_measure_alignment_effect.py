@@ -255,3 +255,42 @@ def test_a_goal_without_actuals_shows_no_data_not_zero_percent(demo_app):
         sales = conn.execute(sa.select(goal.c.id).where(goal.c.metric == "新增客户数", goal.c.level == "department")
                              ).scalar_one()
     assert shown(client.get(f"/apps/goal_agility/goal/{sales}").text, "偏离度") == "-55.4839%"
+
+
+def _widget_context(demo_app, conn, username: str):
+    """The dashboards' WidgetContext when that engine part is present; else the four things these widgets
+    read from it (connection, built app, viewer, language)."""
+    from dataclasses import dataclass
+
+    from keel.auth.directory import find_user, get_actor
+
+    built = demo_app.extensions["keel"].get("goal_agility")
+    actor = get_actor(conn, find_user(conn, username).id)
+    try:
+        from keel.dashboards.context import WidgetContext
+    except ImportError:
+        @dataclass
+        class WidgetContext:  # noqa: F811 - the same fields, in the same order
+            conn: object
+            built: object
+            actor: object
+            lang: str = "zh"
+    return WidgetContext(conn, built, actor, "zh")
+
+
+def test_board_widgets_show_the_alignment_trend_and_the_effect_panel(demo_app):
+    from keel_goal_agility.measure.widgets import AlignmentWidget, EffectWidget
+
+    with demo_app.extensions["keel"].engine.connect() as conn:
+        ceo = _widget_context(demo_app, conn, "ceo")
+        trend = AlignmentWidget().data(ceo, {"id": "a", "type": "goal_alignment", "months": 5})
+        panel = EffectWidget().data(ceo, {"id": "e", "type": "goal_effect", "change_date": "2025-10-18"})
+        denied = EffectWidget().data(_widget_context(demo_app, conn, "rep_li"),
+                                     {"id": "e", "type": "goal_effect", "change_date": "2025-10-18"})
+    assert [r[0] for r in trend["rows"]] == ["2025-08", "2025-09", "2025-10", "2025-11", "2025-12"]
+    assert [c["label"] for c in trend["columns"]][:2] == ["月份", "对齐度指数"]
+    assert panel["rows"][0] == ["目标对齐度指数", "58.0", "83.0"]
+    assert panel["rows"][2] == ["增购收入贡献比", "18.0%", "41.0%"]
+    assert denied == {"columns": [], "rows": [], "denied": True}
+    assert list(EffectWidget().check({"change_date": "2025-02-30"}, None)) == [
+        ("/change_date", "not a date: '2025-02-30' (YYYY-MM-DD)")]

@@ -13,6 +13,13 @@ def keel_job_types():
 
 
 @hookimpl
+def keel_dashboard_widgets():
+    from keel_goal_agility.measure.widgets import AlignmentWidget, EffectWidget
+
+    return [AlignmentWidget(), EffectWidget()]
+
+
+@hookimpl
 def keel_startup(app):
     from keel_goal_agility.measure.api import bp
     from keel_goal_agility.measure.pages import bp as pages

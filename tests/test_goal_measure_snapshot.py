@@ -233,3 +233,12 @@ def test_the_snapshot_is_set_based_the_statements_do_not_grow_with_the_goals(wor
         return len(statements)
 
     assert take(20, "2025-10") == take(2000, "2025-11") <= 6
+
+
+def test_the_first_snapshot_adds_up_the_months_since_the_goal_started(world):
+    quarter = world.goal("rep_a", "新增客户数", 92, **Q4)
+    world.actuals([["2025-10", "rep_a", "新增客户数", "20"], ["2025-11", "rep_a", "新增客户数", "10"],
+                   ["2025-12", "rep_a", "新增客户数", "99"]])
+    world.run_snapshot("2025-11")  # no snapshot of October was ever taken
+    snap = world.snapshots("2025-11")[quarter]
+    assert (snap.actual, snap.expected, snap.status) == (Decimal("30"), Decimal("61"), "red")  # December not yet

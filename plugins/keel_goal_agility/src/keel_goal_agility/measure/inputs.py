@@ -41,8 +41,9 @@ def _covers(goal: Any, first: dt.date, last: dt.date) -> bool:
 
 def match_rows(conn: sa.Connection, built, items: Iterable[Mapping[str, Any]], kind: str,
                period: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """(rows to stage, problems). `period`: only rows of that month are considered (others are skipped
-    silently: a CRM export usually holds several months)."""
+    """(rows to stage, problems). `period`: rows of that month and the months before it are considered — a
+    goal's actual to date adds up its months, and the first snapshot may come after the goal started —
+    later months are skipped silently (a CRM export usually holds several months)."""
     column = VALUE_COLUMN[kind]
     index = _goal_index(conn, built)
     staged: dict[tuple[int, str], dict[str, Any]] = {}
@@ -55,7 +56,7 @@ def match_rows(conn: sa.Connection, built, items: Iterable[Mapping[str, Any]], k
         except PeriodError as exc:
             problems.append(f"{where}: {exc}")
             continue
-        if period is not None and month != period:
+        if period is not None and month > period:
             continue
         owner, metric = str(item.get("owner") or "").strip(), str(item.get("metric") or "").strip()
         try:

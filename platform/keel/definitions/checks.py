@@ -29,7 +29,7 @@ BUILTIN_ROLES = frozenset({"admin"})
 MAX_IDENTIFIER = 63  # PostgreSQL's limit for a table or column name
 # Keys every field may use, whatever its type; a type adds its own (FieldType.keys).
 COMMON_KEYS = frozenset({"id", "type", "label", "help", "required", "unique", "read_only", "changed_by", "default",
-                         "computed", "read_roles", "write_roles", "format"})
+                         "computed", "read_roles", "write_roles", "format", "empty_label"})
 # A cell of a table field is a value inside one JSON column: it has no column, history or permissions
 # of its own, so these keys would promise something Keel does not do.
 CELL_FORBIDDEN = frozenset({"unique", "read_only", "changed_by", "default", "computed", "read_roles", "write_roles"})

@@ -74,12 +74,22 @@ def user_ids_in(entity: EntityDef, items: Iterable[Mapping[str, Any]]) -> set[in
     return {item.get(k) for item in items for k in user_fields if isinstance(item.get(k), int)}
 
 
+def _empty_label(f: FieldDef) -> str:
+    """A field's `empty_label` in the page's language ("暂无数据" where a blank would read as zero), or ""."""
+    label = f.raw.get("empty_label") if f.raw else None
+    if isinstance(label, str):
+        return label
+    if isinstance(label, Mapping):
+        return str(label.get(lang()) or label.get("zh") or label.get("en") or "")
+    return ""
+
+
 def cell(built: BuiltApp, f: FieldDef, value: Any, names: Mapping[int, str],
          record: Mapping[str, Any] | None = None) -> Cell:
     """A value as the reader sees it; numbers, money, times and units through keel.formats (the same
     text on every page), links as links, JSON and long text as blocks."""
     if value is None:
-        return Cell("")
+        return Cell(_empty_label(f))
     lg = lang()
     if f.type == "rich_text":
         return Cell(html=Markup(value))  # nh3-sanitised when it was written (fieldtypes.RichText)

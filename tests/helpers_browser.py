@@ -121,7 +121,7 @@ def logged_in_page(b, base: str, username: str, password: str = DEMO_PASSWORD, w
         page.fill("input[name=username]", username)
         page.fill("input[name=password]", password)
         with page.expect_navigation():
-            page.click("form button[type=submit], form input[type=submit]")
+            page.click("form:has(input[name=password]) [type=submit]")
         assert "/login" not in page.url, f"login as {username} failed"
         yield page
         if not allow_console_errors:

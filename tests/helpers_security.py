@@ -52,14 +52,14 @@ def make_sec_world(tmp_path, db_url) -> SecWorld:
     add_users(site, ("carl", "Carl 审计", {"roles": ["auditor"]}))
     site.app.extensions["keel"].refresh()
     w = SecWorld(site)
-    w.ids["canary"] = _create(site, "root", "doc", title=CANARY_TITLE, secret=CANARY_SECRET,
+    w.ids["canary"] = create_record(site, "root", "doc", title=CANARY_TITLE, secret=CANARY_SECRET,
                               owner=site.user_id("alice"), amount=7777)
-    w.ids["bobs"] = _create(site, "root", "doc", title="bob's doc", secret=BOB_SECRET, owner=site.user_id("bob"))
-    w.ids["note"] = _create(site, "alice", "note", title="a note on the canary", doc=w.ids["canary"])
+    w.ids["bobs"] = create_record(site, "root", "doc", title="bob's doc", secret=BOB_SECRET, owner=site.user_id("bob"))
+    w.ids["note"] = create_record(site, "alice", "note", title="a note on the canary", doc=w.ids["canary"])
     return w
 
 
-def _create(site: Site, username: str, entity: str, **values) -> int:
+def create_record(site: Site, username: str, entity: str, **values) -> int:
     from keel.auth.directory import get_actor
     from keel.storage import records
 

@@ -74,6 +74,22 @@ def test_the_session_cookie_is_httponly_and_samesite(world):
     assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
 
 
+# ---------------------------------------------------------------- open redirects
+
+@pytest.mark.parametrize("target", ["//evil.com", "/%2F/evil.com", "https://evil.com", "/\\evil.com",
+                                    "https:evil.com", "%2F%2Fevil.com", "/\u3000/evil.com"])
+def test_next_on_login_never_leaves_the_site_even_when_already_signed_in(world, target):
+    """test_auth.py checks the POST; a signed-in user opening /login?next=... is redirected at once."""
+    c = world.page_client("alice")
+    location = c.get("/login", query_string={"next": target}).headers["Location"]
+    assert "evil" not in location or location.startswith("/") and not location.startswith("//"), location
+    anonymous = world.app.test_client()
+    token = csrf_of(anonymous.get("/login").text)
+    location = anonymous.post("/login", query_string={"next": target}, data={
+        "username": "alice", "password": PASSWORD, "csrf_token": token}).headers["Location"]
+    assert "evil" not in location or location.startswith("/") and not location.startswith("//"), location
+
+
 # ---------------------------------------------------------------- headers on every response
 
 def _assert_headers(resp, where: str) -> None:

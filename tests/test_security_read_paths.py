@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from helpers_security import (BOB_SECRET, CANARY_SECRET, CANARY_TITLE, csrf_of, fill_rule, get_rules,
-                              make_sec_world)
+from helpers_security import (
+    BOB_SECRET,
+    CANARY_SECRET,
+    CANARY_TITLE,
+    csrf_of,
+    fill_rule,
+    get_rules,
+    make_sec_world,
+)
 
 # Query strings that try to reach the canary by filter, sort, expansion or search.
 PROBES = ("", f"?title={CANARY_TITLE}", "?title__contains=CANARY", "?amount__gt=1000", "?sort=-amount",

@@ -78,3 +78,28 @@ def test_html_is_marked_safe_only_at_the_reviewed_places():
         elif p.endswith((".html", ".jinja", ".j2")):
             found |= {(p, m.group(0)) for m in re.finditer(r"\|\s*safe\b|autoescape\s+false", text)}
     assert found <= ALLOWED_MARKUP, f"unreviewed HTML marked safe: {sorted(found - ALLOWED_MARKUP)}"
+
+
+def test_every_test_named_in_the_security_coverage_map_exists():
+    """docs/security.md "Tested against" names tests as `file.py::test` (then `::test` for the same
+    file): a renamed or deleted test fails here instead of leaving the map pointing at nothing."""
+    section = (REPO / "docs" / "security.md").read_text(encoding="utf-8").split("## Tested against", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    named, missing = 0, []
+    for line in section.splitlines():
+        current = None
+        for m in re.finditer(r"(test_[a-z0-9_]+\.py)(?:::(test_[a-z0-9_]+))?|::(test_[a-z0-9_]+)", line):
+            if m.group(1):
+                current = m.group(1)
+                if not (REPO / "tests" / current).is_file():
+                    missing.append(current)
+                    continue
+            name = m.group(2) or m.group(3)
+            if name is None:
+                continue
+            named += 1
+            if current is None or not re.search(rf"^def {name}\(", (REPO / "tests" / current).read_text(
+                    encoding="utf-8"), re.MULTILINE):
+                missing.append(f"{current}::{name}")
+    assert named >= 60
+    assert not missing, missing

@@ -74,6 +74,24 @@ def test_the_session_cookie_is_httponly_and_samesite(world):
     assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
 
 
+def test_in_production_the_cookie_is_secure_and_a_weak_secret_stops_the_start(tmp_path, sqlite_url):
+    import secrets
+
+    from conftest import make_app
+    from keel.errors import ConfigError
+
+    for weak in (None, "change-me", "x" * 31):
+        with pytest.raises(ConfigError, match="KEEL_SECRET_KEY"):
+            make_app(tmp_path, sqlite_url, KEEL_ENV="production", KEEL_SECRET_KEY=weak)
+    app = make_app(tmp_path, sqlite_url, KEEL_ENV="production", KEEL_SECRET_KEY=secrets.token_hex(32))
+    try:
+        c = app.test_client()
+        resp = c.get("/login", base_url="https://keel.example.com")
+        assert "Secure" in resp.headers["Set-Cookie"] and "HttpOnly" in resp.headers["Set-Cookie"]
+    finally:
+        app.extensions["keel"].engine.dispose()
+
+
 # ---------------------------------------------------------------- open redirects
 
 @pytest.mark.parametrize("target", ["//evil.com", "/%2F/evil.com", "https://evil.com", "/\\evil.com",

@@ -74,6 +74,8 @@ def get_rules(app, *, api: bool):
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or rule.endpoint == "static" or rule.endpoint.endswith(".static"):
             continue
+        if "/_dash-component-suites/" in rule.rule:
+            continue  # Dash's bundled scripts: static files of installed packages, no data behind them
         if rule.rule.startswith("/api/") == api:
             yield rule
 

@@ -118,3 +118,23 @@ def test_ids_in_urls_of_someone_elses_record_are_refused_and_change_nothing(worl
     resp = api.post("/api/v1/apps/sec/note", json={"title": "mine", "doc": world.ids["canary"]}, headers=headers)
     assert resp.status_code == 422, resp.text
     assert world.snapshot() == before
+
+
+def test_no_route_answers_a_filter_on_a_field_the_reader_cannot_read(world):
+    """A filter on the auditors' field must not work as an oracle for alice: asking `secret=<right
+    value>` and `secret=<wrong value>` gives the same answer on every route (the one query builder
+    refuses the filter; a route that applied it would show the canary for the right guess only)."""
+    right, wrong = CANARY_SECRET, "CANARY-SECRET-0000"
+    page, api, headers = world.page_client("alice"), world.app.test_client(), world.api_headers("alice")
+    checked = 0
+    for is_api, client, hdrs in ((False, page, {}), (True, api, headers)):
+        for path in _paths(world, api=is_api):
+            sep = "&" if "?" in path else "?"
+            for arg in ("secret={}", "secret__contains={}", "secret__startswith={}"):
+                answers = []
+                for guess in (right, wrong):
+                    resp = client.get(path + sep + arg.format(guess), headers=hdrs)
+                    answers.append((resp.status_code, CANARY_TITLE in body_text(resp.get_data())))
+                assert answers[0] == answers[1], f"{path}?{arg}: {answers}"
+                checked += 1
+    assert checked >= 30

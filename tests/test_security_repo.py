@@ -13,6 +13,7 @@ from conftest import REPO
 REVIEWED_VALUES = {
     'DEMO_PASSWORD = "keel-demo-2025"',           # keel demo's users, printed by `keel demo`
     'PASSWORD = "a-Long-pass-phrase-42"',         # keel.testing: throwaway instances for plugin tests
+    'PASSWORD = "bench-password-2025"',           # bench/bench_workbench.py: a throwaway benchmark instance
 }
 SECRET_PATTERNS = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----"                      # PEM private keys
@@ -21,6 +22,8 @@ SECRET_PATTERNS = re.compile(
 ALLOWED_MARKUP = {
     ("platform/keel/web/pages.py", "Markup(value)"),               # rich text, nh3-sanitised on write
     ("platform/keel/web/inbox_pages.py", 'Markup(item["body"])'),  # bodies rendered once, nh3-limited
+    ("platform/keel/formats.py", 'Markup(escape("" if value is None else str(value)'),  # escaped first
+    ("platform/keel/formats.py", 'Markup(\'<time datetime="{}" title="{}">{}</time>\')'),  # .format escapes
 }
 REQUEST_HOST = re.compile(r"request\.(host|host_url|url_root|root_url|base_url)\b|_external\s*=\s*True"
                           r"|headers(?:\.get\(|\[)['\"](?:Host|Origin|X-Forwarded-Host)['\"]")

@@ -383,3 +383,8 @@ def test_a_table_over_more_rows_than_a_read_takes_says_so_and_its_export_refuses
     r = site.api("ann", "GET", "/api/v1/apps/dashtest/dashboards/board/widgets/nodes/export?format=csv")
     assert r.status_code == 422 and "Narrow it with filters" in r.get_json()["errors"]["_record"][0] \
         or "筛选" in r.get_json()["errors"]["_record"][0]
+
+
+def test_a_script_of_a_package_dash_does_not_serve_is_a_404_not_a_500(site):
+    c = login(site, "ann")
+    assert c.get("/dash/_dash-component-suites/no_such_package/x.js").status_code == 404

@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl, urlencode
 
 import dash
 from dash import MATCH, Input, Output, State, dcc, html
-from dash.exceptions import PreventUpdate
+from dash.exceptions import DependencyException, PreventUpdate
 from flask import Flask, Response, abort, current_app, g, redirect, request
+from werkzeug.exceptions import NotFound as PageNotFound
 
 from keel.dashboards import access, layouts
 from keel.dashboards import export as ex
@@ -311,5 +312,7 @@ def init_app(server: Flask) -> dash.Dash:
     server.add_url_rule(f"{PREFIX}<app_id>/<dashboard_id>/<widget_id>/export.<fmt>", "dash_export", _export)
     server.add_url_rule(f"{PREFIX}acknowledge", "dash_acknowledge", _acknowledge, methods=["POST"])
     server.after_request(_after)
+    # Dash answers a request for a script of a package it does not serve by raising: that is a 404, not a 500.
+    server.register_error_handler(DependencyException, lambda e: PageNotFound().get_response())
     server.extensions["keel_dash"] = app
     return app

@@ -35,7 +35,9 @@ def board_app(demo_app):
         goals = conn.execute(sa.select(table.c.id, table.c.target, table.c.row_version, table.c.title)
                              .where(table.c.deleted_at.is_(None)).order_by(table.c.id)).all()
         behind, changed = goals[-1], goals[-2]
-        records.update(conn, built, "goal", behind.id, {"actual": str(Decimal(behind.target) / 2)}, SYSTEM,
+        # half the target, and the deviation the monthly snapshot would then record (it is not computed)
+        records.update(conn, built, "goal", behind.id, {"actual": str(Decimal(behind.target) / 2),
+                                                         "deviation": "-0.5", "flag": "red"}, SYSTEM,
                        behind.row_version)
         cro = find_user(conn, "cro")
         highlights.mark(conn, "goal_agility", "goal", changed.id, [cro["id"] if isinstance(cro, dict) else cro.id],

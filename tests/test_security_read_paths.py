@@ -8,6 +8,7 @@ the API and the record page are refused and leave the database unchanged."""
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import pytest
@@ -78,7 +79,9 @@ def test_no_get_route_shows_the_canary_to_a_reader_without_the_right(world, api)
         checked += 1
         assert CANARY_TITLE not in body, f"canary title leaked to bob through {url}"
         assert CANARY_SECRET not in body and BOB_SECRET not in body, f"secret field leaked to bob through {url}"
-        assert "7777" not in body, f"canary amount leaked to bob through {url}"
+        # the amount as a number on its own (a page's hex hashes may hold the digits by chance)
+        assert not re.search(r"(?<![0-9a-fA-F.])7,?777(?![0-9a-fA-F])", body), \
+            f"canary amount leaked to bob through {url}"
     assert checked >= 20 * len(PROBES) if api else checked >= 10 * len(PROBES)
     for url, _status, body in _bodies(world, "alice", api=api):
         assert CANARY_SECRET not in body and BOB_SECRET not in body, f"secret field leaked to alice through {url}"

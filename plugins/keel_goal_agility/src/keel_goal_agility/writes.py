@@ -1,0 +1,119 @@
+"""Goal Agility's side of every record write (the record event hooks in plugin.py), whatever the path — form
+page, form API, entity API, import, connector:
+
+- a goal tree never loops: a goal's parent, or a goal it contributes to, may not be the goal or under it;
+- the fields an approved revision owns (settings.revision.approval_fields: target, core metric, incentive
+  weight, resource allocation …) change only through that approval — given freely when a goal is created,
+  refused afterwards unless the writer is the workflow (the system actor, or an actor whose `via` names a
+  workflow);
+- a revision request is checked before it is written (keel_goal_agility.requests);
+- a goal's `department` follows its owner's department (kept like a computed field, in the same version).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from keel.errors import FieldErrors
+from keel.fieldtypes.base import FieldValueError
+from keel.storage.system import departments, record_versions, users
+from keel_goal_agility import requests, settings, tree
+from keel_goal_agility.requests import _int
+from keel_goal_agility.settings import APP
+
+
+def by_workflow(actor) -> bool:
+    return actor.is_system or str(getattr(actor, "via", None) or "").startswith("workflow:")
+
+
+def _stored(event) -> dict[str, Any]:
+    t = event.app.table(event.entity_id)
+    row = event.conn.execute(sa.select(t).where(t.c.id == event.record_id)).first()
+    return dict(row._mapping) if row is not None else {}
+
+
+def _check_cycle(event, stored: dict[str, Any]) -> None:
+    values = event.values
+    if event.entity_id == "goal" and "parent" in values and event.record_id is not None:
+        new_parent = _int(values.get("parent"))
+        if new_parent is not None and new_parent != stored.get("parent") \
+                and tree.would_cycle(event.conn, event.app, event.record_id, new_parent):
+            errors = FieldErrors()
+            errors.add("parent", "This parent would make the goal tree a loop: goal #%(parent)s is this goal or "
+                                 "lies under it.", parent=new_parent)
+            raise errors
+    if event.entity_id == "goal_contribution" and ("goal" in values or "parent" in values):
+        merged = {**stored, **values}
+        child, parent = _int(merged.get("goal")), _int(merged.get("parent"))
+        if child is not None and parent is not None and tree.would_cycle(event.conn, event.app, child, parent):
+            errors = FieldErrors()
+            errors.add("parent", "This contribution would make the goal tree a loop: goal #%(parent)s is goal "
+                                 "#%(goal)s or lies under it.", parent=parent, goal=child)
+            raise errors
+
+
+def _dump(f, value: Any) -> Any:
+    return None if value is None else f.ftype.dump(f, value)
+
+
+def _check_approval_fields(event, stored: dict[str, Any]) -> None:
+    if by_workflow(event.actor):
+        return
+    entity = event.app.entity("goal")
+    errors = FieldErrors()
+    for fid in settings.approval_fields(event.app):
+        f = entity.field(fid)
+        if f is None or fid not in event.values:
+            continue
+        raw = event.values[fid]
+        try:
+            sent = None if raw is None or raw == "" else f.ftype.parse(f, raw)
+        except (FieldValueError, TypeError, ValueError, ArithmeticError):
+            continue  # the write path reports the malformed value
+        if _dump(f, sent) != _dump(f, stored.get(fid)):
+            errors.add(fid, "“%(label)s” can only be changed by an approved revision request (申请修订).",
+                       label=f.label.get("zh"))
+    if errors:
+        raise errors
+
+
+def before_write(event) -> None:
+    if event.app.id != APP or event.action not in ("create", "update"):
+        return
+    stored = _stored(event) if event.record_id is not None else {}
+    if event.entity_id in ("goal", "goal_contribution"):
+        _check_cycle(event, stored)
+    if event.entity_id == "goal" and event.action == "update":
+        _check_approval_fields(event, stored)
+    if event.entity_id == "revision_request" and not event.actor.is_system:
+        requests.check_request(event.conn, event.app, event.values, event.actor, event.record_id,
+                               stored if event.record_id is not None else None)
+
+
+def _department_code(conn: sa.Connection, user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    return conn.execute(sa.select(departments.c.code).select_from(
+        users.join(departments, departments.c.id == users.c.department_id)).where(users.c.id == user_id)).scalar()
+
+
+def fill_department(event) -> None:
+    """The goal's department follows its owner, written in the same version row as the change that moved it."""
+    if event.app.id != APP or event.entity_id != "goal" or event.action not in ("create", "update"):
+        return
+    if event.action == "update" and "owner" not in event.changes:
+        return
+    t = event.app.table("goal")
+    row = event.conn.execute(sa.select(t.c.owner, t.c.department).where(t.c.id == event.record_id)).first()
+    code = _department_code(event.conn, row.owner) if row is not None else None
+    if code is None or code == row.department:
+        return
+    event.conn.execute(t.update().where(t.c.id == event.record_id).values(department=code))
+    v = event.conn.execute(sa.select(record_versions.c.id, record_versions.c.changes).where(
+        record_versions.c.app == event.app.id, record_versions.c.entity == "goal",
+        record_versions.c.record_id == event.record_id, record_versions.c.version == event.version)).first()
+    if v is not None:
+        changes = dict(v.changes or {})
+        changes["department"] = [row.department, code]
+        event.conn.execute(record_versions.update().where(record_versions.c.id == v.id).values(changes=changes))

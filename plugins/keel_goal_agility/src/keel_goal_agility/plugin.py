@@ -28,6 +28,13 @@ def keel_record_written(event):
 
 
 @hookimpl
+def keel_startup(app):
+    from keel_goal_agility import api
+
+    app.register_blueprint(api.bp)
+
+
+@hookimpl
 def keel_demo(app, logins):
     from keel_goal_agility import demo
 

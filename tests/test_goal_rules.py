@@ -65,8 +65,9 @@ def test_the_approvers_and_the_sla_come_from_the_workflow_definition(demo):
     assert demo.tasks_of("strategy_lead") == []
     [item] = demo.get("/apps/goal_agility/revisions/pipeline", "cs_lead").get_json()["items"]
     [start] = demo.rows("SELECT started_at FROM keel_wf_instances")
-    from keel.workflow.calendar import add_working_days
     import datetime as dt
+
+    from keel.workflow.calendar import add_working_days
 
     started = start["started_at"]
     started = dt.datetime.fromisoformat(started) if isinstance(started, str) else started

@@ -113,6 +113,34 @@ def _derived_values(child: Mapping[str, Any], parent_after: Mapping[str, Any], p
     return out
 
 
+@dataclass
+class Impact:
+    """Everything a change of one goal touches: the goals above it up to the strategy cards, every goal under it
+    (through main parents and contributions) and every task of those goals."""
+
+    goal: dict[str, Any]
+    up: list[dict[str, Any]]
+    down: list[dict[str, Any]]
+    cards: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+    subtree: tree.Subtree
+
+    @property
+    def goals(self) -> int:
+        return 1 + len(self.up) + len(self.down)
+
+
+def impact(conn: sa.Connection, built, goal: dict[str, Any] | int) -> Impact:
+    if isinstance(goal, int):
+        goal = tree.goal(conn, built, goal) or {"id": goal, "strategy_card": None}
+    st = tree.subtree(conn, built, goal["id"])
+    down = [st.goals[g] for g in sorted(st.goals, key=lambda g: (st.depth[g], g)) if g != goal["id"]]
+    up, _ = tree.ancestors(conn, built, goal["id"])
+    cards = tree.cards_of(conn, built, [goal.get("strategy_card")] + [g.get("strategy_card") for g in up])
+    tasks = tree.tasks_of(conn, built, [goal["id"]] + [g["id"] for g in down])
+    return Impact(goal, up, down, cards, tasks, st)
+
+
 def plan(conn: sa.Connection, built, request_id: int, lock: bool = False) -> Plan | None:
     req = _read_request(conn, built, request_id)
     if req is None or req.get("goal") is None:
@@ -125,11 +153,8 @@ def plan(conn: sa.Connection, built, request_id: int, lock: bool = False) -> Pla
     for c in p.changes:
         c["rationale"] = {"core_metric": req.get("metric_rationale"), "incentive": req.get("incentive_rationale"),
                           "resources": req.get("resources_rationale")}.get(c["dimension"])
-    st = tree.subtree(conn, built, goal["id"])
-    p.down = [st.goals[g] for g in sorted(st.goals, key=lambda g: (st.depth[g], g)) if g != goal["id"]]
-    p.up, _ = tree.ancestors(conn, built, goal["id"])
-    p.cards = tree.cards_of(conn, built, [goal.get("strategy_card")] + [g.get("strategy_card") for g in p.up])
-    p.tasks = tree.tasks_of(conn, built, [goal["id"]] + [g["id"] for g in p.down])
+    found = impact(conn, built, goal)
+    p.down, p.up, p.cards, p.tasks = found.down, found.up, found.cards, found.tasks
     # Re-split top-down: a derived child's new values depend on its parent's new values.
     mode = settings.derived_children(built)
     after = {goal["id"]: {**goal, **new}}
@@ -171,15 +196,14 @@ def apply(conn: sa.Connection, built, request_id: int, writer: Actor, *, notify:
     link = {"last_revision": req["id"]}
     records.update_current(conn, built, "goal", goal["id"], {**_jsonish(p.new_values), **link,
                                                                 "revision_no": (goal.get("revision_no") or 1) + 1},
-                           writer, origin={"revision": req["id"]})
-    for r in p.resplit:
-        child_no = next((g.get("revision_no") for g in p.down if g["id"] == r["id"]), 1) or 1
-        records.update_current(conn, built, "goal", r["id"], {**_jsonish(r["values"]), **link,
-                                                                 "revision_no": child_no + 1},
-                               writer, origin={"revision": req["id"], "cascade": goal["id"]})
-    for r in p.confirm:
-        records.update_current(conn, built, "goal", r["id"], {"needs_confirmation": True}, writer,
-                               origin={"revision": req["id"], "cascade": goal["id"]})
+                           writer, origin={"revision": req["id"]}, mark_owner=False)
+    numbers = {g["id"]: g.get("revision_no") or 1 for g in p.down}
+    children = {r["id"]: {**_jsonish(r["values"]), **link, "revision_no": numbers.get(r["id"], 1) + 1}
+                for r in p.resplit}
+    children.update({r["id"]: {"needs_confirmation": True} for r in p.confirm})
+    if children:
+        records.update_many_current(conn, built, "goal", children, writer,
+                                    origin={"revision": req["id"], "cascade": goal["id"]}, mark_owner=False)
     changed_words = "；".join(f"{c['label']['zh']} {c['old']} → {c['new']}" for c in p.changes)
     reason = f"「{goal['title']}」已修订：{changed_words}"
     detail = {"revision": req["id"], "goal": goal["id"], "fields": sorted(p.new_values)}

@@ -81,6 +81,11 @@ def _check_approval_fields(event, stored: dict[str, Any]) -> None:
 def before_write(event) -> None:
     if event.app.id != APP or event.action not in ("create", "update"):
         return
+    if event.entity_id not in ("goal", "goal_contribution", "revision_request"):
+        return
+    checks_goal = event.entity_id == "goal" and ("parent" in event.values or not by_workflow(event.actor))
+    if event.entity_id == "goal" and not checks_goal:
+        return  # the workflow's own writes (the cascade) change no parent: nothing to check, nothing to read
     stored = _stored(event) if event.record_id is not None else {}
     if event.entity_id in ("goal", "goal_contribution"):
         _check_cycle(event, stored)

@@ -74,12 +74,13 @@ def build_company(app, owners: int = 200):
 
 
 def run() -> list[dict]:
+    from keel_goal_agility import cascade
+
     from keel import create_app
     from keel.actor import SYSTEM
     from keel.apply import apply_app
     from keel.definitions.loader import load_app_dir
     from keel.storage import records
-    from keel_goal_agility import cascade
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

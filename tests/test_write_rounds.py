@@ -31,15 +31,16 @@ def _account(w, **values) -> dict:
         return records.create(c, w.built, "account", {"name": "Acme", **values}, w["alice"])
 
 
-def test_update_current_writes_the_current_version_with_its_version_row_and_event_in_four_statements(world):
+def test_update_current_writes_the_current_version_with_its_version_row_and_event_in_five_statements(world):
     rec = _account(world, owner=world["alice"].user_id)
     with world.engine.begin() as c:
         records.update(c, world.built, "account", rec["id"], {"rating": 3}, world["alice"], 1)
     with world.engine.begin() as c, captured_sql(world.engine) as sql:
         version = records.update_current(c, world.built, "account", rec["id"], {"approved": True}, SYSTEM)
     assert version == 3  # no version given: the one the row had under its lock (2), plus one
-    # one read (row, lock and permission together), the write, its version row and its audit event
-    assert [s.split()[0] for s in sql] == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+    # one read (row, lock and permission together), the write, its version row, its audit event and the
+    # owner's yellow mark (someone else changed alice's record), each one statement
+    assert [s.split()[0] for s in sql] == ["SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"]
     with world.engine.connect() as c:
         v = c.execute(sa.select(record_versions).where(record_versions.c.record_id == rec["id"],
                                                        record_versions.c.version == 3)).one()

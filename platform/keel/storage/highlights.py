@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from keel.actor import Actor
 from keel.storage.audit import record_event, utcnow
@@ -29,18 +30,14 @@ def mark(conn: sa.Connection, app: str, entity: str, record_id: int, user_ids: I
     if not users:
         return 0
     at = at or utcnow()
-    reason = reason[:REASON_MAX]
-    open_ = {r.user_id: r.id for r in conn.execute(
-        sa.select(highlights.c.id, highlights.c.user_id).where(
-            highlights.c.app == app, highlights.c.entity == entity, highlights.c.record_id == record_id,
-            highlights.c.user_id.in_(users), highlights.c.acknowledged_at.is_(None)))}
-    for uid in users:
-        values = {"reason": reason, "detail": detail, "marked_at": at}
-        if uid in open_:
-            conn.execute(highlights.update().where(highlights.c.id == open_[uid]).values(**values))
-        else:
-            conn.execute(highlights.insert().values(user_id=uid, app=app, entity=entity, record_id=record_id,
-                                                    **values))
+    rows = [{"user_id": uid, "app": app, "entity": entity, "record_id": int(record_id),
+             "reason": reason[:REASON_MAX], "detail": detail, "marked_at": at} for uid in users]
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(highlights)
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=["user_id", "app", "entity", "record_id"],
+        index_where=highlights.c.acknowledged_at.is_(None),
+        set_={"reason": insert.excluded.reason, "detail": insert.excluded.detail,
+              "marked_at": insert.excluded.marked_at}), rows)
     return len(users)
 
 

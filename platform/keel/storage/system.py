@@ -128,7 +128,10 @@ highlights = sa.Table(
     sa.Column("detail", sa.JSON()),                          # e.g. {"fields": [...], "by": "cro"}
     _ts("marked_at", nullable=False),
     _ts("acknowledged_at"),                                  # None: still yellow
-    sa.Index("ix_keel_highlights_open", "user_id", "acknowledged_at", "app", "entity", "record_id"),
+    sa.Index("ix_keel_highlights_user", "user_id", "acknowledged_at"),
+    # At most one open mark per user and record: a new change refreshes it (one upsert, no read first).
+    sa.Index("ux_keel_highlights_open", "user_id", "app", "entity", "record_id", unique=True,
+             sqlite_where=sa.text("acknowledged_at IS NULL"), postgresql_where=sa.text("acknowledged_at IS NULL")),
 )
 
 # Tables of other parts, defined on this metadata so `create_system_tables` creates them all.

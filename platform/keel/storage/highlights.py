@@ -44,29 +44,20 @@ def mark(conn: sa.Connection, app: str, entity: str, record_id: int, user_ids: I
 def mark_many(conn: sa.Connection, app: str, marks: Iterable[tuple[str, int, int]], reason: str,
               detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> int:
     """`mark` for many records at once — (entity, record_id, user_id) triples, e.g. everything a change
-    cascades to: one read of the open marks and one multi-row insert, however many there are. Same
-    result as calling `mark` per record; returns how many (record, user) marks are open afterwards."""
+    cascades to — as one multi-row upsert however many there are. Same result as calling `mark` per
+    record; returns how many (record, user) marks are open afterwards."""
     wanted = sorted({(str(e), int(r), int(u)) for e, r, u in marks if u is not None})
     if not wanted:
         return 0
     at = at or utcnow()
-    reason = reason[:REASON_MAX]
-    users = sorted({u for _, _, u in wanted})
-    open_: dict[tuple[str, int, int], int] = {}
-    for i in range(0, len(users), 1000):
-        for r in conn.execute(sa.select(highlights.c.id, highlights.c.entity, highlights.c.record_id,
-                                        highlights.c.user_id).where(
-                highlights.c.app == app, highlights.c.user_id.in_(users[i:i + 1000]),
-                highlights.c.acknowledged_at.is_(None))):
-            open_[(r.entity, r.record_id, r.user_id)] = r.id
-    values = {"reason": reason, "detail": detail, "marked_at": at}
-    refresh = [open_[k] for k in wanted if k in open_]
-    for i in range(0, len(refresh), 1000):
-        conn.execute(highlights.update().where(highlights.c.id.in_(refresh[i:i + 1000])).values(**values))
-    new = [{"user_id": u, "app": app, "entity": e, "record_id": r, **values} for e, r, u in wanted
-           if (e, r, u) not in open_]
-    if new:
-        conn.execute(highlights.insert(), new)
+    rows = [{"user_id": u, "app": app, "entity": e, "record_id": r, "reason": reason[:REASON_MAX],
+             "detail": detail, "marked_at": at} for e, r, u in wanted]
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(highlights)
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=["user_id", "app", "entity", "record_id"],
+        index_where=highlights.c.acknowledged_at.is_(None),
+        set_={"reason": insert.excluded.reason, "detail": insert.excluded.detail,
+              "marked_at": insert.excluded.marked_at}), rows)
     return len(wanted)
 
 

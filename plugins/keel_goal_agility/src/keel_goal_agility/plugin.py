@@ -18,6 +18,13 @@ def keel_approver_rules():
 
 
 @hookimpl
+def keel_dashboard_widgets():
+    from keel_goal_agility import widgets
+
+    return list(widgets.WIDGETS)
+
+
+@hookimpl
 def keel_record_before_write(event):
     writes.before_write(event)
 

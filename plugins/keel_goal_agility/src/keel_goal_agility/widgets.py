@@ -57,10 +57,12 @@ def _signals(ctx, period: str | None) -> list[str]:
     if not period:
         return []
     try:
-        from keel_goal_agility.measure import signals as measure_signals  # type: ignore[attr-defined]
+        import sqlalchemy as sa
 
-        found = measure_signals.period_signals(ctx.conn, ctx.built, period)
-        return [word for word, _ in (found or {}).get("hot_words", [])[:5]]
+        from keel_goal_agility.measure.tables import period_signals  # type: ignore[import-not-found]
+
+        row = ctx.conn.execute(sa.select(period_signals.c.hot_words).where(period_signals.c.period == period)).first()
+        return [str(pair[0]) for pair in (row.hot_words or [])[:5]] if row is not None else []
     except Exception:  # the measures are optional here: no signals rather than no board
         return []
 
@@ -183,10 +185,11 @@ class Alignment(_Widget):
 
     def data(self, ctx, widget):
         try:
-            from keel_goal_agility.measure import alignment  # type: ignore[attr-defined]
+            from keel_goal_agility.measure import alignment  # type: ignore[import-not-found]
 
-            series = alignment.series(ctx.conn, ctx.built, department="company")
-        except Exception:  # the measures are optional here
+            span = alignment.latest_months(ctx.conn, ctx.built)
+            series = alignment.monthly(ctx.conn, ctx.built, alignment.COMPANY, *span)["series"] if span else []
+        except Exception:  # the measures are optional here: an empty widget rather than no board
             series = []
         series = [s for s in (series or []) if isinstance(s, dict)]
         return {"columns": [{"id": "period", "label": ""}, {"id": "index", "label": w("index", ctx.lang)}],

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         audit,
         errors,
         forms,
+        imports,
         inbox,
         jobs,
         openapi,

@@ -265,10 +265,11 @@ def user_token(username: str, name: str) -> None:
 
 
 def _attach_subcommands() -> None:
+    from keel.cli.imports import import_command
     from keel.cli.jobs import jobs_group, scheduler, worker
     from keel.cli.plugins import plugin_group
 
-    for command in (plugin_group, worker, scheduler, jobs_group):
+    for command in (plugin_group, worker, scheduler, jobs_group, import_command):
         cli.add_command(command)
 
 

@@ -92,3 +92,53 @@ def edit_json(folder: Path, name: str, edit) -> None:
 
 def set_setting(folder: Path, key: str, value) -> None:
     edit_json(folder, "app.json", lambda d: d["settings"].__setitem__(key, value))
+
+
+def form_values(page: str, form_index: int = 0) -> dict[str, str]:
+    """What a browser would send for the n-th <form> of a page as it stands (inputs, selected options,
+    textareas, checked boxes): so a page test changes one field and posts the rest unchanged."""
+    from html.parser import HTMLParser
+
+    class Forms(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.forms, self.current, self.select, self.textarea = [], None, None, None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "form":
+                self.current = {}
+                self.forms.append(self.current)
+            elif self.current is None:
+                return
+            elif tag == "input" and a.get("name") and a.get("type") not in ("submit", "button"):
+                if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                    return
+                self.current[a["name"]] = a.get("value") or ("y" if a.get("type") == "checkbox" else "")
+            elif tag == "select":
+                self.select = a.get("name")
+                self.current.setdefault(self.select, "")
+            elif tag == "option" and self.select and "selected" in a:
+                self.current[self.select] = a.get("value", "")
+            elif tag == "textarea":
+                self.textarea = a.get("name")
+                self.current[self.textarea] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "textarea" and self.textarea and self.current is not None:
+                text = self.current[self.textarea]  # a browser drops the newline right after <textarea>
+                self.current[self.textarea] = text[1:] if text.startswith("\n") else text
+            if tag == "select":
+                self.select = None
+            elif tag == "textarea":
+                self.textarea = None
+            elif tag == "form":
+                self.current = None
+
+        def handle_data(self, data):
+            if self.textarea and self.current is not None:
+                self.current[self.textarea] += data
+
+    parser = Forms()
+    parser.feed(page)
+    return parser.forms[form_index]

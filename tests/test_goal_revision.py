@@ -129,3 +129,21 @@ def test_a_goal_tree_with_a_cycle_is_refused(demo):
     assert r.status_code == 422 and "parent" in r.get_json()["errors"]
     assert demo.count("goal_agility__goal_contribution") == 0
     assert demo.goal("公司 Q4 营收")["parent"] is None
+
+
+def test_the_goal_edit_page_refuses_a_new_target_and_keeps_other_edits(demo):
+    from helpers_goal import form_values
+    from keel.demo import DEMO_PASSWORD
+    from test_workflow_pages import login
+
+    li = demo.goal("李娜 Q4 个人目标")
+    url = f"/apps/goal_agility/goal/{li['id']}"
+    page = login(demo.app, "rep_li", DEMO_PASSWORD)
+    html = page.get(url).text
+    forms = [i for i in range(html.count("<form")) if "row_version" in form_values(html, i)]
+    values = form_values(html, forms[0])
+    r = page.post(url, data={**values, "target": "2"})
+    assert r.status_code == 422 and "只能通过审批通过的修订申请" in r.text
+    assert demo.goal("李娜 Q4 个人目标")["target"] == Decimal("5")
+    r = page.post(url, data={**values, "period_end": "2025-12-20"})
+    assert r.status_code == 302, r.text

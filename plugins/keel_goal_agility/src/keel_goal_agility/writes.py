@@ -54,7 +54,12 @@ def _check_cycle(event, stored: dict[str, Any]) -> None:
 
 
 def _dump(f, value: Any) -> Any:
-    return None if value is None else f.ftype.dump(f, value)
+    """A value as compared for "did it change": a form re-sends text with the browser's CRLF line ends and
+    maybe trailing blanks, which is not a change of the resource allocation."""
+    value = None if value is None else f.ftype.dump(f, value)
+    if isinstance(value, str):
+        value = value.replace("\r\n", "\n").strip() or None
+    return value
 
 
 def _check_approval_fields(event, stored: dict[str, Any]) -> None:

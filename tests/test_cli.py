@@ -333,3 +333,21 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_apps_folder_missing_is_reported(env):
     p = keel({**env, "KEEL_APPS_PATH": str(Path(env["KEEL_INSTANCE_PATH"]) / "nowhere")}, "init")
     assert p.returncode == 1 and "apps folder not found" in p.stderr
+
+
+def test_validate_warns_when_an_approver_role_cannot_read_the_entity_and_still_succeeds(env, tmp_path):
+    from test_workflow_support import FIXTURE
+
+    app = tmp_path / "wf"
+    shutil.copytree(FIXTURE, app)
+    flow = json.loads((app / "workflows" / "anyof_flow.json").read_text())
+    flow["steps"][0]["approvers"] = [{"rule": "role", "role": "auditor"}]
+    (app / "workflows" / "anyof_flow.json").write_text(json.dumps(flow))
+    meta = json.loads((app / "app.json").read_text())
+    meta["roles"].append({"id": "auditor", "label": "Auditor"})
+    (app / "app.json").write_text(json.dumps(meta))
+    r = run(env, "app", "validate", str(app))
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("ok: app 'wfapp'")
+    assert ("warning: workflows/anyof_flow.json: /steps/0/approvers/0: approver role 'auditor' cannot read "
+            "entity 'expense'") in r.output

@@ -4,7 +4,9 @@ nobody above; idempotent, safe with two firing processes, nothing lost by a rest
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
+import zoneinfo
 
 import pytest
 import sqlalchemy as sa
@@ -111,6 +113,14 @@ def test_reminder_then_after_a_restart_overdue_notice_and_escalation_then_admins
     counts = sla_timers.fire_due_timers(engine, runtime_of(engine), due["remind"])
     assert counts["remind"] == 1 and counts["due"] == 0
     assert subjects(engine, ids["mia"])[0] == f"Approval due soon: Target revision #{instance_id}"
+    # issue 8: the reminder names the task's due time, not the moment the reminder fires
+    due_local = due["due"].astimezone(zoneinfo.ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    with engine.connect() as conn:
+        body = conn.execute(sa.text("SELECT body FROM keel_inbox WHERE user_id = :u ORDER BY id DESC"),
+                            {"u": ids["mia"]}).scalars().first()
+    body = json.loads(body) if isinstance(body, str) else body
+    assert body["en"] == f"Please decide this approval by {due_local}." and due_local in body["zh"]
+    assert due["remind"] != due["due"]
     assert sla_timers.fire_due_timers(engine, runtime_of(engine), due["remind"])["remind"] == 0  # fired once only
 
     engine.dispose()  # a restart: a new process with nothing in memory

@@ -262,10 +262,12 @@ def test_self_approval_is_refused_even_for_an_admin(world):
     assert w.snapshot() == before
 
 
-def test_an_approver_submitting_is_replaced_by_their_superior(world):
+def test_a_submitter_among_a_roles_approvers_is_left_out_and_the_timeline_says_so(world):
     w = world
     iid = w.start("anyof", "fiona")  # finance role: fiona herself would be among the approvers
-    assert sorted(tasks(w, iid)) == [("ceo", "pending"), ("fay", "pending"), ("fred", "pending")]
+    assert sorted(tasks(w, iid)) == [("fay", "pending"), ("fred", "pending")]
+    (note,) = [e for e in w.instance(iid)["timeline"] if e["action"] == "on_self"]
+    assert note["user"] == w.ids["fiona"] and note["reason"] == "submitter" and note["outcome"] == "left_out"
 
 
 def test_an_admin_may_act_for_an_assignee_and_it_is_recorded(world):

@@ -264,9 +264,14 @@ def test_sla_reminder_overdue_mark_and_escalation_to_the_superior(world):
     due_at = dt.datetime.fromisoformat(str(timers["due"])).replace(tzinfo=dt.UTC)
     assert fire_due_timers(world.engine, world.app.extensions["keel"], now=due_at + dt.timedelta(minutes=1))["escalate"] == 2
     assert pending_of(sam) == []
-    (ceo_task,) = pending_of(ceo)  # sam's and fiona's superior: one task carries both
-    assert "SLA laptop" in ceo.get(TASKS).text
+    (ceo_task,) = pending_of(ceo)  # sam's superior; fiona's is the CEO too, who already has a seat:
+    assert "SLA laptop" in ceo.get(TASKS).text  # one person decides once per step, so fiona keeps hers
+    assert rows(world.engine, "SELECT count(*) FROM keel_audit_events WHERE action = "
+                              "'workflow.sla_escalation_unresolved'")[0][0] == 1
     assert act(ceo, ceo_task).status_code == 302
+    fiona = login(world.app, "fiona")
+    (fiona_task,) = pending_of(fiona)
+    assert act(fiona, fiona_task).status_code == 302
     view = text_of(alice.get(f"/workflows/instances/{iid}").text)
     assert "已升级" in view and "已通过" in view
 

@@ -79,6 +79,23 @@ def keel_record_written(event: Any) -> None:
 
 
 @hookspec
+def keel_record_read_grant(conn: Any, app: Any, entity_id: str, record_id: int, actor: Any) -> bool:
+    """Whether `actor` may read this one record although their roles do not show it to them (asked only
+    after the role-based read found nothing). Return True to grant; None or False says nothing."""
+
+
+@hookspec
+def keel_review_panels(conn: Any, app: Any, entity: str, record: Any, task: Any, actor: Any) -> list[Any]:
+    """Panels an approver sees beside a task (the task page, `GET /api/v1/workflows/tasks/{id}`), e.g.
+    "current → proposed" and an impact preview. `app`: the BuiltApp; `entity`: the request record's
+    entity id; `record`: its stored values (with "id"); `task`: {"id", "instance_id", "workflow", "step",
+    "status", "assignee_id", "submitter_id"}; `actor`: the reader; `conn`: for reading only. Return a list
+    of {"title": text, "rows": [{"label": text, "old": value, "new": value, "unit": text | None}],
+    "note": text (optional)}, text being a string or {"zh", "en"}. An implementation may take only the
+    arguments it needs."""
+
+
+@hookspec
 def keel_startup(app: Any) -> None:
     """Do one-time set-up for a Flask app (register a blueprint, read config); called once per app."""
 

@@ -32,6 +32,10 @@ class Registries:
     dashboard_widgets: Mapping[str, Any] = field(default_factory=_empty)
     delivery_channels: Mapping[str, Any] = field(default_factory=_empty)
     record_events: Any = None
+    # keel_review_panels(conn=, app=, entity=, record=, task=, actor=) -> one list of panels per plugin
+    review_panels: Any = None
+    # keel_record_read_grant(conn=, app=, entity_id=, record_id=, actor=) -> a list of answers
+    read_grants: Any = None
     # Which plugin registered what: (registry attribute, name) -> plugin name; for messages only.
     owners: Mapping[tuple[str, str], str] = field(default_factory=_empty)
 

@@ -45,6 +45,13 @@ def list_my_tasks():
         return json_response(queries.list_tasks(conn, runtime(), who, status, page, per_page, current_lang()))
 
 
+@bp.get("/workflows/tasks/<int:task_id>")
+def get_task(task_id: int):
+    """One task: its request, the record as the reader may see it and the plugins' review panels."""
+    with runtime().engine.connect() as conn:
+        return json_response(queries.task_view(conn, runtime(), task_id, actor(), current_lang()))
+
+
 def _route_action(kind: str, action: str, extra: tuple[str, ...]) -> None:
     """POST /workflows/{kind}s/<id>/{action}: the engine function of that name, in one transaction,
     with the body's comment and the action's own required keys (`extra`)."""

@@ -146,6 +146,10 @@ def app_validate(path: str) -> None:
     counts = [f"{len(d.entities)} entities", f"{len(d.forms)} forms",
               *(f"{len(d.definitions_of(k.name))} {k.plural}" for k in kinds)]
     click.echo(f"ok: app '{d.id}' version {d.version}: " + ", ".join(counts))
+    from keel.definitions.kinds import definition_warnings
+
+    for w in definition_warnings(d, registries):
+        click.echo(f"warning: {w}")
 
 
 @app_group.command("apply")

@@ -109,7 +109,7 @@ def field(d: Mapping[str, Any], field_types: Mapping[str, Any]) -> FieldDef:
     f = FieldDef(
         id=d["id"], type=d["type"], label=Label.parse(d.get("label"), d["id"]),
         required=d.get("required", False), unique=d.get("unique", False), read_only=d.get("read_only", False),
-        min_length=d.get("min_length"), max_length=d.get("max_length"), pattern=d.get("pattern"),
+        changed_by=d.get("changed_by"), min_length=d.get("min_length"), max_length=d.get("max_length"), pattern=d.get("pattern"),
         default=d.get("default"), computed=d.get("computed"),
         options=tuple(Option(o["id"], Label.parse({k: o[k] for k in ("zh", "en") if k in o} or None, o["id"]))
                       for o in d.get("options", ())),

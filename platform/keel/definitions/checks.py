@@ -28,11 +28,11 @@ RESERVED_ENTITY_IDS = frozenset({"forms", "graph", "workflows", "dashboards", "j
 BUILTIN_ROLES = frozenset({"admin"})
 MAX_IDENTIFIER = 63  # PostgreSQL's limit for a table or column name
 # Keys every field may use, whatever its type; a type adds its own (FieldType.keys).
-COMMON_KEYS = frozenset({"id", "type", "label", "help", "required", "unique", "read_only", "default",
+COMMON_KEYS = frozenset({"id", "type", "label", "help", "required", "unique", "read_only", "changed_by", "default",
                          "computed", "read_roles", "write_roles"})
 # A cell of a table field is a value inside one JSON column: it has no column, history or permissions
 # of its own, so these keys would promise something Keel does not do.
-CELL_FORBIDDEN = frozenset({"unique", "read_only", "default", "computed", "read_roles", "write_roles"})
+CELL_FORBIDDEN = frozenset({"unique", "read_only", "changed_by", "default", "computed", "read_roles", "write_roles"})
 
 
 def check_app(src: Sources, registries: Registries,

@@ -85,6 +85,9 @@ class DefinitionKind:
     label: str = ""
     # The order kinds are listed in (validate's summary); lower first.
     order: int = 100
+    # What is allowed but probably a mistake: `keel app validate` prints these as warnings; they never
+    # stop a load or an apply. Called with (definition, the loaded AppDef).
+    warn: Callable[[Definition, Any], Iterable[DefinitionError]] | None = None
 
     @property
     def plural(self) -> str:
@@ -111,3 +114,14 @@ def kind_problem(obj: Any) -> str | None:
     if obj.check is not None and not callable(obj.check):
         return "has a `check` that is not callable"
     return None
+
+
+def definition_warnings(app_def: Any, registries: Any) -> list[DefinitionError]:
+    """Every kind's warnings about a loaded app (see DefinitionKind.warn), sorted by file and pointer."""
+    out: list[DefinitionError] = []
+    for kind in registries.definition_kinds.values():
+        if kind.warn is None:
+            continue
+        for d in app_def.definitions_of(kind.name).values():
+            out.extend(kind.warn(d, app_def))
+    return sorted(set(out))

@@ -67,6 +67,7 @@ class FieldDef:
     required: bool = False
     unique: bool = False
     read_only: bool = False
+    changed_by: str | None = None  # "workflow": after the create, only a workflow action changes it
     min: Any = None            # Decimal or int; dates as ISO strings
     max: Any = None
     min_length: int | None = None

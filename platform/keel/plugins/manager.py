@@ -317,6 +317,8 @@ class PluginHost:
                 **{kind.attr: freeze(dict(getattr(self, kind.attr))) for kind in KINDS},
                 record_events=RecordListeners(self.pm.hook.keel_record_before_write,
                                               self.pm.hook.keel_record_written),
+                review_panels=self.pm.hook.keel_review_panels,
+                read_grants=self.pm.hook.keel_record_read_grant,
                 owners=freeze(dict(self._owners)))
         return self._registries
 

@@ -24,4 +24,5 @@ def record_event(conn: sa.Connection, actor: Actor, action: str, *, app: str | N
                  detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> None:
     conn.execute(_INSERT, {"at": at or utcnow(), "user_id": actor.user_id, "action": action, "app": app,
                            "entity": entity, "record_id": record_id,
-                           "detail": {"by": actor.username, **(detail or {})}})
+                           "detail": {"by": actor.username, **({"via": actor.via} if actor.via else {}),
+                                      **(detail or {})}})

@@ -120,14 +120,15 @@ def record_list(app_id: str, entity_id: str):
 
 def _edit_ids(conn, built, entity_id: str, record_id, who) -> list[str]:
     """The fields this user may change on this record: none unless the row is in their update scope
-    (the write path checks again; this only decides whether to show the form)."""
+    (the write path checks again; this only decides whether to show the form). A field only a workflow
+    changes (`"changed_by": "workflow"`) is shown with the values, never as an input."""
     entity, table = built.entity(entity_id), built.table(entity_id)
     cond = row_filter(table, entity, who, "update")
     if cond is None:
         return []
     rid = query.record_id_of(record_id)
     found = conn.execute(sa.select(table.c.id).where(table.c.id == rid, cond)).first()
-    return [f.id for f in writable_fields(entity, who)] if found is not None else []
+    return [f.id for f in writable_fields(entity, who) if f.changed_by != "workflow"] if found is not None else []
 
 
 def _lock_line(conn, built, entity_id: str, record_id: int, who) -> str | None:

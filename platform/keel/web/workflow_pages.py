@@ -178,8 +178,25 @@ def _render_instance(instance_id: int, errors: list[str] | None = None, status: 
         data = queries.instance_view(conn, runtime(), instance_id, who, lang)  # NotFound (404) unless a participant
         page = view.instance_page_data(conn, data, who, lang, _now())
         mine = view.task_rows(conn, who, _my_pending(conn, who, page["my_task_ids"], lang), lang, _now())
+        panels = _panels(conn, page, who, lang)
     return render_template("instance.html", title=f"{page['workflow_label']} #{instance_id}", inst=page,
-                           my_tasks=mine, errors=errors or [], tz=view.DEFAULT_TZ), status
+                           my_tasks=mine, panels=panels, errors=errors or [], tz=view.DEFAULT_TZ), status
+
+
+def _panels(conn, page: dict, who, lang: str) -> list[dict]:
+    """The plugins' review panels for the reader's own pending task, else for the request's latest task."""
+    task_ids = page["my_task_ids"] or page["latest_task_ids"]
+    if not task_ids:
+        return []
+    return queries.task_view(conn, runtime(), task_ids[0], who, lang)["panels"]
+
+
+@bp.get("/workflows/tasks/<int:task_id>")
+def task_page(task_id: int):
+    """A task is decided on its request's page (the record, the panels, the timeline)."""
+    with runtime().engine.connect() as conn:
+        data = queries.task_view(conn, runtime(), task_id, actor(), current_lang())  # 404 unless a participant
+    return redirect(url_for("workflow_pages.instance_page", instance_id=data["instance"]["id"]) + "#decision")
 
 
 def _my_pending(conn, who, task_ids: list[int], lang: str) -> list[dict]:

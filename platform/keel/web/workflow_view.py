@@ -39,7 +39,17 @@ EVENT_LABELS = {
     "add_approvers": N_("Add approvers"), "cc": N_("CC"), "withdraw": N_("Withdraw"),
     "remind": N_("Remind the approvers"), "resubmit": N_("Resubmit"), "escalate": N_("Escalated"),
     "step_complete": N_("Step decided"), "finish": N_("Finished"), "return": N_("Returned to the submitter"),
-    "route": N_("Routed")}
+    "route": N_("Routed"), "on_self": N_("Approver adjusted"), "auto_approve": N_("Approved automatically"),
+    "delegation_skipped": N_("Delegation not applied"),
+    "restart": N_("Changed after an approval: approvals start again")}
+# Why an approver was adjusted (`on_self` events) and what was done about it.
+ON_SELF_TEXTS = {
+    ("submitter", "left_out"): N_("%(user)s submitted the request and is left out of %(rule)s"),
+    ("duplicate", "left_out"): N_("%(user)s already decides at this step and is left out of %(rule)s"),
+    ("submitter", "skipped_to_superior"): N_("%(user)s submitted the request: their superior %(to)s decides instead"),
+    ("duplicate", "skipped_to_superior"): N_("%(user)s already decides at this step: their superior %(to)s takes the seat of %(rule)s"),
+    ("submitter", "auto_approved"): N_("%(user)s submitted the request: the seat of %(rule)s is approved automatically"),
+    ("duplicate", "auto_approved"): N_("%(user)s already decides at this step: the seat of %(rule)s is approved automatically")}
 # The fields of the action forms, for messages about them.
 FIELD_LABELS = {"comment": N_("Comment"), "to_step": N_("Send back to"), "to_user": N_("Transfer to"),
                 "users": N_("People"), "task_ids": N_("Tasks"), "action": N_("Action")}
@@ -162,7 +172,7 @@ def _names_in(view: Mapping[str, Any]) -> set[int]:
     ids = {view["submitter"]["id"]}
     ids |= {t["assignee"]["id"] for t in view["tasks"]} | {t["on_behalf_of"] for t in view["tasks"]}
     for e in view["timeline"]:
-        ids |= {e.get(k) for k in ("user_id", "by", "assignee", "to_user", "from_user")}
+        ids |= {e.get(k) for k in ("user_id", "by", "assignee", "to_user", "from_user", "user", "delegate")}
         for k in ("users", "assignees"):
             ids |= set(e.get(k) or ())
     return {i for i in ids if isinstance(i, int) and not isinstance(i, bool)}
@@ -186,6 +196,16 @@ def _event_text(e: Mapping[str, Any], names: Mapping[int, str], step_label) -> s
         parts.append("→ " + ", ".join(who(u) for u in e.get("users") or ()))
     elif action == "step_enter" and e.get("assignees"):
         parts.append("→ " + ", ".join(who(u) for u in e["assignees"]))
+    elif action == "on_self" and (e.get("reason"), e.get("outcome")) in ON_SELF_TEXTS:
+        parts.append(translate(ON_SELF_TEXTS[(e["reason"], e["outcome"])], user=who(e.get("user")),
+                               to=who(e.get("to_user")), rule=e.get("rule") or ""))
+    elif action == "auto_approve":
+        parts.append(who(e.get("assignee")))
+    elif action == "delegation_skipped":
+        parts.append(translate("%(user)s keeps the task: %(delegate)s already decides at this step or submitted it",
+                               user=who(e.get("user")), delegate=who(e.get("delegate"))))
+    elif action == "restart" and e.get("fields"):
+        parts.append(", ".join(e["fields"]))
     elif action in ("finish", "step_complete") and e.get("outcome"):
         parts.append(status_label(e["outcome"]))
     return " · ".join(p for p in parts if p)
@@ -237,7 +257,8 @@ def instance_page_data(conn: sa.Connection, view: dict, who: Actor, lang: str, n
             "submitter": names.get(view["submitter"]["id"], view["submitter"]["username"] or ""),
             "started_at": local_time(view["started_at"]), "finished_at": local_time(view["finished_at"]),
             "record": record_summary(conn, view["app"], view["entity"], view["record_id"], who),
-            "steps": steps, "timeline": timeline, "my_task_ids": [t["id"] for t in mine], "buttons": buttons}
+            "steps": steps, "timeline": timeline, "my_task_ids": [t["id"] for t in mine], "buttons": buttons,
+            "latest_task_ids": [t["id"] for t in sorted(view["tasks"], key=lambda t: -t["id"]) if t["kind"] == "approve"][:1]}
 
 
 # ---- a record's workflows ---------------------------------------------------------------------------

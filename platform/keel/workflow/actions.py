@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from keel.actor import SYSTEM, Actor
+from keel.actor import Actor, workflow_actor
 from keel.definitions.model import SYSTEM_COLUMNS, thaw
 from keel.expressions import ExpressionError, compile_expression
 from keel.fieldtypes.base import FieldValueError
@@ -40,6 +40,12 @@ class ActionContext:
     workflow: Any              # keel.workflow.definition.Workflow (of the pinned version)
     record: Mapping[str, Any]
     app_def: Any = None        # the pinned AppDef
+
+    @property
+    def writer(self) -> Actor:
+        """Who an action writes records as: the system acting for this request (keel.actor.workflow_actor),
+        the one writer a `"changed_by": "workflow"` field accepts; the audit trail names the request."""
+        return workflow_actor(self.instance["app"], self.instance["workflow"], self.instance["id"])
 
 
 def _field_value_problems(entity, fid: str, value: Any) -> list[str]:
@@ -85,7 +91,7 @@ class SetFields:
         inst = ctx.instance
         # The record as it is now, read once under its row lock (the engine acts on the current version).
         records.update_current(ctx.conn, ctx.built, inst["entity"], inst["record_id"], thaw(params["values"]),
-                               SYSTEM)
+                               ctx.writer)
 
 
 class CreateRecord:
@@ -122,7 +128,7 @@ class CreateRecord:
         values = dict(thaw(params.get("values") or {}))
         for fid, source in (params.get("from") or {}).items():
             values[fid] = _jsonish(compile_expression(source).evaluate(ctx.record))
-        records.create(ctx.conn, ctx.built, params["entity"], values, SYSTEM)
+        records.create(ctx.conn, ctx.built, params["entity"], values, ctx.writer)
 
 
 def _jsonish(value: Any) -> Any:

@@ -31,6 +31,8 @@ MODES = ("single", "sequential", "all", "any")
 STEP_ACTIONS = ("approve", "reject", "send_back", "transfer", "add_approvers", "cc", "withdraw", "remind", "bulk")
 DEFAULT_ACTIONS = frozenset({"approve", "reject", "transfer", "cc", "withdraw", "remind"})
 OUTCOMES = ("approved", "rejected", "withdrawn")
+# What a step does with an approver who is the submitter or has already decided in the step.
+ON_SELF = ("refuse", "skip_to_superior", "auto_approve")
 DEFAULT_BULK_THRESHOLD = 50
 MAX_HOPS = 100  # states passed through without stopping at a step: more is a routing loop
 
@@ -57,6 +59,8 @@ class Step:
     on_complete: tuple[Mapping[str, Any], ...]
     next: tuple[Transition, ...]
     pointer: str
+    on_self: str = "refuse"               # see ON_SELF
+    reject_requires_comment: bool = False
 
     def allows(self, action: str) -> bool:
         return action in self.actions
@@ -88,6 +92,8 @@ class Workflow:
     fallback_role: str | None
     bulk_queue_threshold: int
     step_order: tuple[str, ...] = field(default=())
+    who: tuple[Any, ...] | None = None   # starts_on.who: who may start it; None: whoever may create
+    bind_content: bool = False
 
     def node(self, node_id: str) -> Step | State | None:
         return self.steps.get(node_id) or self.states.get(node_id)
@@ -133,7 +139,8 @@ def parse(d: Definition, app: AppDef | None = None, form_entities: Mapping[str, 
             allow_self_approval=bool(s.get("allow_self_approval", False)),
             on_reject=s.get("on_reject", "reject_request"), sla=s.get("sla"),
             on_enter=tuple(s.get("on_enter") or ()), on_complete=tuple(s.get("on_complete") or ()),
-            next=nxt, pointer=where))
+            next=nxt, pointer=where, on_self=s.get("on_self", "refuse"),
+            reject_requires_comment=bool(s.get("reject_requires_comment", False))))
     states: dict[str, State] = {}
     for i, s in enumerate(data.get("states") or ()):
         where = pointer("states", i)
@@ -150,7 +157,8 @@ def parse(d: Definition, app: AppDef | None = None, form_entities: Mapping[str, 
         outcome_actions={o: tuple(data.get(f"on_{o}") or ()) for o in OUTCOMES},
         fallback_role=data.get("fallback_role"),
         bulk_queue_threshold=data.get("bulk_queue_threshold", DEFAULT_BULK_THRESHOLD),
-        step_order=tuple(steps))
+        step_order=tuple(steps), who=tuple(starts["who"]) if starts.get("who") else None,
+        bind_content=bool(data.get("bind_content", False)))
 
 
 def _approved_id(data: Mapping[str, Any]) -> str:
@@ -214,6 +222,11 @@ def workflow_errors(d: Definition, scope: Scope) -> list[DefinitionError]:
         _check_expression(wf.when, "/when", scope, err)
     if wf.fallback_role and scope.roles is not None and wf.fallback_role not in scope.roles:
         err("/fallback_role", _unknown_role(wf.fallback_role, scope.roles))
+    for i, item in enumerate(wf.who or ()):
+        from keel.workflow.starters import item_errors
+
+        for where, message in item_errors(item, scope):
+            err(pointer("starts_on", "who", i) + where, message)
     for step in wf.steps.values():
         _check_step(step, scope, err)
     for state in wf.states.values():

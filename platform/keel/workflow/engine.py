@@ -55,6 +55,9 @@ def start(conn: sa.Connection, built, workflow_id: str, record_id: int, actor: A
     if row is None:
         raise NotFound(f"no {wf.entity} record {record_id}")
     values = dict(row._mapping)
+    from keel.workflow.starters import check_may_start
+
+    check_may_start(conn, built, wf, values, actor)
     open_one = conn.execute(_OPEN_INSTANCE, {"app": app_id, "entity": wf.entity, "record_id": record_id,
                                              "workflow": workflow_id}).first()
     if open_one is not None:
@@ -127,6 +130,7 @@ def start_for(conn: sa.Connection, built, record: dict, actor: Actor, *, form_id
 # the same statement saves a round trip. PostgreSQL locks only the instance row: the subquery is a read.
 _LOCK_INSTANCE = (sa.select(wf_instances, machine.LATEST_VERSION)
                   .where(wf_instances.c.id == sa.bindparam("instance_id")).with_for_update())
+_LOCK_INSTANCE_NOWAIT = _LOCK_INSTANCE.with_for_update(nowait=True)
 _LOCK_TASK_INSTANCE = (sa.select(wf_instances, machine.LATEST_VERSION).where(
     wf_instances.c.id == sa.select(wf_tasks.c.instance_id).where(wf_tasks.c.id == sa.bindparam("task_id"))
     .scalar_subquery()).with_for_update())
@@ -197,7 +201,7 @@ def _mark(run: machine.Run, task: Any, status: str, comment: str | None) -> None
                                     "acted_by": run.actor.user_id, "acted_at": run.now})
     if done.rowcount != 1:  # the lock makes this unreachable; kept as the last line of defence
         raise Conflict("this task was decided meanwhile")
-    notices.cancel_tasks(run.conn, [task.id])
+    notices.cancel_tasks(run.conn, [task.id], run.id, [task.assignee_id])
 
 
 def _detail(task: Any, comment: str | None, **more: Any) -> dict[str, Any]:
@@ -224,6 +228,10 @@ def approve(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: s
 def reject(conn: sa.Connection, runtime, task_id: int, actor: Actor, comment: str | None = None) -> dict:
     comment = comment_of(comment)
     run, task, step = _task_run(conn, runtime, task_id, actor, "reject")
+    if step.reject_requires_comment and not (comment or "").strip():
+        errors = FieldErrors()
+        errors.add("comment", "A rejection needs a comment: say why.")
+        raise errors
     _mark(run, task, "rejected", comment)
     machine.audit(run, "reject", **_detail(task, comment))
     machine.after_decision(run, step, "reject")
@@ -279,13 +287,22 @@ def _users(conn: sa.Connection, refs: Any, field: str) -> list[int]:
 
 
 def _newcomers(run: machine.Run, step: Step, people: list[int], field: str) -> None:
+    """One person decides at most once per step: nobody who has an open task in it or already decided
+    in it (approved, rejected, sent back) gets another, whether by transfer or by adding approvers."""
     errors = FieldErrors()
-    open_ = {t.assignee_id for t in machine.step_tasks(run, step.id) if t.status in machine.OPEN}
+    tasks = machine.step_tasks(run, step.id)
+    open_ = {t.assignee_id for t in tasks if t.status in machine.OPEN}
+    decided = {t.assignee_id for t in tasks if t.status in machine.SEATED} - open_
+    names = dict(run.conn.execute(sa.select(users.c.id, users.c.username).where(users.c.id.in_(people))).all())
     for uid in people:
+        who = names.get(uid, str(uid))
         if uid == run.instance["submitter_id"] and not step.allow_self_approval:
             errors.add(field, "The submitter cannot approve their own request.")
         elif uid in open_:
-            errors.add(field, "User %(user)s already has this task.", user=str(uid))
+            errors.add(field, "User %(user)s already has this task.", user=who)
+        elif uid in decided:
+            errors.add(field, "User %(user)s already decided at this step: one person decides once per step.",
+                       user=who)
     if errors:
         raise errors
 
@@ -403,6 +420,51 @@ def resubmit(conn: sa.Connection, runtime, instance_id: int, actor: Actor, comme
     return {"instance": run.id, "status": run.instance["status"], "state": run.instance["state"]}
 
 
+# ---- content binding ---------------------------------------------------------------------------------------
+
+_ROUND_START = ("workflow.start", "workflow.resubmit", "workflow.restart")
+
+
+def restart_after_edit(conn: sa.Connection, runtime, instance_id: int, actor: Actor, fields: list[str]) -> bool:
+    """bind_content: the record of a pending request was edited. When anyone approved since the request
+    was (re)submitted or last restarted, the approvals start again from the first step, on the content
+    as it is now; the timeline and the audit trail say so (`restart`). Returns whether it restarted."""
+    from keel.storage.system import audit_events
+
+    # The editor holds the record's row lock already; an approver locks the instance first and the
+    # record last (when the request ends). Waiting here could deadlock with them, so do not wait: an
+    # edit that meets a decision in progress is a 409 to retry (SQLite serialises writers anyway).
+    try:  # the whole write is refused, so the aborted transaction is rolled back by the caller
+        inst = conn.execute(_LOCK_INSTANCE_NOWAIT, {"instance_id": instance_id}).first()
+    except sa.exc.OperationalError:
+        raise Conflict("this request is being decided right now: try your change again in a moment") from None
+    if inst is None or inst.status != "pending":
+        return False
+    run = machine.load_run(conn, runtime, inst, actor)
+    if run.workflow.status_field in fields:
+        fields = [f for f in fields if f != run.workflow.status_field]
+    if not fields:
+        return False
+    since = conn.execute(sa.select(sa.func.max(audit_events.c.at)).where(
+        audit_events.c.app == inst.app, audit_events.c.entity == inst.entity,
+        audit_events.c.record_id == inst.record_id, audit_events.c.action.in_(_ROUND_START))).scalar()
+    approved = sa.select(wf_tasks.c.id).where(wf_tasks.c.instance_id == inst.id, wf_tasks.c.status == "approved",
+                                              wf_tasks.c.kind == "approve")
+    if since is not None:
+        approved = approved.where(wf_tasks.c.acted_at >= since)
+    if conn.execute(approved.limit(1)).first() is None:
+        return False
+    try:
+        run.planned = machine.plan_path(machine.resolve_context(run), run.workflow, run.workflow.start)
+    except NoApprover as e:
+        report_unresolved(run.instance["app"], e, actor)
+        raise
+    machine.close_open(run)
+    machine.audit(run, "restart", reason="content_changed", fields=fields)
+    machine.enter(run, run.workflow.start)
+    return True
+
+
 # ---- for SLA timers --------------------------------------------------------------------------------------
 
 def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, actor: Actor) -> int:
@@ -421,7 +483,7 @@ def escalate_task(conn: sa.Connection, runtime, task_id: int, to_user_id: int, a
     already = [t for t in machine.step_tasks(run, step.id) if t.assignee_id == target and t.status in machine.OPEN]
     conn.execute(wf_tasks.update().where(wf_tasks.c.id == task.id)
                  .values(status="escalated", acted_at=run.now, acted_by=actor.user_id))
-    notices.cancel_tasks(conn, [task.id])
+    notices.cancel_tasks(conn, [task.id], inst.id, [task.assignee_id])
     if already:  # the superior already decides in this step: their task carries the decision
         machine.audit(run, "escalate", step=task.step, visit=task.visit, task_id=task.id,
                       from_user=task.assignee_id, to_user=target, new_task=already[0].id)

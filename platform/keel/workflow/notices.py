@@ -23,6 +23,15 @@ from keel.storage.workflow_tables import wf_tasks
 log = logging.getLogger("keel.workflow")
 
 
+def _close_messages_statement():
+    from keel.storage.notify_tables import inbox as inbox_table
+
+    return inbox_table.update().where(
+        inbox_table.c.user_id.in_(sa.bindparam("people", expanding=True)), inbox_table.c.read_at.is_(None),
+        inbox_table.c.template.is_(None), inbox_table.c.link == sa.bindparam("b_link")
+    ).values(read_at=sa.bindparam("b_now"))
+
+
 @cache
 def _optional(name: str):
     """The module, or None when it is not installed. Only a missing module counts as absent: an error
@@ -50,15 +59,41 @@ def schedule_step(conn: sa.Connection, instance_id: int, step_id: str, task_ids:
         t.schedule_step(conn, instance_id, step_id, list(task_ids), sla, started_at)
 
 
-def cancel_tasks(conn: sa.Connection, task_ids: Iterable[int]) -> None:
+def cancel_tasks(conn: sa.Connection, task_ids: Iterable[int], instance_id: int | None = None,
+                 assignees: Iterable[int] = ()) -> None:
+    """Tasks closed (decided, withdrawn, transferred, escalated): their timers stop, and the
+    "待您审批" messages of their `assignees` about the request (`instance_id`) are marked done (read)."""
     ids = list(task_ids)
     t = timers()
     if t is not None and ids:
         t.cancel_tasks(conn, ids)
+    people = sorted({a for a in assignees if a is not None})
+    if instance_id is not None and people:
+        close_task_messages(conn, instance_id, people)
 
 
 def link(instance_id: int) -> str:
     return f"/workflows/instances/{instance_id}"
+
+
+def close_task_messages(conn: sa.Connection, instance_id: int, people: list[int]) -> int:
+    """Mark done the engine's unread messages to these people about this request: their task is closed,
+    so "待您审批" (and a 催办 about it) need nothing more from them. One statement, on the inbox's
+    (user_id, read_at) index; the app's own template messages are left alone."""
+    if inbox() is None:
+        return 0
+    return conn.execute(_close_messages(), {"people": people, "b_link": link(instance_id), "b_now": _utcnow()}).rowcount
+
+
+@cache
+def _close_messages():
+    return _close_messages_statement()
+
+
+def _utcnow():
+    from keel.storage.audit import utcnow
+
+    return utcnow()
 
 
 # What the engine says, in both languages. %(workflow)s and %(step)s are labels from the definition.
@@ -94,8 +129,7 @@ def send_engine_message(conn: sa.Connection, kind: str, *, app: str, recipients:
                      "step": step_label.get(lang) if step_label is not None else ""} for lang in ("zh", "en")}
     return box.send(conn, app=app, template=None, recipients=people,
                     context={"instance_id": instance_id, "kind": kind, **(extra or {})},
-                    link=link(instance_id), actor=actor, app_def=app_def,
-                    subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
+                    link=link(instance_id), actor=actor, app_def=app_def, subject={lang: subject[lang] % params[lang] for lang in ("zh", "en")},
                     body={lang: body[lang] % params[lang] for lang in ("zh", "en")})
 
 
@@ -141,7 +175,29 @@ def template_context(ctx) -> dict[str, Any]:
     record = jsonable(to_json(entity, row, entity.fields)) if row is not None else {}
     return {"record": record, "app": inst["app"],
             "workflow": {"id": ctx.workflow.id, "label": {"zh": ctx.workflow.label.zh, "en": ctx.workflow.label.en}},
-            "instance": {"id": inst["id"], "status": inst["status"], "state": inst["state"]}}
+            "instance": {"id": inst["id"], "status": inst["status"], "state": inst["state"]},
+            **decision_context(ctx)}
+
+
+def decision_context(ctx) -> dict[str, Any]:
+    """`decision` (the request's outcome once it has one: approved, rejected, withdrawn; else None),
+    `decider` ({id, username, name} of the person whose action this is; None for the system) and
+    `comment` (what they wrote on the task they decided; None without one)."""
+    from keel.storage.system import users
+
+    inst, actor = ctx.instance, ctx.actor
+    decision = inst["status"] if inst["status"] in ("approved", "rejected", "withdrawn") else None
+    decider, comment = None, None
+    if actor is not None and actor.user_id is not None:
+        row = ctx.conn.execute(sa.select(users.c.id, users.c.username, users.c.display_name)
+                               .where(users.c.id == actor.user_id)).first()
+        if row is not None:
+            decider = {"id": row.id, "username": row.username, "name": row.display_name}
+        comment = ctx.conn.execute(sa.select(wf_tasks.c.comment).where(
+            wf_tasks.c.instance_id == inst["id"], wf_tasks.c.acted_by == actor.user_id,
+            wf_tasks.c.status.in_(("approved", "rejected", "sent_back")))
+            .order_by(wf_tasks.c.acted_at.desc(), wf_tasks.c.id.desc()).limit(1)).scalar()
+    return {"decision": decision, "decider": decider, "comment": comment}
 
 
 def send_template(ctx, template: str, people: list[int]) -> list[int]:

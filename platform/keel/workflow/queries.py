@@ -121,3 +121,33 @@ def instance_view(conn: sa.Connection, runtime, instance_id: int, actor: Actor, 
                    "acted_at": t.acted_at} for t in tasks],
         "timeline": timeline,
     }
+
+
+def task_view(conn: sa.Connection, runtime, task_id: int, actor: Actor, lang: str = "zh") -> dict[str, Any]:
+    """One task as its reader sees it: the task, its request, the record (as far as the reader may read
+    it) and the plugins' review panels. Visible to whoever may see the request (404 otherwise)."""
+    from keel.errors import KeelError
+    from keel.storage import query
+    from keel.workflow.panels import review_panels
+
+    task = conn.execute(sa.select(wf_tasks).where(wf_tasks.c.id == task_id)).first()
+    inst = conn.execute(sa.select(wf_instances).where(wf_instances.c.id == task.instance_id)).first() \
+        if task is not None else None
+    if inst is None or not can_read(conn, inst, actor):
+        raise NotFound(f"no task {task_id}")
+    wf_label, step_label = _labels(conn, runtime, inst.app, inst.app_version, inst.workflow, task.step, lang)
+    built = machine.latest_built(conn, runtime, inst.app)
+    try:
+        record = query.get_record(conn, built, inst.entity, inst.record_id, actor)
+    except KeelError:
+        record = None
+    instance = dict(inst._mapping)
+    return {
+        "task": {"id": task.id, "kind": task.kind, "status": task.status, "step": task.step, "step_label": step_label,
+                 "visit": task.visit, "assignee_id": task.assignee_id, "on_behalf_of": task.on_behalf_of,
+                 "comment": task.comment, "created_at": task.created_at, "acted_at": task.acted_at},
+        "instance": {"id": inst.id, "app": inst.app, "workflow": inst.workflow, "workflow_label": wf_label,
+                     "entity": inst.entity, "record_id": inst.record_id, "status": inst.status, "state": inst.state,
+                     "submitter_id": inst.submitter_id},
+        "record": record,
+        "panels": review_panels(conn, built, instance, dict(task._mapping), actor, lang)}

@@ -225,22 +225,95 @@ def resolve_rule(ctx: ResolveContext, rule: Mapping[str, Any]) -> list[int]:
     return [u for u in (found or ()) if isinstance(u, int) and not isinstance(u, bool)]
 
 
-def resolve_step(ctx: ResolveContext, step) -> list[int]:
-    """The approvers of a step, in rule order, each once. The submitter never approves their own
-    request unless the step allows it: their seat goes to their own superior instead. Raises
-    NoApprover when nobody is left."""
-    out: list[int] = []
+class SeatConflict(NoApprover):
+    """A step whose setting (`on_self: refuse`, the default) refuses an approver who is the submitter or
+    already decides in the step: the request does not start (422), the administrators are told."""
+
+    MESSAGES = {
+        "submitter": "This request cannot start: at step %(step)s the submitter %(user)s would approve their own "
+                     "request, which this step does not allow (on_self). An administrator has been told.",
+        "duplicate": "This request cannot start: at step %(step)s %(user)s would decide twice, which this step "
+                     "does not allow (on_self). An administrator has been told."}
+
+    def __init__(self, workflow: str, step: str, rule: Mapping[str, Any], kind: str, username: str, more: str = ""):
+        FieldErrors.__init__(self)
+        self.workflow, self.step, self.rule = workflow, step, dict(rule)
+        self.reason = _reason_text(kind, username) + more
+        self.add("_record", self.MESSAGES[kind], step=step, user=username)
+
+
+class Seats(list):
+    """The approvers of a step, in order (a list of user ids), with what `on_self` did on the way:
+    `auto`: the ids whose seat is approved without a decision (on_self: auto_approve), and `notes`: one
+    dict per adjustment, for the timeline and the audit trail
+    ({"user", "reason": "submitter" | "duplicate", "outcome": "left_out" | "skipped_to_superior" |
+    "auto_approved", "to_user", "rule"})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auto, self.notes = [], []
+
+
+def _reason_text(reason: str, username: str) -> str:
+    return (f"the submitter {username} would approve their own request" if reason == "submitter"
+            else f"{username} would decide twice")
+
+
+def _username(conn: sa.Connection, uid: int) -> str:
+    return conn.execute(sa.select(users.c.username).where(users.c.id == uid)).scalar() or f"#{uid}"
+
+
+def resolve_step(ctx: ResolveContext, step) -> Seats:
+    """The approvers of a step, in rule order, each at most once: one person decides at most once per
+    step. A person who is the submitter (unless the step sets `allow_self_approval`) or already has a seat
+    is a conflict. When the rule found others too, the conflicting person is left out of it; when they
+    were the rule's only answer, the step's `on_self` decides: `refuse` (SeatConflict, the default),
+    `skip_to_superior` (their superior, walking up, takes the seat) or `auto_approve` (the seat counts as
+    approved). Every adjustment is in `Seats.notes`. Raises NoApprover when a rule finds nobody."""
+    out = Seats()
+    on_self = getattr(step, "on_self", "refuse")
+
+    def conflict(uid: int) -> str | None:
+        if uid == ctx.submitter_id and not step.allow_self_approval:
+            return "submitter"
+        if uid in out or uid in out.auto:
+            return "duplicate"
+        return None
+
     for rule in step.approvers:
-        found = resolve_rule(ctx, rule)
+        found = list(dict.fromkeys(resolve_rule(ctx, rule)))
         if not found:
             raise NoApprover(ctx.workflow.id, step.id, rule, f"rule {describe(rule)} found nobody")
-        for uid in found:
-            if uid == ctx.submitter_id and not step.allow_self_approval:
-                boss = directory.manager_of(ctx.conn, uid)
-                if boss is None:
-                    raise NoApprover(ctx.workflow.id, step.id, rule, f"rule {describe(rule)} names the submitter, "
-                                     f"who may not approve their own request and has no superior")
-                uid = boss
-            if uid not in out:
-                out.append(uid)
+        clear = [u for u in found if conflict(u) is None]
+        if clear:
+            for uid in found:
+                reason = conflict(uid)
+                if reason is not None:
+                    out.notes.append({"user": uid, "reason": reason, "outcome": "left_out", "rule": describe(rule)})
+            out.extend(clear)
+            continue
+        uid = found[0]
+        reason = conflict(uid)
+        note = {"user": uid, "reason": reason, "rule": describe(rule)}
+        if on_self == "auto_approve":
+            out.auto.append(uid)
+            out.notes.append({**note, "outcome": "auto_approved"})
+            continue
+        if on_self == "skip_to_superior":
+            boss = _superior_outside(ctx, uid, out)
+            if boss is not None:
+                out.append(boss)
+                out.notes.append({**note, "outcome": "skipped_to_superior", "to_user": boss})
+                continue
+            raise SeatConflict(ctx.workflow.id, step.id, rule, reason, _username(ctx.conn, uid),
+                               " and nobody above them is free to take the seat")
+        raise SeatConflict(ctx.workflow.id, step.id, rule, reason, _username(ctx.conn, uid))
     return out
+
+
+def _superior_outside(ctx: ResolveContext, uid: int, taken: Seats) -> int | None:
+    """The nearest superior of `uid` who is neither the submitter nor already seated in the step."""
+    for boss in directory.manager_chain(ctx.conn, uid):
+        if boss != ctx.submitter_id and boss not in taken and boss not in taken.auto:
+            return boss
+    return None

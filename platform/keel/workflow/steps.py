@@ -27,6 +27,7 @@ from keel.workflow.resolvers import ResolveContext, resolve_step
 
 log = logging.getLogger("keel.workflow")
 OPEN = ("pending", "waiting")
+SEATED = (*OPEN, "approved", "rejected", "sent_back")  # a task whose assignee decides, or decided, in a step
 
 # ---- definitions of a version, built apps ----------------------------------------------------------
 
@@ -84,7 +85,7 @@ _STEP_TASKS = sa.select(wf_tasks).where(
     wf_tasks.c.instance_id == sa.bindparam("instance_id"), wf_tasks.c.step == sa.bindparam("step_id"),
     wf_tasks.c.visit == sa.bindparam("visit_no"), wf_tasks.c.kind == sa.bindparam("task_kind"),
 ).order_by(wf_tasks.c.seq, wf_tasks.c.id)
-_OPEN_TASKS = sa.select(wf_tasks.c.id).where(
+_OPEN_TASKS = sa.select(wf_tasks.c.id, wf_tasks.c.assignee_id).where(
     wf_tasks.c.instance_id == sa.bindparam("instance_id"), wf_tasks.c.status.in_(OPEN),
     wf_tasks.c.id.not_in(sa.bindparam("except_ids", expanding=True)))
 _CLOSE_TASKS = wf_tasks.update().where(wf_tasks.c.id.in_(sa.bindparam("task_ids", expanding=True)))
@@ -218,16 +219,31 @@ def insert_tasks(run: Run, step: Step, people: list[int], statuses: list[str], s
     return [r[0] for r in result]
 
 
+def seated(run: Run, step: Step) -> set[int]:
+    """Who has a seat in the step's current visit: an open task, or one they decided. One person decides
+    at most once per step, across transfer, delegation and add-approvers."""
+    return {t.assignee_id for t in step_tasks(run, step.id) if t.status in SEATED}
+
+
 def assign(run: Run, step: Step, people: list[int], statuses: list[str], seqs: list[int],
            on_behalf_of: list[int | None] | None = None) -> list[int]:
-    """Tasks for these approvers, each given to their delegate when a delegation is in force."""
+    """Tasks for these approvers, each given to their delegate when a delegation is in force — unless the
+    delegate is the submitter or already has a seat in the step: then the task stays with the approver
+    (the timeline and the audit trail say so), so a delegation never makes one person decide twice."""
     delegates = _delegates(run.conn, people, run.now)
     behalf = list(on_behalf_of or [None] * len(people))
+    taken = (seated(run, step) if delegates else set()) | set(people)
     final = []
     for i, uid in enumerate(people):
-        if uid in delegates and delegates[uid] != run.instance["submitter_id"]:
-            behalf[i] = behalf[i] or uid
-            uid = delegates[uid]
+        to = delegates.get(uid)
+        if to is not None:
+            if to == run.instance["submitter_id"] or to in taken:
+                audit(run, "delegation_skipped", step=step.id, user=uid, delegate=to,
+                      reason="submitter" if to == run.instance["submitter_id"] else "duplicate")
+            else:
+                behalf[i] = behalf[i] or uid
+                uid = to
+                taken.add(to)
         final.append(uid)
     ids = insert_tasks(run, step, final, statuses, seqs, on_behalf_of=behalf)
     active = [(tid, uid) for tid, uid, s in zip(ids, final, statuses, strict=True) if s == "pending"]
@@ -248,14 +264,24 @@ def announce(run: Run, step: Step, tasks: list[tuple[int, int]]) -> None:
 
 def start_step(run: Run, step: Step) -> None:
     planned = (run.planned or {}).pop(step.id, None)  # resolved a moment ago, in this transaction
-    people = planned if planned is not None else resolve_step(resolve_context(run), step)
+    seats = planned if planned is not None else resolve_step(resolve_context(run), step)
+    people, auto = list(seats), list(getattr(seats, "auto", ()))
     if step.mode == "single":
-        people = people[:1]
+        people, auto = (people[:1], []) if people else ([], auto[:1])
     save(run, state=step.id, status="pending", visit=run.instance["visit"] + 1, step_started_at=run.now)
     statuses = (["pending"] + ["waiting"] * (len(people) - 1)) if step.mode == "sequential" else ["pending"] * len(people)
     ids = assign(run, step, people, statuses, list(range(len(people))))
     audit(run, "step_enter", step=step.id, visit=run.instance["visit"], mode=step.mode, tasks=ids, assignees=people)
+    for note in getattr(seats, "notes", ()):
+        audit(run, "on_self", step=step.id, visit=run.instance["visit"], setting=step.on_self, **note)
+    auto_ids = insert_tasks(run, step, auto, ["approved"] * len(auto), list(range(len(people), len(people) + len(auto))))
+    if auto_ids:
+        run.conn.execute(_CLOSE_TASKS, {"task_ids": auto_ids, "acted_at": run.now})
+        for tid, uid in zip(auto_ids, auto, strict=True):
+            audit(run, "auto_approve", step=step.id, visit=run.instance["visit"], task_id=tid, assignee=uid)
     run_step_actions(run, step.on_enter)
+    if auto_ids:
+        after_decision(run, step, "approve")
 
 
 def step_tasks(run: Run, step_id: str | None = None, kind: str = "approve") -> list[Any]:
@@ -265,11 +291,11 @@ def step_tasks(run: Run, step_id: str | None = None, kind: str = "approve") -> l
 
 def close_open(run: Run, status: str = "withdrawn", except_ids: tuple[int, ...] = ()) -> list[int]:
     """End every open task of the instance (the other branches of an any-of step, a withdrawn request)."""
-    ids = list(run.conn.execute(_OPEN_TASKS, {"instance_id": run.id, "except_ids": list(except_ids or (-1,))})
-               .scalars())
+    found = run.conn.execute(_OPEN_TASKS, {"instance_id": run.id, "except_ids": list(except_ids or (-1,))}).all()
+    ids = [r.id for r in found]
     if ids:
         run.conn.execute(_CLOSE_TASKS, {"task_ids": ids, "status": status, "acted_at": run.now})
-        notices.cancel_tasks(run.conn, ids)
+        notices.cancel_tasks(run.conn, ids, run.id, [r.assignee_id for r in found])
     return ids
 
 
@@ -317,10 +343,22 @@ def finish(run: Run, state: State, step: Step | None = None) -> None:
     close_open(run)
     save(run, state=state.id, status=state.final, finished_at=run.now)
     sync_status(run)
-    run_step_actions(run, tuple(state.on_enter) + tuple(run.workflow.outcome_actions.get(state.final, ())))
+    outcome_actions = tuple(state.on_enter) + tuple(run.workflow.outcome_actions.get(state.final, ()))
+    run_step_actions(run, outcome_actions)
     audit(run, "finish", outcome=state.final, state=state.id)
-    if state.final != "withdrawn":
+    if state.final != "withdrawn" and not tells_submitter(outcome_actions):
         tell_submitter(run, state.final, step)
+
+
+def tells_submitter(actions) -> bool:
+    """Whether an outcome's own `notify` actions reach the submitter: then the app's message is the one
+    message of that outcome, and the engine's built-in "Approved: …" is not sent beside it."""
+    for spec in actions:
+        if spec.get("action") == "notify":
+            to = spec.get("to", ["submitter"])
+            if any(item in ("submitter", "participants") for item in to if isinstance(item, str)):
+                return True
+    return False
 
 
 def tell_submitter(run: Run, kind: str, step: Step | None) -> None:

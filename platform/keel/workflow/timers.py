@@ -295,12 +295,17 @@ def fire(conn: sa.Connection, runtime, row: sa.Row, now: dt.datetime) -> str:
     tz = sla.get("timezone", DEFAULT_TZ)
     import zoneinfo
 
-    due_local = _aware(row.due_at).astimezone(zoneinfo.ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    # A reminder fires before the task is due: it names the task's due time (its `due` timer), not its own.
+    task_due = row.due_at
+    if row.kind == "remind":
+        task_due = conn.execute(sa.select(timers.c.due_at).where(
+            timers.c.task_id == row.task_id, timers.c.kind == "due")).scalar() or row.due_at
+    due_local = _aware(task_due).astimezone(zoneinfo.ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
     name = _workflow_label(conn, runtime, inst)
     context = {"instance_id": inst.id, "workflow": inst.workflow, "step": row.step_id, "due_at": due_local,
                "entity": inst.entity, "record_id": inst.record_id, "workflow_label": name}
     audit = {"timer_id": row.id, "instance_id": inst.id, "step": row.step_id, "task_id": row.task_id,
-             "assignee": assignee, "due_at": _aware(row.due_at).isoformat()}
+             "assignee": assignee, "due_at": _aware(task_due).isoformat(), "fired_for": _aware(row.due_at).isoformat()}
     if row.kind == "remind":
         _message(conn, runtime, inst, "remind", [assignee], sla.get("remind_template"), context, name, due_local)
         record_event(conn, SYSTEM, "workflow.sla_remind", app=inst.app, entity=inst.entity,
@@ -316,11 +321,9 @@ def fire(conn: sa.Connection, runtime, row: sa.Row, now: dt.datetime) -> str:
 
 def _escalate(conn, runtime, row, inst, assignee: int, sla: Mapping[str, Any], context, name, due_local: str,
               audit: dict[str, Any], now: dt.datetime) -> str:
-    from keel.auth.directory import manager_of
-
     level = int((row.detail or {}).get("level", 0))
     limit = sla.get("max_escalations", DEFAULT_MAX_ESCALATIONS)
-    to = manager_of(conn, assignee) if level < limit else None
+    to = _escalation_target(conn, inst, row.step_id, assignee) if level < limit else None
     if to is None or to == assignee:
         admins = _admins(conn)
         _message(conn, runtime, inst, "unresolved", admins, None, context, name, due_local)
@@ -344,6 +347,22 @@ def _escalate(conn, runtime, row, inst, assignee: int, sla: Mapping[str, Any], c
         # The superior gets the step's SLA afresh; the level bounds how far up it can climb.
         schedule_step(conn, inst.id, row.step_id, [new_task], sla, now, level=level + 1)
     return "escalate"
+
+
+def _escalation_target(conn: sa.Connection, inst: sa.Row, step_id: str, assignee: int) -> int | None:
+    """The approver's nearest superior who does not already decide (or has decided) in this step and is
+    not the submitter: one person decides at most once per step, escalation included."""
+    from keel.auth.directory import manager_chain
+    from keel.storage.workflow_tables import wf_tasks
+    from keel.workflow.steps import SEATED
+
+    seated = set(conn.execute(sa.select(wf_tasks.c.assignee_id).where(
+        wf_tasks.c.instance_id == inst.id, wf_tasks.c.step == step_id, wf_tasks.c.visit == inst.visit,
+        wf_tasks.c.kind == "approve", wf_tasks.c.status.in_(SEATED))).scalars())
+    for boss in manager_chain(conn, assignee):
+        if boss not in seated and boss != inst.submitter_id:
+            return boss
+    return None
 
 
 # -- the periodic job ----------------------------------------------------------------------------------

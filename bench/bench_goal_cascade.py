@@ -115,9 +115,12 @@ def run() -> list[dict]:
             if label == "goal_with_1k_below":
                 row.update(budget_ms=IMPACT_BUDGET_MS, within_budget=med < IMPACT_BUDGET_MS)
             results.append(row)
+        from keel.actor import workflow_actor
+
+        writer = workflow_actor("goal_agility", "revision_approval", 1)  # what the approval's action writes with
         t = time.perf_counter()
         with runtime.engine.begin() as conn:
-            p = cascade.apply(conn, built, req, SYSTEM, notify="goal_changed")
+            p = cascade.apply(conn, built, req, writer, notify="goal_changed")
         elapsed = time.perf_counter() - t
         results.append({"bench": "goal_cascade.apply_and_cascade", "descendants": len(p.down), "resplit": len(p.resplit),
                         "tasks": len(p.tasks), "people_told": len(p.owners), "seconds": round(elapsed, 3),

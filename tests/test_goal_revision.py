@@ -43,7 +43,7 @@ def test_bad_revision_requests_are_refused_with_a_clear_message_and_nothing_writ
         _nothing_written(demo, 0)
     # Someone who neither owns the goal nor manages its owner: 403, naming who may.
     r = demo.submit("rep_zhang", sales["id"])
-    assert r.status_code == 403 and "负责人" in r.get_json()["error"]
+    assert r.status_code == 403 and "managers_of_owner:goal" in r.get_json()["error"]
     r = demo.submit("rep_li", demo.goal("公司 Q4 营收")["id"], proposed_target="1", _bare=True, reason="r",
                     resources="x")
     assert r.status_code == 403
@@ -108,7 +108,7 @@ def test_targets_change_only_through_an_approved_revision(demo):
     li = demo.goal("李娜 Q4 个人目标")
     url = f"/apps/goal_agility/goal/{li['id']}"
     r = demo.patch(url, "rep_li", {"target": "2"}, li["row_version"])
-    assert r.status_code == 422 and "只能通过审批通过的修订申请" in r.get_json()["errors"]["target"][0]
+    assert r.status_code == 422 and "只能通过审批流程修改" in r.get_json()["errors"]["target"][0]
     r = demo.patch(url, "strategy_lead", {"metric": "别的指标", "incentive_weight": "0.1"}, li["row_version"])
     assert r.status_code == 422 and {"metric", "incentive_weight"} <= set(r.get_json()["errors"])
     assert demo.goal("李娜 Q4 个人目标")["target"] == Decimal("5")
@@ -131,7 +131,7 @@ def test_a_goal_tree_with_a_cycle_is_refused(demo):
     assert demo.goal("公司 Q4 营收")["parent"] is None
 
 
-def test_the_goal_edit_page_refuses_a_new_target_and_keeps_other_edits(demo):
+def test_the_goal_edit_page_cannot_change_the_target_and_keeps_other_edits(demo):
     from helpers_goal import form_values
     from keel.demo import DEMO_PASSWORD
     from test_workflow_pages import login
@@ -142,8 +142,43 @@ def test_the_goal_edit_page_refuses_a_new_target_and_keeps_other_edits(demo):
     html = page.get(url).text
     forms = [i for i in range(html.count("<form")) if "row_version" in form_values(html, i)]
     values = form_values(html, forms[0])
-    r = page.post(url, data={**values, "target": "2"})
-    assert r.status_code == 422 and "只能通过审批通过的修订申请" in r.text
-    assert demo.goal("李娜 Q4 个人目标")["target"] == Decimal("5")
+    assert "target" not in values          # the page offers no way to change it…
+    page.post(url, data={**values, "target": "2"})
+    assert demo.goal("李娜 Q4 个人目标")["target"] == Decimal("5")   # …and a forged field changes nothing
     r = page.post(url, data={**values, "period_end": "2025-12-20"})
     assert r.status_code == 302, r.text
+
+
+def test_approvers_see_old_and_new_with_the_impact_and_a_rejection_needs_a_reason(demo):
+    sales = demo.goal("销售部 Q4 核心目标")
+    request_id = demo.submit("cro", sales["id"]).get_json()["id"]
+    for who in ("ceo", "strategy_lead"):
+        [task] = demo.tasks_of(who)
+        body = demo.get(f"/workflows/tasks/{task['id']}", who).get_json()
+        revision, impact = body["panels"][:2]
+        rows = {r["label"]: (r["old"], r["new"]) for r in revision["rows"]}
+        assert rows["核心指标"] == ("新增客户数 ≥ 40 个", "客户增购额 ≥ ¥800,000.00")
+        assert rows["激励权重"] == ("拓新占比70%", "增购占比60%")
+        assert rows["资源倾斜"] == ("线索分配优先", "专属客户成功经理配置")
+        assert rows["核心指标 · 调整依据"][1] == "近30天有12家客户主动咨询扩容"
+        impact_rows = {r["label"]: (r["old"], r["new"]) for r in impact["rows"]}
+        assert impact_rows["目标 · 华东大区 Q4 目标"] == ("新增客户数 ≥ 14 个", "客户增购额 ≥ ¥280,000.00")
+        assert impact_rows["目标 · 李娜 Q4 个人目标"] == ("新增客户数 ≥ 5 个", "客户增购额 ≥ ¥100,800.00")
+        assert "任务 · 每日寻找 3 条新线索" in impact_rows and "战略卡片 · 高客单价客户深耕" in impact_rows
+    [task] = demo.tasks_of("ceo")
+    r = demo.post(f"/workflows/tasks/{task['id']}/reject", "ceo", {})
+    assert r.status_code == 422 and "comment" in r.get_json()["errors"]
+    [req] = demo.rows("SELECT status FROM goal_agility__revision_request WHERE id = :i", i=request_id)
+    assert req["status"] == "pending"
+
+
+def test_an_edit_after_one_approval_restarts_the_approvals(demo):
+    sales = demo.goal("销售部 Q4 核心目标")
+    created = demo.submit("cro", sales["id"]).get_json()
+    demo.approve_all("ceo")
+    r = demo.patch(f"/apps/goal_agility/revision_request/{created['id']}", "cro", {"proposed_target": "900000"},
+                   demo.rows("SELECT row_version FROM goal_agility__revision_request")[0]["row_version"])
+    assert r.status_code == 200, r.get_json()
+    assert len(demo.tasks_of("ceo")) == 1 and len(demo.tasks_of("strategy_lead")) == 1   # both decide again
+    demo.approve_all("ceo", "strategy_lead")
+    assert demo.goal("销售部 Q4 核心目标")["target"] == Decimal("900000")

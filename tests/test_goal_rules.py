@@ -26,18 +26,23 @@ def _revision(section: dict, **more):
     return change
 
 
+def _who(who):
+    return lambda folder: edit_json(folder, "workflows/revision_approval.json",
+                                    lambda wf: wf["starts_on"].__setitem__("who", who))
+
+
 def test_who_may_request_is_configurable(demo):
     sales = demo.goal("销售部 Q4 核心目标")
-    assert demo.submit("strategy_lead", sales["id"], proposed_target="30", **BARE).status_code == 403
-    demo.apply_definition(_revision({"who": ["owner", "role:strategy"]}))
-    assert demo.submit("strategy_lead", sales["id"], proposed_target="30", **BARE).status_code == 201
+    assert demo.submit("north_mgr", sales["id"], proposed_target="30", **BARE).status_code == 403
+    demo.apply_definition(_who(["owner_of:goal", "role:manager"]))
+    assert demo.submit("north_mgr", sales["id"], proposed_target="30", **BARE).status_code == 201
 
 
 def test_only_the_owner_when_managers_are_not_listed(demo):
     li = demo.goal("李娜 Q4 个人目标")
-    demo.apply_definition(_revision({"who": ["owner"]}))
+    demo.apply_definition(_who(["owner_of:goal"]))
     r = demo.submit("east_mgr", li["id"], proposed_target="3", **BARE)
-    assert r.status_code == 403 and "目标负责人" in r.get_json()["error"]
+    assert r.status_code == 403 and "owner_of:goal" in r.get_json()["error"]
     assert demo.count("goal_agility__revision_request") == 0
 
 
@@ -88,7 +93,14 @@ def test_derived_children_are_flagged_for_confirmation_when_the_definition_says_
 def test_the_fields_only_an_approval_may_change_are_configurable(demo):
     li = demo.goal("李娜 Q4 个人目标")
     url = f"/apps/goal_agility/goal/{li['id']}"
-    demo.apply_definition(_revision({"approval_fields": ["target"]}))
+    r = demo.patch(url, "strategy_lead", {"resources": "新资源"}, li["row_version"])
+    assert r.status_code == 422 and "resources" in r.get_json()["errors"]
+
+    def free_resources(folder):
+        def edit(entity):
+            next(f for f in entity["fields"] if f["id"] == "resources").pop("changed_by")
+        edit_json(folder, "entities/goal.json", edit)
+    demo.apply_definition(free_resources)
     r = demo.patch(url, "strategy_lead", {"resources": "新资源"}, li["row_version"])
     assert r.status_code == 200, r.get_json()
     r = demo.patch(url, "strategy_lead", {"target": "9"}, r.get_json()["row_version"])

@@ -1,8 +1,7 @@
 """What a revision request (申请修订) must be before it is written — checked on the record write path, so the
 form page, the form API and any import are refused alike, before anything is written:
 
-- who may request a revision of this goal (settings.revision.who; default: its owner and the owner's managers;
-  administrators always);
+(who may request a revision of which goal is the revision workflow's `starts_on.who`, checked by the engine;)
 - only a goal flagged red, when settings.revision.flagged_only says so;
 - one pending revision per goal (the goal row is locked while checking, so two at once cannot both pass);
 - a proposed value that is not negative, in the unit (whole numbers for counts, 0–100 for rates) and not the
@@ -18,9 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.actor import Actor
-from keel.auth import directory
 from keel.errors import FieldErrors, PermissionDenied
-from keel.i18n import translate
 from keel_goal_agility import settings
 from keel_goal_agility.formats import amount, decimal_of
 
@@ -44,32 +41,18 @@ def _locked_goal(conn: sa.Connection, built, goal_id: int) -> dict[str, Any] | N
 
 
 def may_request(conn: sa.Connection, built, goal: Mapping[str, Any], actor: Actor) -> bool:
-    if actor.is_admin:
-        return True
-    owner = goal.get("owner")
-    for rule in settings.who_may_request(built):
-        kind, _, arg = rule.partition(":")
-        if kind == "owner" and owner == actor.user_id:
-            return True
-        if kind == "managers_of_owner" and owner is not None and actor.user_id in directory.manager_chain(conn, owner):
-            return True
-        if kind == "direct_manager_of_owner" and owner is not None and directory.manager_of(conn, owner) == actor.user_id:
-            return True
-        if kind == "role" and arg in actor.roles:
-            return True
-        if kind == "user" and arg == actor.username:
-            return True
-    return False
+    """Whether `actor` may file a revision of `goal`: the revision workflow's `starts_on.who` decides (the
+    engine checks it again when the request is filed; this is for showing the 申请修订 action)."""
+    from keel.workflow.definition import workflows_of
+    from keel.workflow.starters import check_may_start
 
-
-def who_text(built) -> str:
-    words = {"owner": translate("the goal's owner"), "managers_of_owner": translate("the owner's managers"),
-             "direct_manager_of_owner": translate("the owner's direct superior")}
-    out = []
-    for rule in settings.who_may_request(built):
-        kind, _, arg = rule.partition(":")
-        out.append(words.get(kind) or (translate("role %(role)s", role=arg) if kind == "role" else arg))
-    return "、".join(out)
+    flows = [w for w in workflows_of(built.definition).values() if w.entity == "revision_request"]
+    try:
+        for wf in flows:
+            check_may_start(conn, built, wf, {"goal": goal["id"]}, actor)
+    except PermissionDenied:
+        return False
+    return True
 
 
 def open_request(conn: sa.Connection, built, goal_id: int, exclude: int | None = None) -> int | None:
@@ -120,9 +103,6 @@ def check_request(conn: sa.Connection, built, values: Mapping[str, Any], actor: 
     goal = _locked_goal(conn, built, goal_id)
     if goal is None:
         return  # "the linked record does not exist", from the write path
-    if record_id is None and not may_request(conn, built, goal, actor):
-        raise PermissionDenied(translate("You may not request a revision of “%(goal)s”: allowed are %(who)s.",
-                                         goal=goal.get("title") or goal_id, who=who_text(built)))
     errors = FieldErrors()
     if record_id is None and settings.flagged_only(built) and goal.get("flag") != "red":
         errors.add("goal", "Only goals flagged red can be revised (settings.revision.flagged_only); "

@@ -1,13 +1,14 @@
 """The Goal Agility rules an admin changes in `app.json` → `settings` (live after `keel app apply`: every
 function here reads the app version the caller holds, never a copy made at start-up).
 
-    "revision":  {"who": ["owner", "managers_of_owner", "role:strategy", "user:ceo"],  who may request
-                  "flagged_only": false,          only goals flagged red (h-measure's `flag` field)
-                  "approval_fields": [...]}       goal fields only an approved revision may change
+    "revision":  {"flagged_only": false}          only goals flagged red (h-measure's `flag` field)
     "cascade":   {"derived_children": "resplit" | "confirm"}   children with a target_share
     "revision_guard": {"max_revisions": 3, "window_months": 6, "ticket_owner": {"department": "strategy"}}
     "lead_time_targets": {"approval_days": 2}      the case's average approval time
     "cascade_hours": 24                            approval → everyone notified
+
+Who may request is the revision workflow's `starts_on.who`; the fields only an approval changes are the goal
+fields marked `"changed_by": "workflow"` (both general engine features, in the definition files).
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 APP = "goal_agility"
-DEFAULT_WHO = ("owner", "managers_of_owner")
-DEFAULT_APPROVAL_FIELDS = ("target", "metric", "unit", "category", "incentive_category", "incentive_weight",
-                           "resources")
 
 
 def _settings(built) -> Mapping[str, Any]:
@@ -29,18 +27,8 @@ def _section(built, key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def who_may_request(built) -> tuple[str, ...]:
-    who = _section(built, "revision").get("who")
-    return tuple(str(w) for w in who) if isinstance(who, (list, tuple)) and who else DEFAULT_WHO
-
-
 def flagged_only(built) -> bool:
     return bool(_section(built, "revision").get("flagged_only", False))
-
-
-def approval_fields(built) -> tuple[str, ...]:
-    fields = _section(built, "revision").get("approval_fields")
-    return tuple(fields) if isinstance(fields, (list, tuple)) else DEFAULT_APPROVAL_FIELDS
 
 
 def derived_children(built) -> str:

@@ -2,10 +2,8 @@
 page, form API, entity API, import, connector:
 
 - a goal tree never loops: a goal's parent, or a goal it contributes to, may not be the goal or under it;
-- the fields an approved revision owns (settings.revision.approval_fields: target, core metric, incentive
-  weight, resource allocation …) change only through that approval — given freely when a goal is created,
-  refused afterwards unless the writer is the workflow (the system actor, or an actor whose `via` names a
-  workflow);
+- (the fields an approved revision owns — target, core metric, incentive weight, resource allocation — are
+  marked `"changed_by": "workflow"` in entities/goal.json: the engine refuses any other change of them;)
 - a revision request is checked before it is written (keel_goal_agility.requests);
 - a goal's `department` follows its owner's department (kept like a computed field, in the same version).
 """
@@ -16,15 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import FieldErrors
-from keel.fieldtypes.base import FieldValueError
 from keel.storage.system import departments, record_versions, users
-from keel_goal_agility import requests, settings, tree
+from keel_goal_agility import requests, tree
 from keel_goal_agility.requests import _int
 from keel_goal_agility.settings import APP
-
-
-def by_workflow(actor) -> bool:
-    return actor.is_system or str(getattr(actor, "via", None) or "").startswith("workflow:")
 
 
 def _stored(event) -> dict[str, Any]:
@@ -53,49 +46,16 @@ def _check_cycle(event, stored: dict[str, Any]) -> None:
             raise errors
 
 
-def _dump(f, value: Any) -> Any:
-    """A value as compared for "did it change": a form re-sends text with the browser's CRLF line ends and
-    maybe trailing blanks, which is not a change of the resource allocation."""
-    value = None if value is None else f.ftype.dump(f, value)
-    if isinstance(value, str):
-        value = value.replace("\r\n", "\n").strip() or None
-    return value
-
-
-def _check_approval_fields(event, stored: dict[str, Any]) -> None:
-    if by_workflow(event.actor):
-        return
-    entity = event.app.entity("goal")
-    errors = FieldErrors()
-    for fid in settings.approval_fields(event.app):
-        f = entity.field(fid)
-        if f is None or fid not in event.values:
-            continue
-        raw = event.values[fid]
-        try:
-            sent = None if raw is None or raw == "" else f.ftype.parse(f, raw)
-        except (FieldValueError, TypeError, ValueError, ArithmeticError):
-            continue  # the write path reports the malformed value
-        if _dump(f, sent) != _dump(f, stored.get(fid)):
-            errors.add(fid, "“%(label)s” can only be changed by an approved revision request (申请修订).",
-                       label=f.label.get("zh"))
-    if errors:
-        raise errors
-
-
 def before_write(event) -> None:
     if event.app.id != APP or event.action not in ("create", "update"):
         return
     if event.entity_id not in ("goal", "goal_contribution", "revision_request"):
         return
-    checks_goal = event.entity_id == "goal" and ("parent" in event.values or not by_workflow(event.actor))
-    if event.entity_id == "goal" and not checks_goal:
-        return  # the workflow's own writes (the cascade) change no parent: nothing to check, nothing to read
+    if event.entity_id == "goal" and "parent" not in event.values:
+        return  # nothing that could close a loop: nothing to read
     stored = _stored(event) if event.record_id is not None else {}
     if event.entity_id in ("goal", "goal_contribution"):
         _check_cycle(event, stored)
-    if event.entity_id == "goal" and event.action == "update":
-        _check_approval_fields(event, stored)
     if event.entity_id == "revision_request" and not event.actor.is_system:
         requests.check_request(event.conn, event.app, event.values, event.actor, event.record_id,
                                stored if event.record_id is not None else None)

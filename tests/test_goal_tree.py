@@ -113,3 +113,18 @@ def test_the_impact_preview_names_what_would_change(demo):
     assert impact["counts"]["tasks"] == 3 and demo.ids["rep_li"] in impact["people"]
     assert impact["goals_up"] == [demo.goal("公司 Q4 营收")["id"]] and len(impact["cards"]) == 1
     assert demo.get(f"/apps/goal_agility/revisions/{request_id}/impact", "rep_li").status_code == 404
+
+
+def test_monthly_pacing_needs_usable_weights(demo):
+    li = demo.goal("李娜 Q4 个人目标")
+    url = f"/apps/goal_agility/goal/{li['id']}"
+    for weights, fragment in (([0.3, 0.3], "12"), ({"2025/10": 1}, "YYYY-MM"), ([0] * 12, "大于 0"),
+                              ({"2025-10": -1}, "不小于 0")):
+        r = demo.patch(url, "strategy_lead", {"pacing": "monthly", "monthly_weights": weights}, li["row_version"])
+        assert r.status_code == 422, weights
+        assert fragment in r.get_json()["errors"]["monthly_weights"][0]
+    r = demo.patch(url, "strategy_lead", {"pacing": "monthly",
+                                          "monthly_weights": {"2025-10": 0.2, "2025-11": 0.3, "2025-12": 0.5}},
+                   li["row_version"])
+    assert r.status_code == 200, r.get_json()
+    assert demo.goal("李娜 Q4 个人目标")["pacing"] == "monthly"

@@ -9,6 +9,7 @@ page, form API, entity API, import, connector:
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,14 +47,58 @@ def _check_cycle(event, stored: dict[str, Any]) -> None:
             raise errors
 
 
+def _weights_problem(weights: Any) -> str | None:
+    """None when `weights` is a usable monthly pacing (else the message saying why): 12 non-negative numbers (January…December) or a map of
+    YYYY-MM → non-negative number, not all zero."""
+    import re
+
+    if isinstance(weights, str):
+        import json
+
+        try:
+            weights = json.loads(weights)
+        except ValueError:
+            return "Monthly weights: not JSON."
+    if isinstance(weights, list):
+        values = weights
+        if len(values) != 12:
+            return "Monthly weights: a list needs 12 numbers, January to December."
+    elif isinstance(weights, dict):
+        if not weights or not all(isinstance(k, str) and re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", k) for k in weights):
+            return "Monthly weights: a map's keys are months, YYYY-MM."
+        values = list(weights.values())
+    else:
+        return "Monthly weights: give a list of 12 numbers or a map of YYYY-MM to numbers."
+    if not all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) and v >= 0 for v in values):
+        return "Monthly weights: every weight is a number of at least 0."
+    if not any(values):
+        return "Monthly weights: at least one weight must be above 0."
+    return None
+
+
+def _check_pacing(event, stored: dict[str, Any]) -> None:
+    if not ({"pacing", "monthly_weights"} & set(event.values)):
+        return
+    merged = {**stored, **event.values}
+    if merged.get("pacing") != "monthly":
+        return
+    problem = _weights_problem(merged.get("monthly_weights"))
+    if problem is not None:
+        errors = FieldErrors()
+        errors.add("monthly_weights", problem)
+        raise errors
+
+
 def before_write(event) -> None:
     if event.app.id != APP or event.action not in ("create", "update"):
         return
     if event.entity_id not in ("goal", "goal_contribution", "revision_request"):
         return
-    if event.entity_id == "goal" and "parent" not in event.values:
-        return  # nothing that could close a loop: nothing to read
+    if event.entity_id == "goal" and not ({"parent", "pacing", "monthly_weights"} & set(event.values)):
+        return  # nothing that could close a loop or break the pacing: nothing to read
     stored = _stored(event) if event.record_id is not None else {}
+    if event.entity_id == "goal":
+        _check_pacing(event, stored)
     if event.entity_id in ("goal", "goal_contribution"):
         _check_cycle(event, stored)
     if event.entity_id == "revision_request" and not event.actor.is_system:

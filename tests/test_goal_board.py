@@ -61,3 +61,14 @@ def test_the_board_shows_the_pipeline_the_lead_times_and_the_changes(demo):
     rep = _login(demo, "rep_li")
     text = text_of(dash_page(rep, "/dash/goal_agility/board"))
     assert "修订时效 vs 案例" not in text and "李娜 Q4 个人目标" in text
+
+
+def test_the_graph_of_a_revision_runs_down_through_its_goal_to_the_tasks(demo):
+    sales = demo.goal("销售部 Q4 核心目标")
+    request_id = demo.submit("cro", sales["id"]).get_json()["id"]
+    r = demo.get(f"/apps/goal_agility/graph/revision_request/{request_id}?dashboard=board&widget=impact_graph",
+                 "strategy_lead")
+    assert r.status_code == 200, r.get_json()
+    labels = {n["data"].get("label") for n in r.get_json()["elements"]["nodes"]}
+    assert {"销售目标由拓新转向增购", "销售部 Q4 核心目标", "李娜 Q4 个人目标", "每日寻找 3 条新线索"} <= labels
+    assert demo.get(f"/apps/goal_agility/graph/revision_request/{request_id}", "rep_li").status_code in (403, 404)

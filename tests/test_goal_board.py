@@ -72,3 +72,24 @@ def test_the_graph_of_a_revision_runs_down_through_its_goal_to_the_tasks(demo):
     labels = {n["data"].get("label") for n in r.get_json()["elements"]["nodes"]}
     assert {"销售目标由拓新转向增购", "销售部 Q4 核心目标", "李娜 Q4 个人目标", "每日寻找 3 条新线索"} <= labels
     assert demo.get(f"/apps/goal_agility/graph/revision_request/{request_id}", "rep_li").status_code in (403, 404)
+
+
+def test_red_goals_show_with_deviation_signals_and_the_request_action(demo):
+    from helpers_dash import dash_page, text_of, with_class
+
+    sales = demo.goal("销售部 Q4 核心目标")
+    if "flag" not in sales:
+        pytest.skip("the measures (snapshot flag) are not on this branch yet")
+    with demo.engine.begin() as conn:  # the October snapshot's verdict, whatever the sample data says
+        conn.exec_driver_sql(f"UPDATE goal_agility__goal SET flag = 'red', deviation = -0.4 WHERE id = {sales['id']}")
+    page = dash_page(_login(demo, "cro"), "/dash/goal_agility/board")
+    rows = {c["props"].get("id"): c for c in with_class(page, "style-red") if str(c["props"].get("id", "")).startswith("flagged-")}
+    row = rows[f"flagged-{sales['id']}"]
+    assert "-40.0%" in text_of(row) and "新增客户数 ≥ 40 个" in text_of(row) and "申请修订" in text_of(row)
+    # Someone who may not request a revision of it sees the red goal without the action.
+    row = {c["props"].get("id"): c for c in with_class(dash_page(_login(demo, "rep_zhang"), "/dash/goal_agility/board"),
+                                                      "style-red")}[f"flagged-{sales['id']}"]
+    assert "申请修订" not in text_of(row)
+    r = demo.get(f"/apps/goal_agility/graph/goal/{sales['id']}?dashboard=board&widget=impact_graph", "rep_li")
+    node = next(n for n in r.get_json()["elements"]["nodes"] if n["data"]["id"] == f"goal:{sales['id']}")
+    assert node["data"]["style"] == "red"

@@ -4,6 +4,7 @@ built-in connector types, and the complete example of docs/plugins.md (tests/fix
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -458,13 +459,22 @@ def test_plugin_new_creates_a_working_tested_skeleton(tmp_path):
         host = PluginHost.load(tmp_path, entry_points=False)
         assert host.failures == []
         plugin = next(p for p in host.plugins if p.name == "notes_demo")
-        assert plugin.registers == {"connector type": ["notes_demo_static"]}
+        assert plugin.registers == {"connector type": ["notes_demo_api"]}
     finally:
         forget("keel_notes_demo")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
-                         capture_output=True, text=True, timeout=120)
+    assert ".pytest_cache/" in (project / ".gitignore").read_text().splitlines()
+    # Its own tests, as its author runs them: Keel's Python, nothing installed, no conftest of its own
+    # (keel.testing gives the instance, the loopback API and the job run).
+    assert not list(project.rglob("conftest.py"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=project, env=environ,
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "3 passed" in run.stdout
+    assert "5 passed" in run.stdout
+    assert not list(project.rglob("*.egg-info"))
+    installed = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('keel_notes_demo'))"],
+                               capture_output=True, text=True, env=environ, cwd=tmp_path)
+    assert installed.stdout.strip() == "None"
 
 
 @pytest.mark.parametrize("name, message", [
@@ -594,7 +604,9 @@ def test_the_docs_show_the_example_plugin_exactly():
     assert {path for path, _, _ in quoted} == {
         "tests/fixtures/plugins/meeting_notes/pyproject.toml",
         "tests/fixtures/plugins/meeting_notes/src/keel_meeting_notes/plugin.py",
-        "tests/test_plugins.py"}
+        "tests/test_plugins.py",
+        "tests/fixtures/plugins/crm_actuals/src/keel_crm_actuals/plugin.py",
+        "tests/test_plugin_job_example.py"}
     for path, excerpt, text in quoted:
         source = (REPO / path).read_text("utf-8")
         assert (text in source) if excerpt else (text == source), f"docs/plugins.md is out of date for {path}"

@@ -50,3 +50,23 @@ def test_a_team_scoped_read_looks_reports_up_by_index(tmp_path, sqlite_url):
             plan = " | ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
             assert index in plan, plan
     engine.dispose()
+
+
+def test_a_database_created_before_a_new_column_gets_it_at_the_next_start_with_rows_kept(tmp_path, db_url):
+    """keel_record_versions.via and keel_job_chunks.problems came later: an older database gains them."""
+    app = make_app(tmp_path, db_url)
+    engine = app.extensions["keel"].engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE keel_record_versions DROP COLUMN via")
+        conn.exec_driver_sql("ALTER TABLE keel_job_chunks DROP COLUMN problems")
+        conn.exec_driver_sql("INSERT INTO keel_record_versions (app, entity, record_id, version, action, changes, at) "
+                             "VALUES ('a', 'e', 1, 1, 'create', '{}', CURRENT_TIMESTAMP)")
+    engine.dispose()
+    app = make_app(tmp_path, db_url)  # the next start
+    engine = app.extensions["keel"].engine
+    inspector = sa.inspect(engine)
+    assert "via" in {c["name"] for c in inspector.get_columns("keel_record_versions")}
+    assert "problems" in {c["name"] for c in inspector.get_columns("keel_job_chunks")}
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT app, via FROM keel_record_versions").all() == [("a", None)]
+    engine.dispose()

@@ -522,7 +522,7 @@ def test_an_edit_meeting_a_decision_in_progress_is_a_409_not_a_deadlock(tmp_path
         r = w.client.patch(f"/api/v1/apps/wfapp/expense/{rid}", json={"amount": "99"},
                            headers={**w.headers("alice"), "If-Match": f'W/"{version}"'})
         holder.rollback()
-    assert r.status_code == 409 and r.get_json()["error"].startswith("this request is being decided right now")
+    assert r.status_code == 409 and r.get_json()["error"] == "此申请正在审批处理中：请稍后再保存您的修改。"
     assert str(w.record(rid)["amount"]) in ("1200", "1200.00")
     w.engine.dispose()
 
@@ -554,3 +554,42 @@ def test_a_connector_sync_cannot_change_a_workflow_only_field(tmp_path, sqlite_u
         assert (run["counts"]["updated"], run["counts"]["invalid"]) == (1, 1), run
         got = customers(world)
         assert got["C1"]["revenue"] == 120000 and got["C2"]["name"] == "Beta Retail Ltd"
+
+
+def test_set_fields_on_the_linked_record_writes_a_workflow_only_field_on_approval(tmp_path, sqlite_url):
+    """An approved request changes another record (a revision → its goal) through the workflow."""
+    def change(b):
+        _guarded(b)
+        _followup_flow(b)
+        b["entities/followup.json"]["fields"].append({"id": "proposed", "type": "decimal", "label": "Proposed",
+                                                      "scale": 2})
+        b["forms/followup_form.json"]["fields"].append({"field": "proposed"})
+        b["workflows/followup_flow.json"]["on_approved"] = [
+            {"action": "set_fields", "record": "expense", "from": {"approved_amount": "proposed"}}]
+    w = world_with(tmp_path, sqlite_url, change)
+    expense = w.submit("anyof", "alice", approved_amount="100").get_json()["id"]
+    w.post(f"/workflows/instances/{w.instance_of(expense)}/withdraw", "alice")
+    r = w.post("/apps/wfapp/forms/followup_form", "alice", {"title": "Raise", "expense": expense, "proposed": "250"})
+    assert r.status_code == 201, r.get_json()
+    iid = w.instance_of(r.get_json()["id"])
+    assert str(w.record(expense)["approved_amount"]) in ("100", "100.00")  # not before the approval
+    assert w.act(iid, "fiona").status_code == 200
+    assert str(w.record(expense)["approved_amount"]) in ("250", "250.00")
+    w.engine.dispose()
+
+
+def test_set_fields_on_a_linked_record_is_checked_when_validated():
+    from helpers_registries import REGISTRIES
+    from keel.definitions.errors import DefinitionErrors
+    from keel.definitions.loader import load_bundle
+
+    bundle = fixture_bundle()
+    _followup_flow(bundle)
+    bundle["workflows/followup_flow.json"]["on_approved"] = [
+        {"action": "set_fields", "record": "title", "values": {"x": 1}},
+        {"action": "set_fields", "record": "expense", "from": {"nope": "title", "amount": "nosuch + 1"}}]
+    with pytest.raises(DefinitionErrors) as e:
+        load_bundle(bundle, REGISTRIES)
+    text = str(e.value)
+    assert "'title' is not a link field of entity 'followup'" in text
+    assert "no field 'nope' in entity 'expense'" in text and "unknown name 'nosuch'" in text

@@ -12,9 +12,15 @@ class Actor:
     is_admin: bool = False
     department_id: int | None = None
     locale: str | None = None
-    # What the write is done through, when that matters to a check: "workflow:<app>/<workflow>#<instance>"
-    # for a workflow's actions (the only writer of `"changed_by": "workflow"` fields).
+    # What acts on the user's behalf, when it is not the user at the keyboard: "job:<app>/<job>#<run>" (a
+    # job's run, `job_via`), "workflow:<app>/<workflow>#<instance>" (a workflow's actions, the only writer
+    # of `"changed_by": "workflow"` fields). Record versions and audit events keep it, so a history names
+    # the job or workflow beside the user.
     via: str | None = None
+
+    def acting_via(self, via: str) -> Actor:
+        """The same actor, acting through `via` (same permissions)."""
+        return replace(self, via=via[:200])
 
     @property
     def is_system(self) -> bool:
@@ -35,3 +41,8 @@ def workflow_actor(app_id: str, workflow_id: str, instance_id: int) -> Actor:
 
 def acts_for_workflow(actor: Actor) -> bool:
     return bool(actor.via) and actor.via.startswith(WORKFLOW_VIA)
+
+
+def job_via(app: str, job: str, run_id: int) -> str:
+    """The `via` of writes a job's run makes: "job:APP/JOB#RUN"."""
+    return f"job:{app}/{job}#{run_id}"

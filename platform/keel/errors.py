@@ -31,6 +31,10 @@ class KeelError(Exception):
     status the API and pages answer it with; the edges read it, the parts below never speak HTTP."""
 
     status = 400
+    # Whether trying the same thing again later could succeed: True (a timeout, a 5xx, a 429, a lost
+    # connection), False (a wrong token, a missing secret, bad data or config), None (not said; see
+    # `keel.jobs.types.retry_can_help`, which decides what a job retries).
+    retryable: bool | None = None
 
 
 class ConfigError(KeelError):
@@ -70,3 +74,4 @@ class Conflict(KeelError):
     """A write based on a stale version, or a transition that is no longer possible."""
 
     status = 409
+    retryable = True  # someone else wrote first: the next attempt reads their version

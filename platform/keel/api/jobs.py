@@ -7,7 +7,8 @@ other users.
     GET  /jobs                       every job with its next run and its last run
     GET  /jobs/runs?app=&job=&status=&limit=
     GET  /jobs/runs/{id}             a run with its chunks
-    POST /jobs/{name}/run            {"app": ..., "params": {...}} (both optional) -> 202 + Location
+    POST /jobs/{name}/run            {"app": ..., "params": {...}, "force": true} (all optional) -> 202 + Location
+    POST /jobs/runs/{id}/cancel      {"reason": "..."} (optional) -> 200 with the cancelled run; 409 if it ended
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from flask import Blueprint, request, url_for
 
 from keel.api.common import json_response
 from keel.auth import require_admin
-from keel.errors import FieldErrors, NotFound
+from keel.errors import Conflict, FieldErrors, NotFound
 from keel.jobs import jobs_env
-from keel.jobs.catalog import ask, find_spec, job_rows, merged_params
+from keel.jobs.catalog import ask, cancel_run, find_spec, job_rows, merged_params
 from keel.jobs.execute import Dispatch
 from keel.jobs.queue import QueueUnavailable, deliver
 from keel.jobs.runs import get_run, list_runs, run_with_chunks
@@ -111,13 +112,15 @@ def run_job(name: str):
     except _BodyError:
         return json_response({"error": "the request body must be a JSON object"}, 400)
     errors = FieldErrors()
-    app_id, override = body.get("app"), body.get("params")
-    for key in sorted(set(body) - {"app", "params"}):
+    app_id, override, force = body.get("app"), body.get("params"), body.get("force", False)
+    for key in sorted(set(body) - {"app", "params", "force"}):
         errors.add(key, "Unknown field.")
     if app_id is not None and not isinstance(app_id, str):
         errors.add("app", "Must be text.")
     if override is not None and not isinstance(override, dict):
         errors.add("params", "Must be a JSON object.")
+    if not isinstance(force, bool):
+        errors.add("force", "Must be true or false.")
     if errors:
         return _errors(errors)
     try:
@@ -133,7 +136,8 @@ def run_job(name: str):
     if not ok:  # refuse before writing anything: a run nobody can pick up helps no one
         return json_response({"error": str(QueueUnavailable(detail))}, 503)
 
-    asked = ask(env, spec, params, trigger=f"user:{actor.user_id}", user_id=actor.user_id)
+    asked = ask(env, spec, params, trigger=f"user:{actor.user_id}", user_id=actor.user_id, force=force,
+                actor=actor)
     if asked.outcome in ("active", "skipped", "exists"):
         body = {"error": asked.message or f"job {spec.app_id}/{spec.id} already has a run for {asked.key}",
                 "run": asked.existing}
@@ -150,3 +154,28 @@ def run_job(name: str):
     with env.engine.connect() as conn:
         run = get_run(conn, asked.run_id)
     return json_response({"run_id": asked.run_id, "run": run}, 202, {"Location": location})
+
+
+@bp.post("/jobs/runs/<int:run_id>/cancel")
+def cancel_job_run(run_id: int):
+    """Cancel a queued or running run (one whose process is gone, or that should not finish); audited."""
+    actor = require_admin()
+    try:
+        body = _body()
+    except _BodyError:
+        return json_response({"error": "the request body must be a JSON object"}, 400)
+    errors = FieldErrors()
+    reason = body.get("reason")
+    for key in sorted(set(body) - {"reason"}):
+        errors.add(key, "Unknown field.")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        errors.add("reason", "Must be text of at most %(max)s characters.", max=500)
+    if errors:
+        return _errors(errors)
+    try:
+        run = cancel_run(jobs_env(), run_id, actor, reason)
+    except NotFound as e:
+        return json_response({"error": str(e)}, 404)
+    except Conflict as e:
+        return json_response({"error": str(e)}, 409)
+    return json_response({"run": run})

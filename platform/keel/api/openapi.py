@@ -246,7 +246,9 @@ def _components() -> dict:
             "HistoryEntry": {"type": "object", "properties": {
                 "version": {"type": "integer"}, "action": {"type": "string"},
                 "changes": {"type": "object", "description": "field -> [before, after]"},
-                "user_id": {"type": ["integer", "null"]}, "at": {"type": "string", "format": "date-time"}}},
+                "user_id": {"type": ["integer", "null"]}, "at": {"type": "string", "format": "date-time"},
+                "via": {"type": ["string", "null"],
+                        "description": "what wrote it for the user, e.g. job:APP/JOB#RUN (a job's run)"}}},
             "AuditEvent": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
                 "user_id": {"type": ["integer", "null"]}, "action": {"type": "string"},

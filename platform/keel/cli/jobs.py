@@ -5,9 +5,11 @@ Flask app in `ctx.obj["app"]` when one is given (tests, embedding). `python -m k
 well (the embedded set-up starts its worker that way)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import signal
 import sys
 
 import click
@@ -127,14 +129,29 @@ def jobs_list() -> None:
     rows = job_rows(env, env.clock())
     header = ("APP", "JOB", "TYPE", "CRON", "TZ", "NEXT RUN", "LAST")
     table = [header] + [(r["app"], r["job"], r["type"], r["cron"] or "-", r["timezone"] if r["cron"] else "-",
-                         r["next_run_local"] or "-",
-                         f"{r['last_run']['status']} #{r['last_run']['id']}" if r["last_run"] else "-")
-                        for r in rows]
+                         r["next_run_local"] or "-", _last(r)) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
     if not rows:
         click.echo("(no app defines a job)")
+
+
+LIST_MESSAGE = 100  # characters of a last run's error `keel jobs list` shows (the run has it whole)
+
+
+def _last(row: dict) -> str:
+    """The last run, with why it did not succeed, and the last success when that is an older run."""
+    last, ok = row["last_run"], row["last_success"]
+    if last is None:
+        return "-"
+    text = f"{last['status']} #{last['id']}"
+    if last["status"] != "succeeded" and ok is not None:
+        text += f" (succeeded #{ok['id']})"
+    message = " ".join((last["error"] or "").split())
+    if message and last["status"] not in ("queued", "running", "succeeded"):
+        text += ": " + (message if len(message) <= LIST_MESSAGE else message[:LIST_MESSAGE - 1] + "…")
+    return text
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -147,14 +164,48 @@ def _param(text: str) -> tuple[str, object]:
         return key, raw
 
 
+def _operator():
+    """Who acts at the command line: the system, named after the operating-system user (audit trail)."""
+    import getpass
+
+    from keel.actor import SYSTEM
+
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):
+        who = "unknown"
+    return SYSTEM.acting_via(f"cli:{who}")
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP (what `timeout`, `kill` and a closed terminal send) stop a foreground run the way
+    Ctrl+C does: its run is recorded as interrupted instead of staying "running" for ever."""
+    from keel.jobs.catalog import Interrupted
+
+    def stop(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 @jobs_group.command("run")
 @click.argument("name")
 @click.option("--app", "app_id", default=None, help="The app, when several define NAME.")
 @click.option("--param", "params", multiple=True, help="KEY=VALUE (JSON or text); repeat for several.")
-def jobs_run(name: str, app_id: str | None, params: tuple[str, ...]) -> None:
-    """Run job NAME now, here, in the foreground (no Redis needed); recorded like any run."""
+@click.option("--force", is_flag=True,
+              help="Run the period again although it already ran (idempotency); audited.")
+def jobs_run(name: str, app_id: str | None, params: tuple[str, ...], force: bool) -> None:
+    """Run job NAME now, here, in the foreground (no Redis needed); recorded like any run.
+
+    Stopped with Ctrl+C, SIGTERM or SIGHUP, the run is recorded as interrupted (exit code 130)."""
     from keel.jobs import jobs_env
-    from keel.jobs.catalog import ask, find_spec, merged_params, run_in_foreground
+    from keel.jobs.catalog import Interrupted, ask, find_spec, merged_params, run_in_foreground
 
     override = dict(_param(p) for p in params)
     env = jobs_env(_flask_app())
@@ -165,17 +216,43 @@ def jobs_run(name: str, app_id: str | None, params: tuple[str, ...]) -> None:
         raise click.ClickException("; ".join(f"{k}: {' '.join(v)}" for k, v in e.rendered().items())) from None
     except KeelError as e:
         raise click.ClickException(str(e)) from None
-    asked = ask(env, spec, merged, trigger="cli", user_id=None)
+    asked = ask(env, spec, merged, trigger="cli", user_id=None, force=force, actor=_operator())
     if asked.outcome != "queued":
-        raise click.ClickException(asked.message or f"{spec.app_id}/{spec.id} already has a run for {asked.key}")
-    click.echo(f"run #{asked.run_id}: {spec.app_id}/{spec.id} ({spec.type})")
-    with click.progressbar(length=1, label="chunks", show_pos=True) as bar:
-        def on_chunk(done: int, total: int) -> None:
-            bar.length = max(total, 1)
-            bar.update(done - bar.pos)
+        hint = " (--force runs it again on purpose)" if asked.outcome == "skipped" else ""
+        raise click.ClickException((asked.message or f"{spec.app_id}/{spec.id} already has a run for {asked.key}")
+                                   + hint)
+    click.echo(f"run #{asked.run_id}: {spec.app_id}/{spec.id} ({spec.type})" + (" forced" if force else ""))
+    try:
+        with _stop_signals_interrupt(), click.progressbar(length=1, label="chunks", show_pos=True) as bar:
+            def on_chunk(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
 
-        run = run_in_foreground(env, asked.run_id, on_chunk)
+            run = run_in_foreground(env, asked.run_id, on_chunk)
+    except (KeyboardInterrupt, Interrupted):
+        click.echo(f"\nrun #{asked.run_id} interrupted; recorded as such, the period can run again", err=True)
+        sys.exit(130)
     counts = ", ".join(f"{k}: {v}" for k, v in (run["counts"] or {}).items()) or "-"
     click.echo(f"run #{run['id']} {run['status']} in {run['duration_seconds']} s; counts: {counts}")
     if run["status"] != "succeeded":
         raise click.ClickException(run["error"] or f"run ended {run['status']}")
+
+
+@jobs_group.command("cancel")
+@click.argument("run_id", type=int)
+@click.option("--reason", default=None, help="Why, kept with the run and in the audit trail.")
+def jobs_cancel(run_id: int, reason: str | None) -> None:
+    """Cancel queued or running run RUN_ID (e.g. one whose process is gone); audited.
+
+    Its unfinished chunks are cancelled (a worker still running one has its writes rolled back) and the
+    period can run again."""
+    from keel.errors import Conflict, NotFound
+    from keel.jobs import jobs_env
+    from keel.jobs.catalog import cancel_run
+
+    env = jobs_env(_flask_app())
+    try:
+        run = cancel_run(env, run_id, _operator(), reason)
+    except (NotFound, Conflict) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"run #{run['id']} ({run['app']}/{run['job']}) {run['status']}: {run['error']}")

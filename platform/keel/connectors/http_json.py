@@ -96,11 +96,20 @@ _validator: Draft202012Validator | None = None
 
 
 class ConnectorError(KeelError):
-    """A connector run that failed; `url` is redacted, `status` the last HTTP status if any."""
+    """A connector run that failed; `url` is redacted, `status` the last HTTP status if any.
 
-    def __init__(self, message: str, url: str | None = None, status: int | None = None):
+    `retryable` says whether trying again later may succeed. When not given it follows `status`: a 5xx,
+    429 or 408 may pass, any other answer (401, 403, 404, 422 ...) will be the same; without a status
+    (a missing secret, malformed JSON, a cursor loop, a bad config) a retry cannot help either. A job
+    retries only a retryable error (keel.jobs.types.retry_can_help)."""
+
+    def __init__(self, message: str, url: str | None = None, status: int | None = None,
+                 retryable: bool | None = None):
         super().__init__(message)
         self.message, self.url, self.status = message, url, status
+        if retryable is None:
+            retryable = status is not None and (status >= 500 or status in (408, 429))
+        self.retryable = retryable
 
     def __str__(self) -> str:
         return f"{self.message} ({self.url})" if self.url else self.message
@@ -214,7 +223,8 @@ class HttpJsonSource:
         except KeelError as exc:
             # Backstop: a secret that reached a message through a server echo or a template error.
             if any(s and s in str(exc) for s in self._secret_values):
-                raise ConnectorError(redact(str(exc), self._secret_values)) from None
+                raise ConnectorError(redact(str(exc), self._secret_values),
+                                     retryable=bool(exc.retryable)) from None
             raise
 
     def _items(self, secrets: dict[str, str]) -> Iterator[dict[str, Any]]:
@@ -328,7 +338,8 @@ class HttpJsonSource:
             except (OutboundTimeout, ConnectionFailed) as exc:
                 failures += 1
                 if failures > max_retries:
-                    raise ConnectorError(f"giving up after {failures} attempts: {exc.message}", shown) from None
+                    raise ConnectorError(f"giving up after {failures} attempts: {exc.message}", shown,
+                                         retryable=True) from None
                 self._back_off(backoff, failures, exc.message, shown)
                 continue
             if resp.status == 429:

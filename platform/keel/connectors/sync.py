@@ -162,11 +162,15 @@ def run_values(ctx: JobContext) -> dict[str, Any]:
 
 
 def report_problems(ctx: JobContext | None, problems: list[str], skip_invalid: bool, what: str) -> None:
-    """Log the problems of a run (the run's log, or this module's without one); with skip_invalid
-    false, fail it (JobFailed: no retry, the data is wrong, not the connection)."""
-    logger = ctx.log if ctx is not None else log
-    for p in problems[:MAX_REPORTED]:
-        logger.warning("%s: %s", what, p)
+    """Report the problems of a run: kept with the run's record (`JobContext.report`: the API and the
+    run's page show them) and logged; without a run, logged here. With skip_invalid false, fail it
+    (JobFailed: no retry, the data is wrong, not the connection)."""
+    if ctx is not None and skip_invalid:
+        for p in problems:
+            ctx.report(f"{what}: {p}")
+    else:
+        for p in problems[:MAX_REPORTED]:
+            (ctx.log if ctx is not None else log).warning("%s: %s", what, p)
     if problems and not skip_invalid:
         more = f" (and {len(problems) - MAX_REPORTED} more)" if len(problems) > MAX_REPORTED else ""
         raise JobFailed(f"{len(problems)} {what} cannot be synced, nothing was written: "

@@ -20,11 +20,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keel.actor import SYSTEM, Actor
+from keel.actor import SYSTEM, Actor, job_via
 from keel.jobs import attempts, leases
 from keel.jobs.clock import Clock, aware
 from keel.jobs.clock import now as system_now
-from keel.jobs.types import JobContext, JobFailed, JobType
+from keel.jobs.types import JobContext, JobFailed, JobType, retry_can_help
 from keel.storage.db import writes_later
 from keel.storage.job_tables import job_chunks, job_runs
 
@@ -110,7 +110,8 @@ def _context(env: JobEnv, conn: sa.Connection, run: Any, attempt: int, chunk_ind
              on_progress=None) -> tuple[JobType, JobContext]:
     env.runtime.refresh(conn)
     job_type = _job_type(env, run)
-    actor = resolve_actor(conn, run.run_as)
+    # The run's writes name it (record versions, audit events): "job:APP/JOB#RUN" beside the user.
+    actor = resolve_actor(conn, run.run_as).acting_via(job_via(run.app, run.job, run.id))
     ctx = JobContext(conn=conn, engine=env.engine, runtime=env.runtime, actor=actor, app_id=run.app,
                      job_id=run.job, run_id=run.id, attempt=attempt, options=run.options,
                      scheduled_for=aware(run.scheduled_for), chunk_index=chunk_index, on_progress=on_progress)
@@ -210,6 +211,9 @@ def _claim(env: JobEnv, run_id: int, idx: int, now: dt.datetime) -> tuple[Any, A
         if res.rowcount != 1:
             return None
         chunk = conn.execute(sa.select(job_chunks).where(c.run_id == run_id, c.idx == idx)).one()
+        # The run's `attempts` is its most tried chunk's (or its start's): a retried chunk shows there.
+        conn.execute(job_runs.update().where(job_runs.c.id == run_id, job_runs.c.attempts < chunk.attempts)
+                     .values(attempts=chunk.attempts))
         attempts.started(conn, run_id, idx, chunk.attempts, env.worker_name or attempts.this_process(), now)
         return run, chunk, chunk.attempts
 
@@ -245,8 +249,11 @@ def run_chunk(env: JobEnv, run_id: int, idx: int, on_progress=None) -> ChunkOutc
     except LeaseLost as e:
         log.warning("%s", e)
         with env.engine.begin() as conn:
-            attempts.ended(conn, run_id, idx, attempt, "discarded", env.clock(),
-                           f"{e}; this attempt's writes were rolled back")
+            status = conn.execute(sa.select(job_chunks.c.status).where(
+                job_chunks.c.run_id == run_id, job_chunks.c.idx == idx)).scalar()
+            if status != "cancelled":  # a cancelled run's attempt keeps "cancelled" and who did it
+                attempts.ended(conn, run_id, idx, attempt, "discarded", env.clock(),
+                               f"{e}; this attempt's writes were rolled back")
         return ChunkOutcome("skip", attempt)
     except Exception as e:  # recorded on the chunk; retried or fails the run
         return _chunk_failed(env, run, idx, attempt, e)
@@ -269,7 +276,7 @@ def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.date
         done = conn.execute(job_chunks.update()
                             .where(c.run_id == run_id, c.idx == idx, c.status == "running", c.attempts == attempt)
                             .values(status="done", counts=counts, finished_at=finished, lease_until=None,
-                                    error=None))
+                                    error=None, problems=_kept_problems(ctx)))
         if done.rowcount != 1:
             raise LeaseLost(f"chunk {idx} of run #{run_id} was taken back while attempt {attempt} ran")
         attempts.ended(conn, run_id, idx, attempt, "done", finished)
@@ -288,6 +295,14 @@ def _run_claimed(env: JobEnv, run: Any, chunk: Any, attempt: int, limit: dt.date
     if run_status:
         log.info("job run #%s (%s/%s) succeeded", run_id, run.app, run.job)
     return ChunkOutcome("done", attempt, run_status=run_status)
+
+
+def _kept_problems(ctx: JobContext) -> list[str] | None:
+    """A chunk's reported problems as stored: the first MAX_PROBLEMS, then a line counting the rest."""
+    if not ctx.problems:
+        return None
+    more = ctx.problems_total - len(ctx.problems)
+    return ctx.problems + ([f"... and {more} more problem(s) like these"] if more > 0 else [])
 
 
 def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attempt: int, limit: dt.datetime):
@@ -318,7 +333,10 @@ def _checkpointer(env: JobEnv, conn: sa.Connection, run_id: int, idx: int, attem
 def _chunk_failed(env: JobEnv, run: Any, idx: int, attempt: int, e: Exception) -> ChunkOutcome:
     now, message = env.clock(), _describe(e)
     max_attempts = int(run.options.get("max_attempts", 1))
-    final = isinstance(e, JobFailed) or attempt >= max_attempts
+    retryable = retry_can_help(e)
+    final = not retryable or attempt >= max_attempts
+    if not retryable and attempt < max_attempts and not isinstance(e, JobFailed):  # JobFailed says why itself
+        message = f"{message} [not retried: trying again cannot help]"[:MAX_ERROR]
     delay = 0.0 if final else _backoff(run.options, attempt)
     c = job_chunks.c
     with env.engine.begin() as conn:

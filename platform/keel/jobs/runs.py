@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,15 +67,21 @@ def _values(spec: JobSpec, key: str | None, period_key: str, status: str, trigge
 
 def request_run(conn: sa.Connection, spec: JobSpec, *, trigger: str, now: dt.datetime,
                 scheduled_for: dt.datetime | None = None, user_id: int | None = None,
-                params: dict[str, Any] | None = None) -> Requested:
+                params: dict[str, Any] | None = None, force: bool = False) -> Requested:
     """Ask for a run of `spec`. `scheduled_for` is the fire time for the scheduler; None means "now"
-    (CLI, API), which for a `period` job means the period of its latest fire time."""
+    (CLI, API), which for a `period` job means the period of its latest fire time.
+
+    `force` (manual runs only) runs the period again although it already succeeded: the new run gets a
+    key of its own (its `idempotency_key` as shown stays the period's), so the earlier run keeps its
+    record. A run of the period still queued or running is never doubled, forced or not."""
     manual = scheduled_for is None
     if manual and spec.idempotency == "period":
         scheduled_for = schedule.latest_fire(spec.cron, spec.timezone, now)
     elif manual and spec.idempotency != "run":
         scheduled_for = now
     key = schedule.idempotency_key(spec.idempotency, spec.timezone, scheduled_for, manual)
+    if force and manual:
+        return _forced(conn, spec, key, trigger, user_id, now, scheduled_for, params)
     values = _values(spec, key, key, "queued", trigger, user_id, now, scheduled_for, params)
     for _ in range(2):
         run_id = _insert_unless_key_taken(conn, values)
@@ -106,6 +113,46 @@ def request_run(conn: sa.Connection, spec: JobSpec, *, trigger: str, now: dt.dat
         log.info("job %s/%s: run #%s skipped: %s", spec.app_id, spec.id, skipped, reason)
         return Requested("skipped", skipped, key, run_json(existing), reason)
     return Requested("active", None, key, None, f"key {key} is contended; try again")
+
+
+def _forced(conn: sa.Connection, spec: JobSpec, key: str, trigger: str, user_id: int | None,
+            now: dt.datetime, scheduled_for: dt.datetime | None, params: dict[str, Any] | None) -> Requested:
+    r = job_runs.c
+    active = conn.execute(sa.select(job_runs).where(r.app == spec.app_id, r.job == spec.id, r.period_key == key,
+                                                    r.status.in_(ACTIVE)).limit(1)).first()
+    if active is not None:
+        return Requested("active", None, key, run_json(active),
+                         f"run #{active.id} of {spec.app_id}/{spec.id} is already {active.status} for key {key}; "
+                         f"a forced run waits until it has ended (or cancel it)")
+    own_key = f"forced:{uuid.uuid4().hex}"
+    run_id = conn.execute(job_runs.insert().values(
+        **_values(spec, own_key, key, "queued", trigger, user_id, now, scheduled_for, params,
+                  "forced: run again on purpose although the idempotency key may have run already"))
+        .returning(r.id)).scalar()
+    log.info("job %s/%s: run #%s forced for key %s", spec.app_id, spec.id, run_id, key)
+    return Requested("queued", run_id, key)
+
+
+def stop_run(conn: sa.Connection, run_id: int, status: str, why: str, now: dt.datetime) -> bool:
+    """End a queued or running run as `interrupted` or `cancelled`, with `why` as its error: its unfinished
+    chunks are cancelled and their running attempts end with the same outcome. The run gives up its
+    idempotency key, so the period can run again (the scheduler, `keel jobs run`, the API). A worker
+    still running one of its chunks finds the chunk no longer its own when it commits, and its writes are
+    rolled back. False when the run was not queued or running (it had ended meanwhile)."""
+    from keel.storage.job_tables import job_attempts
+
+    assert status in ("interrupted", "cancelled")
+    r, c, a = job_runs.c, job_chunks.c, job_attempts.c
+    ended = conn.execute(job_runs.update().where(r.id == run_id, r.status.in_(ACTIVE))
+                         .values(status=status, error=why[:4000], finished_at=utc(now), idempotency_key=None))
+    if ended.rowcount != 1:
+        return False
+    conn.execute(job_chunks.update().where(c.run_id == run_id, c.status.in_(("queued", "running")))
+                 .values(status="cancelled", lease_until=None, finished_at=utc(now), error=why[:4000]))
+    conn.execute(job_attempts.update().where(a.run_id == run_id, a.outcome == "running")
+                 .values(outcome=status, finished_at=utc(now), error=why[:4000]))
+    log.warning("job run #%s %s: %s", run_id, status, why)
+    return True
 
 
 def record_skipped(conn: sa.Connection, spec: JobSpec, scheduled_for: dt.datetime, reason: str,
@@ -160,11 +207,18 @@ def list_runs(conn: sa.Connection, *, app: str | None = None, job: str | None = 
     return [run_json(r) for r in conn.execute(stmt)]
 
 
-def last_runs(conn: sa.Connection) -> dict[tuple[str, str], dict[str, Any]]:
-    """The newest run of every job, by (app, job)."""
-    newest = sa.select(sa.func.max(job_runs.c.id)).group_by(job_runs.c.app, job_runs.c.job)
-    rows = conn.execute(sa.select(job_runs).where(job_runs.c.id.in_(newest)))
-    return {(r.app, r.job): run_json(r) for r in rows}
+def last_runs(conn: sa.Connection, statuses: tuple[str, ...] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest run of every job, by (app, job); only runs of `statuses` when given."""
+    r = job_runs.c
+    newest = sa.select(sa.func.max(r.id)).group_by(r.app, r.job)
+    if statuses is not None:
+        newest = newest.where(r.status.in_(statuses))
+    rows = conn.execute(sa.select(job_runs).where(r.id.in_(newest)))
+    return {(row.app, row.job): run_json(row) for row in rows}
+
+
+# What "last run" shows: a refused duplicate (skipped) never hides the run that did the work.
+SHOWN_AS_LAST = ("queued", "running", "succeeded", "failed", "interrupted", "cancelled")
 
 
 def chunks_of(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
@@ -174,13 +228,16 @@ def chunks_of(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
     tried = history(conn, run_id)
     rows = conn.execute(sa.select(job_chunks).where(job_chunks.c.run_id == run_id).order_by(job_chunks.c.idx))
     return [{"index": r.idx, "status": r.status, "attempts": r.attempts, "counts": r.counts, "error": r.error,
-             "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at), "history": tried.get(r.idx, [])}
+             "problems": r.problems or [], "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+             "history": tried.get(r.idx, [])}
             for r in rows]
 
 
 def run_with_chunks(conn: sa.Connection, run_id: int) -> dict[str, Any] | None:
-    """A run with its chunks and every attempt at them (the run's API answer and page); None if unknown."""
+    """A run with its chunks and every attempt at them, and `problems`: what its chunks reported about
+    items they skipped (the run's API answer and page); None if unknown."""
     run = get_run(conn, run_id)
     if run is not None:
         run["chunks"] = chunks_of(conn, run_id)
+        run["problems"] = [p for c in run["chunks"] for p in c["problems"]]
     return run

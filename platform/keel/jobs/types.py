@@ -25,11 +25,31 @@ from keel.errors import KeelError
 log = logging.getLogger("keel.jobs")
 
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_.]{0,99}")
+MAX_PROBLEMS = 100  # problems a chunk keeps word for word (JobContext.report); the rest are counted
 
 
 class JobFailed(KeelError):
     """A failure no retry can fix (the acting user may no longer do this, the type is unknown): the
     chunk or run fails at once with this message."""
+
+    retryable = False
+
+
+def retry_can_help(e: BaseException) -> bool:
+    """Whether a chunk that raised `e` is worth another attempt (after its back-off).
+
+    - JobFailed: never;
+    - an error that says so itself (`retryable` True or False: ConnectorError, keel.outbound's errors,
+      a plugin's own) is taken at its word: timeouts, lost connections, HTTP 5xx and 429 are retried;
+      401/403 and other 4xx answers, a missing secret, malformed JSON, a cursor loop are not;
+    - any other KeelError is a message about data or configuration, which the same input repeats: not
+      retried (a Conflict, someone else having written first, says it is retryable);
+    - anything else (a bug, a database hiccup, a plain exception a job type raised) is retried, as an
+      error nobody has classified may well be passing."""
+    said = getattr(e, "retryable", None)
+    if isinstance(said, bool):
+        return said
+    return not isinstance(e, KeelError)
 
 
 class JobType:
@@ -76,10 +96,24 @@ class JobContext:
     log: logging.LoggerAdapter = field(default=None)  # type: ignore[assignment]
     on_progress: Callable[[int, int | None], None] | None = None
     on_checkpoint: Callable[[], None] | None = None
+    problems: list[str] = field(default_factory=list)  # what `report` was told, kept with the chunk
+    problems_total: int = 0
 
     def __post_init__(self):
         if self.log is None:
             self.log = logging.LoggerAdapter(log, {"run": self.run_id, "chunk": self.chunk_index})
+
+    def report(self, problem: str) -> None:
+        """Record why an item was skipped or not written ("item 3 (key 'C-9'): amount: not a number").
+        Logged as a warning and kept with the chunk when it commits, so the run's record (the API's
+        `problems`, the run's page) says why, not only the worker's log. The first MAX_PROBLEMS of a
+        chunk are kept word for word, the rest are counted."""
+        self.problems_total += 1
+        if self.problems_total <= MAX_PROBLEMS:  # a sync of 200,000 bad rows must not flood log or run
+            self.problems.append(str(problem)[:1000])
+            self.log.warning("%s", problem)
+        elif self.problems_total == MAX_PROBLEMS + 1:
+            self.log.warning("more problems than %s in this chunk; the rest are only counted", MAX_PROBLEMS)
 
     @property
     def built(self):

@@ -6,7 +6,11 @@ from keel.errors import KeelError
 
 
 class OutboundError(KeelError):
-    """An outbound request that could not be made or completed; `url` is already redacted."""
+    """An outbound request that could not be made or completed; `url` is already redacted. Refused
+    destinations, bad URLs, redirect loops and oversized answers stay so on a retry (`retryable`
+    False); timeouts and failed connections may not."""
+
+    retryable = False
 
     def __init__(self, message: str, url: str | None = None):
         super().__init__(message)
@@ -37,6 +41,10 @@ class OutboundTimeout(OutboundError):
     """A phase (connect, send, wait for the answer) took longer than its timeout, or the whole exchange
     outlasted the client's total_timeout."""
 
+    retryable = True
+
 
 class ConnectionFailed(OutboundError):
     """Name resolution or the connection itself failed (refused, reset, TLS error, a malformed answer)."""
+
+    retryable = True

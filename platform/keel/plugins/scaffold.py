@@ -1,6 +1,6 @@
 """`keel plugin new NAME`: a working, tested plugin project made from the files in keel/plugin_template.
-Template files end in `.tmpl` (so no tool mistakes them for code) and use `${plugin}`, `${package}` and
-`${dist}`; a folder named `__package__` becomes the package. The project is written to a temporary
+Template files end in `.tmpl` (so no tool mistakes them for code) and use `${plugin}`, `${package}`,
+`${dist}` and `${secret}` (the environment variable of the example's token); a folder named `__package__` becomes the package. The project is written to a temporary
 folder first and moved into place at the end, so a failure leaves nothing half-made."""
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def create_plugin(name: str, root: str | os.PathLike[str]) -> Path:
     target = root / name
     if target.exists():
         raise PluginNameError(f"{target} already exists; choose another name or remove it")
-    values = {"plugin": name, "package": package_name(name), "dist": package_name(name).replace("_", "-")}
+    values = {"plugin": name, "package": package_name(name), "dist": package_name(name).replace("_", "-"),
+              "secret": f"{name.upper()}_TOKEN"}
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; the project is an ordinary folder

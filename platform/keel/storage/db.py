@@ -110,10 +110,17 @@ def is_lock_timeout(exc: BaseException) -> bool:
 
 
 def sync_system_tables(conn: sa.Connection) -> None:
-    """Keel's own tables as this version defines them: missing tables are created, and indexes added
-    to tables an older version created (an existing database gets them at its next start)."""
+    """Keel's own tables as this version defines them: missing tables are created, and nullable columns
+    and indexes added to tables an older version created (an existing database gets them at its next
+    start). Keel's own tables only ever gain nullable columns, so nothing here rewrites a table."""
     system_metadata.create_all(conn)
+    inspector = sa.inspect(conn)
     for table in system_metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {ddl}')
         for index in table.indexes:
             conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 

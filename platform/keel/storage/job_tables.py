@@ -17,14 +17,18 @@ def _ts(name: str, **kw) -> sa.Column:
     return sa.Column(name, sa.DateTime(timezone=True), **kw)
 
 
-# Run statuses, in the order a run moves through them; `skipped` runs never start.
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
-CHUNK_STATUSES = ("queued", "running", "done", "failed")
+# Run statuses, in the order a run moves through them; `skipped` runs never start. `interrupted`: the
+# process running it in the foreground (`keel jobs run`) was stopped (Ctrl+C, SIGTERM); `cancelled`: an
+# admin stopped it. Both give up the run's idempotency key, so the period can run again.
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped", "interrupted", "cancelled")
+CHUNK_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 # How an attempt at a chunk ended: still `running`; `done` (committed); `error` (raised, tried again);
 # `failed` (raised, no attempt left, or a failure no retry fixes); `lost` (its worker stopped
 # heartbeating); `timed_out` (still running past timeout + grace); `discarded` (finished after it had
-# been taken back: its writes were rolled back).
-ATTEMPT_OUTCOMES = ("running", "done", "error", "failed", "lost", "timed_out", "discarded")
+# been taken back: its writes were rolled back); `interrupted` / `cancelled` (its run was, while it ran:
+# its writes were rolled back).
+ATTEMPT_OUTCOMES = ("running", "done", "error", "failed", "lost", "timed_out", "discarded", "interrupted",
+                    "cancelled")
 
 job_runs = sa.Table(
     "keel_job_runs", metadata,
@@ -81,6 +85,9 @@ job_chunks = sa.Table(
     _ts("finished_at"),
     sa.Column("counts", sa.JSON()),
     sa.Column("error", sa.Text()),
+    # What the chunk's job reported about the items it skipped or could not write (`JobContext.report`),
+    # committed with its done mark: the run's record says why, not only the worker's log.
+    sa.Column("problems", sa.JSON()),
     sa.Index("ix_keel_job_chunks_status", "status"),
 )
 

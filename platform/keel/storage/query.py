@@ -496,4 +496,4 @@ def record_history(conn: sa.Connection, built: BuiltApp, entity_id: str, record_
     rows = conn.execute(sa.select(record_versions).where(
         rv.app == built.id, rv.entity == entity_id, rv.record_id == row.id).order_by(rv.version, rv.id))
     return [{"version": r.version, "action": r.action, "at": datetime_json(r.at), "user_id": r.user_id,
-             "changes": {k: v for k, v in (r.changes or {}).items() if k in visible}} for r in rows]
+             "via": r.via, "changes": {k: v for k, v in (r.changes or {}).items() if k in visible}} for r in rows]

@@ -214,7 +214,8 @@ _INSERT_VERSION = record_versions.insert()
 def _store(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: int, version: int, action: str,
            changes: dict[str, list], actor: Actor, at) -> None:
     conn.execute(_INSERT_VERSION, {"app": built.id, "entity": entity_id, "record_id": record_id, "version": version,
-                                   "action": action, "changes": changes, "user_id": actor.user_id, "at": at})
+                                   "action": action, "changes": changes, "user_id": actor.user_id, "via": actor.via,
+                                   "at": at})
     # The event names the version, not the values: the audit trail is shown to everyone who may
     # read the record, and values of fields they may not read must not reach them this way.
     record_event(conn, actor, f"record.{action}", app=built.id, entity=entity_id, record_id=record_id,

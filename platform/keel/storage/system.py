@@ -99,6 +99,9 @@ record_versions = sa.Table(
     sa.Column("changes", sa.JSON(), nullable=False),      # field -> [before, after], JSON values
     sa.Column("user_id", sa.BigInteger()),
     _ts("at", nullable=False),
+    # What made the write on the user's behalf, when not the user directly: "job tracker/count run #12"
+    # (keel.actor.Actor.via). Shown in the record's history beside the user.
+    sa.Column("via", sa.String(200)),
     sa.Index("ix_keel_record_versions_record", "app", "entity", "record_id", "version"),
 )
 

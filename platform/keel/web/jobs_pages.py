@@ -1,15 +1,17 @@
 """/admin/jobs: every job with its schedule and next run, the queue's state, and the recent runs with
 status, counts, error and duration; /admin/jobs/runs/<id>: one run with every attempt at each of its
-chunks and why it ended. Administrators only (the API explains why)."""
+chunks and why it ended, and what its job reported about items it skipped; a queued or running run can be
+cancelled there (a form post: CSRF-checked like every form, audited). Administrators only (the API
+explains why)."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from keel.auth import require_admin
-from keel.errors import NotFound
-from keel.i18n import current_lang
+from keel.errors import Conflict, NotFound
+from keel.i18n import current_lang, translate
 from keel.jobs import jobs_env, queue_status
-from keel.jobs.catalog import job_rows
+from keel.jobs.catalog import cancel_run, job_rows
 from keel.jobs.runs import list_runs, run_with_chunks
 
 bp = Blueprint("jobs_pages", __name__)
@@ -37,3 +39,16 @@ def run_page(run_id: int):
     if run is None:
         raise NotFound(f"no job run {run_id}")
     return render_template("jobs/run.html", title="Job run", run=run, chunks=run["chunks"])
+
+
+@bp.post("/admin/jobs/runs/<int:run_id>/cancel")
+def cancel_run_page(run_id: int):
+    who = require_admin()
+    reason = (request.form.get("reason") or "").strip()[:500] or None
+    try:
+        cancel_run(jobs_env(), run_id, who, reason)
+    except Conflict:
+        flash(translate("Run #%(id)s has already ended; nothing was cancelled.", id=run_id), "info")
+    else:
+        flash(translate("Run #%(id)s is cancelled.", id=run_id), "success")
+    return redirect(url_for("jobs_pages.run_page", run_id=run_id))

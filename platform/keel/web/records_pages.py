@@ -175,14 +175,28 @@ def _render_record(built, entity_id: str, record_id, who, form=None, status: int
                            list_href=url_for("web.record_list", app_id=built.id, entity_id=entity_id)), status
 
 
+def _via(by: str, via: str | None) -> str:
+    """Who wrote a version, with what wrote it for them ("job:APP/JOB#RUN", keel.actor.job_via)."""
+    if not via:
+        return by
+    kind, _, rest = via.partition(":")
+    name, sep, number = rest.rpartition("#")
+    if kind == "job" and sep:
+        return translate("%(who)s, via job %(job)s run #%(run)s", who=by, job=name, run=number)
+    if kind == "workflow" and sep:
+        return translate("%(who)s, via workflow %(workflow)s request #%(n)s", who=by, workflow=name, n=number)
+    return translate("%(who)s, via %(via)s", who=by, via=via)
+
+
 def _history_entry(built, h: dict, labels: dict, by_id: dict, names: dict) -> dict:
     def value_of(fid, value):
         return shown(built, by_id[fid], value, names) if fid in by_id else None
 
     who = h["user_id"]
+    by = translate("system") if who is None else names.get(who, f"#{who}")
     return {"version": h["version"], "action": translate(ACTIONS.get(h["action"], h["action"])),
             "at": str(h["at"])[:19].replace("T", " "),
-            "who": translate("system") if who is None else names.get(who, f"#{who}"),
+            "who": _via(by, h.get("via")),
             "changes": [(labels.get(k, k), value_of(k, v[0]), value_of(k, v[1]))
                         for k, v in h["changes"].items()]}
 

@@ -1,6 +1,7 @@
 """Actions a workflow runs on entering a state or completing a step, inside the transition's transaction:
 
     {"action": "set_fields", "values": {"status": "approved"}}
+    {"action": "set_fields", "record": "goal", "from": {"target": "proposed_target"}}   (the linked record)
     {"action": "create_record", "entity": "task", "values": {"title": "Follow up"}, "from": {"goal": "goal"}}
     {"action": "notify", "template": "goal_changed", "to": ["submitter", "approvers", {"rule": "role", ...}]}
                     (without a template: the engine's own message about the request's status)
@@ -72,26 +73,72 @@ def _unknown_keys(params, allowed: set[str]) -> list[tuple[str, str]]:
 
 
 class SetFields:
+    """{"action": "set_fields", "values": {"field": value}, "from": {"field": "<expression>"},
+        "record": "<link field>"}: set fields of the request's record — or, with `record`, of the record
+    its link field points to (an approved revision writing the goal's new target). `from` computes values
+    from the request's record (safe expressions). Written as the workflow (ctx.writer), so fields marked
+    `"changed_by": "workflow"` accept it."""
+
     name = "set_fields"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["values"], "properties": {"values": {"type": "object"}}}
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {
+        "values": {"type": "object"}, "from": {"type": "object"}, "record": {"type": "string"}}}
 
     def check(self, params, scope):
-        out = _unknown_keys(params, {"values"})
-        values = params.get("values")
-        if not isinstance(values, Mapping) or not values:
-            return out + [("/values", "give the fields to set, {\"field\": value}")]
-        if scope.entity is not None:
+        out = _unknown_keys(params, {"values", "from", "record"})
+        values, sources = params.get("values") or {}, params.get("from") or {}
+        if not isinstance(values, Mapping) or not isinstance(sources, Mapping) or not (values or sources):
+            return out + [("/values", "give the fields to set, {\"field\": value} (or `from`, {\"field\": \"expression\"})")]
+        target = scope.entity
+        link = params.get("record")
+        if link is not None and scope.entity is not None:
+            f = scope.entity.field(link) if isinstance(link, str) else None
+            if f is None or f.type != "link":
+                links = ", ".join(x.id for x in scope.entity.fields if x.type == "link") or "none"
+                return out + [("/record", f"'{link}' is not a link field of entity '{scope.entity.id}' (link fields: {links})")]
+            target = scope.entities.get(f.entity)
+        if target is not None:
             for fid, value in values.items():
-                out += [(f"/values/{fid}", m) for m in _field_value_problems(scope.entity, fid, value)]
+                out += [(f"/values/{fid}", m) for m in _field_value_problems(target, fid, value)]
+            for fid in sources:
+                if target.field(fid) is None:
+                    out.append((f"/from/{fid}", f"no field '{fid}' in entity '{target.id}'"))
+        out += _expression_problems(sources, scope)
         return out
 
     def run(self, ctx: ActionContext, params):
         from keel.storage import records
 
         inst = ctx.instance
+        values = dict(thaw(params.get("values") or {}))
+        for fid, source in (params.get("from") or {}).items():
+            values[fid] = _jsonish(compile_expression(source).evaluate(ctx.record))
+        entity, record_id = inst["entity"], inst["record_id"]
+        link = params.get("record")
+        if link:
+            target_id = ctx.record.get(link)
+            if target_id is None:
+                from keel.errors import Conflict
+
+                raise Conflict(f"set_fields: the request's '{link}' is empty, so there is no record to update")
+            entity, record_id = ctx.built.entity(inst["entity"]).field(link).entity, target_id
         # The record as it is now, read once under its row lock (the engine acts on the current version).
-        records.update_current(ctx.conn, ctx.built, inst["entity"], inst["record_id"], thaw(params["values"]),
-                               ctx.writer)
+        records.update_current(ctx.conn, ctx.built, entity, record_id, values, ctx.writer)
+
+
+def _expression_problems(sources, scope) -> list[tuple[str, str]]:
+    out = []
+    known = {f.id for f in scope.entity.fields} | set(SYSTEM_COLUMNS) if scope.entity else None
+    for fid, source in sources.items():
+        try:
+            names = compile_expression(source).names if isinstance(source, str) else None
+        except ExpressionError as e:
+            out.append((f"/from/{fid}", f"invalid expression: {e}"))
+            continue
+        if names is None:
+            out.append((f"/from/{fid}", "give an expression over the workflow's record"))
+        elif known is not None:
+            out += [(f"/from/{fid}", f"unknown name '{n}' in expression {source!r}") for n in sorted(names - known)]
+    return out
 
 
 class CreateRecord:
@@ -107,20 +154,10 @@ class CreateRecord:
             return out + [("/entity", f"no entity '{params.get('entity')}' in this app")]
         for fid, value in (params.get("values") or {}).items():
             out += [(f"/values/{fid}", m) for m in _field_value_problems(target, fid, value)]
-        known = {f.id for f in scope.entity.fields} | set(SYSTEM_COLUMNS) if scope.entity else None
-        for fid, source in (params.get("from") or {}).items():
+        for fid in params.get("from") or {}:
             if target.field(fid) is None:
                 out.append((f"/from/{fid}", f"no field '{fid}' in entity '{target.id}'"))
-            try:
-                names = compile_expression(source).names if isinstance(source, str) else None
-            except ExpressionError as e:
-                out.append((f"/from/{fid}", f"invalid expression: {e}"))
-                continue
-            if names is None:
-                out.append((f"/from/{fid}", "give an expression over the workflow's record"))
-            elif known is not None:
-                out += [(f"/from/{fid}", f"unknown name '{n}' in expression {source!r}") for n in sorted(names - known)]
-        return out
+        return out + _expression_problems(params.get("from") or {}, scope)
 
     def run(self, ctx: ActionContext, params):
         from keel.storage import records

@@ -437,7 +437,10 @@ def restart_after_edit(conn: sa.Connection, runtime, instance_id: int, actor: Ac
     try:  # the whole write is refused, so the aborted transaction is rolled back by the caller
         inst = conn.execute(_LOCK_INSTANCE_NOWAIT, {"instance_id": instance_id}).first()
     except sa.exc.OperationalError:
-        raise Conflict("this request is being decided right now: try your change again in a moment") from None
+        from keel.i18n import translate
+
+        raise Conflict(translate("This request is being decided right now: try your change again in a moment.")
+                       ) from None
     if inst is None or inst.status != "pending":
         return False
     run = machine.load_run(conn, runtime, inst, actor)

@@ -77,3 +77,30 @@ def test_import_is_for_admins_and_refuses_unknown_columns(demo):
     wb.save(buf)
     r = _post(demo, "admin", buf.getvalue())
     assert r.status_code == 422 and "预算" in r.get_json()["errors"]["file"][0]
+
+
+def test_keel_import_previews_and_imports_from_the_command_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import APPS
+    from keel.cli import cli
+
+    env = {"KEEL_INSTANCE_PATH": str(tmp_path / "inst"), "KEEL_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}",
+           "KEEL_APPS_PATH": str(APPS), "KEEL_ENV": "development"}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["demo", "--no-serve"], env=env, catch_exceptions=False).exit_code == 0
+    path = tmp_path / "goals.xlsx"
+    path.write_bytes(xlsx([["华南大区 Q4 目标", "cro", "team", "销售部 Q4 核心目标", "new_business", "新增客户数",
+                            "count", 13, 0.325],
+                           ["坏单位", "cro", "team", "销售部 Q4 核心目标", "new_business", "新增客户数", "yuan", 4, None]]))
+    r = runner.invoke(cli, ["import", "goal_agility", "goal", str(path), "--user", "admin", "--preview"], env=env)
+    assert r.exit_code == 1 and json.loads(r.output)["errors"][0]["row"] == 3
+    path.write_bytes(xlsx([["华南大区 Q4 目标", "cro", "team", "销售部 Q4 核心目标", "new_business", "新增客户数",
+                            "count", 13, 0.325]]))
+    r = runner.invoke(cli, ["import", "goal_agility", "goal", str(path), "--user", "admin"], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["created"] == 1
+    r = runner.invoke(cli, ["import", "goal_agility", "goal", str(path), "--user", "rep_li"], env=env)
+    assert r.exit_code != 0

@@ -8,6 +8,7 @@ import zoneinfo
 
 import pytest
 
+from keel import workdays
 from keel.workflow import calendar
 from keel.workflow.calendar import add_working_days, is_working_day, working_days_between
 
@@ -60,7 +61,7 @@ def test_the_number_of_days_must_be_a_whole_number(bad):
 
 
 def test_2027_falls_back_to_weekdays_minus_statutory_holidays_and_says_so_once(caplog, monkeypatch):
-    monkeypatch.setattr(calendar, "_warned", set())
+    monkeypatch.setattr(workdays, "_warned", set())
     caplog.set_level(logging.WARNING, logger="keel.workflow.calendar")
     assert calendar.uses_fallback(dt.date(2027, 1, 4)) and not calendar.uses_fallback(dt.date(2026, 1, 5))
     assert not is_working_day(dt.date(2027, 1, 1))   # New Year's Day, a Friday

@@ -1,4 +1,4 @@
-"""Safe expressions: the SECURITY.md payload set is refused at parse time or stopped by a limit,
+"""Safe expressions: the docs/security.md payload set is refused at parse time or stopped by a limit,
 quickly; normal definitions (the deviation formula) evaluate exactly."""
 from __future__ import annotations
 
@@ -291,6 +291,8 @@ REGISTRY_SNAPSHOT = {
     "max": "builtins.max",
     "min": "builtins.min",
     "month": "keel.expressions.month",
+    "working_days": "keel.expressions.working_days",
+    "add_working_days": "keel.expressions.add_working_days",
     "round": "keel.expressions._round",
     "startswith": "keel.expressions.startswith",
     "today": "keel.expressions.today",
@@ -308,3 +310,32 @@ def test_function_registry_snapshot():
 def test_function_registry_is_read_only():
     with pytest.raises(TypeError):
         FUNCTIONS["system"] = print  # type: ignore[index]
+
+
+# ---- working days (the calendar of workflow SLAs) ------------------------------------------------
+
+@pytest.mark.parametrize("source, expected", [
+    # National Day 2025: 1-8 October are holidays, Saturday 11 October is a working day (调休)
+    ("working_days(start, end)", 1),                       # 30 Sep -> 9 Oct: only the 9th counts
+    ("working_days(end, start)", -1),                      # same order as days_between: end earlier -> negative
+    ("working_days(start, start)", 0),
+    ("add_working_days(start, 1)", dt.date(2025, 10, 9)),
+    ("add_working_days(start, 3)", dt.date(2025, 10, 11)),  # the working Saturday
+    ("add_working_days(end, -1)", dt.date(2025, 9, 30)),
+    ("add_working_days(start, 2.0)", dt.date(2025, 10, 10)),
+    ("working_days(none, end)", None),
+    ("add_working_days(none, 3)", None),
+])
+def test_working_day_functions_follow_the_chinese_calendar(source, expected):
+    values = {"start": dt.date(2025, 9, 30), "end": dt.date(2025, 10, 9), "none": None}
+    assert compile_expression(source).evaluate(values) == expected
+
+
+@pytest.mark.parametrize("source, message", [
+    ("add_working_days(start, 1.5)", "whole number"),
+    ("working_days(start, 'x')", "needs a date"),
+    ("working_days(start, add_working_days(start, 5000))", "more than"),
+])
+def test_working_day_functions_refuse_bad_arguments_with_a_message(source, message):
+    with pytest.raises(ExpressionError, match=message):
+        compile_expression(source).evaluate({"start": dt.date(2025, 9, 30)})

@@ -470,7 +470,9 @@ def test_admin_validates_applies_and_rolls_back_an_edited_definition(any_db_site
               "file:forms/new_item.json": json.dumps(form, ensure_ascii=False)}
     r = c.post(ADMIN, data={"csrf_token": csrf_of(page), "action": "validate", **edited})
     assert r.status_code == 200
-    assert "定义有效。" in r.text and "entities/item.json: added /fields/7" in html.unescape(r.text)
+    assert "定义有效。" in r.text
+    # the change named by id, in the reader's language (not "added /fields/7")
+    assert "新增字段 budget «预算» (money)" in html.unescape(r.text)
     assert "预算" not in c.get(FORM).text  # validating applies nothing
     r = c.post(ADMIN, data={"csrf_token": csrf_of(page), "action": "apply", "note": "add budget", **edited})
     assert r.status_code == 302
@@ -480,6 +482,9 @@ def test_admin_validates_applies_and_rolls_back_an_edited_definition(any_db_site
     r = post_form(c, {"title": "with budget", "budget": "12.50"})
     assert r.status_code == 302 and str(site.items()[0]["budget"]) in ("12.50", "12.5")
     r = c.post(ADMIN + "/rollback", data={"csrf_token": csrf_of(page), "version": "1"})
+    assert r.status_code == 400  # not without confirmation
+    assert "budget" in html.unescape(c.get(ADMIN + "/rollback?version=1").text)  # what it would undo
+    r = c.post(ADMIN + "/rollback", data={"csrf_token": csrf_of(page), "version": "1", "confirm": "yes"})
     assert r.status_code == 302
     assert "已回滚到第 1 版（保存为第 3 版）。" in c.get(ADMIN).text
     assert 'id="f-budget"' not in c.get(FORM).text

@@ -1,4 +1,4 @@
-"""The outbound transport against real HTTP servers on 127.0.0.1, and the SSRF matrix of SECURITY.md.
+"""The outbound transport against real HTTP servers on 127.0.0.1, and the SSRF matrix of docs/security.md.
 
 No test sends traffic off this machine: non-loopback destinations are reached only through an injected
 resolver, and must be refused before any connection is attempted."""

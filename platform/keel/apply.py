@@ -102,3 +102,50 @@ def diff_app(engine: sa.Engine, app_def: AppDef) -> DiffResult:
             return DiffResult(sync_plan, changes, current.version if current is not None else None)
         finally:
             conn.rollback()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    version: int
+    written: list[str]   # bundle paths written
+    removed: list[str]   # definition files of the folder that the version no longer has
+
+
+def export_app(engine: sa.Engine, app_id: str, target, registries: Registries,
+               version: int | None = None) -> ExportResult:
+    """Write a stored version (the current one by default) of `app_id` into the folder `target` as the
+    files `keel app apply` reads, so that the folder an admin applies from follows changes made on the
+    pages or by a rollback. Definition files in the folder that the version does not have are removed
+    (the version is the whole app); other files are left alone. A folder holding another app is refused."""
+    import json
+    from pathlib import Path
+
+    from keel.definitions.loader import folders
+    from keel.errors import KeelError, NotFound
+
+    root = Path(target)
+    with engine.connect() as conn:
+        if version is None:
+            row = versions.latest_row(conn, app_id)
+            if row is None:
+                raise NotFound(f"app '{app_id}' has no stored versions")
+            version, bundle = row.version, row.bundle
+        else:
+            bundle = versions.get_bundle(conn, app_id, version)
+    existing = root / "app.json"
+    if existing.is_file():
+        try:
+            other = json.loads(existing.read_text(encoding="utf-8")).get("id")
+        except (ValueError, AttributeError):
+            other = None
+        if other != app_id:
+            raise KeelError(f"{root} holds another app ({other!r}); export '{app_id}' into its own folder")
+    known = {f"{folder}/{p.name}" for folder in folders(registries) for p in (root / folder).glob("*.json")}
+    removed = sorted(known - set(bundle))
+    for rel in removed:
+        (root / rel).unlink()
+    for rel, doc in sorted(bundle.items()):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return ExportResult(version, sorted(bundle), removed)

@@ -26,6 +26,21 @@ class Message:
         return self.render()
 
 
+@dataclass(frozen=True)
+class LabelMessage(Message):
+    """Text a definition wrote in both languages (a rule's message), not a gettext msgid: `msgid` holds
+    the English, the `zh` parameter the Chinese."""
+
+    @classmethod
+    def of_label(cls, zh: str, en: str) -> LabelMessage:
+        return cls(en, (("zh", zh),))
+
+    def render(self) -> str:
+        from keel.i18n import current_lang
+
+        return self.msgid if current_lang() == "en" else dict(self.params).get("zh", self.msgid)
+
+
 class KeelError(Exception):
     """Base of every error Keel reports to a user (never shown with a traceback). `status` is the HTTP
     status the API and pages answer it with; the edges read it, the parts below never speak HTTP."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from simpleeval import InvalidExpression, SimpleEval
 
+from keel import workdays
 from keel.errors import KeelError
 
 MAX_SOURCE_LENGTH = 1000
@@ -167,6 +168,24 @@ def days_between(a, b):
     return (_as_date("days_between", b) - _as_date("days_between", a)).days
 
 
+def working_days(start, end):
+    """Working days after `start` up to and including `end` (negative when `end` is earlier), on the
+    working calendar of workflow SLAs: weekends, public holidays and 调休 working weekends count as
+    the State Council publishes them."""
+    if start is None or end is None:
+        return None
+    return workdays.working_days(_as_date("working_days", start), _as_date("working_days", end))
+
+
+def add_working_days(start, n):
+    """The date `n` working days after `start` (before it for a negative `n`)."""
+    if start is None or n is None:
+        return None
+    if isinstance(n, Decimal) and n == n.to_integral_value():
+        n = int(n)
+    return workdays.add_working_days(_as_date("add_working_days", start), n)
+
+
 def year(d):
     return None if d is None else _as_date("year", d).year
 
@@ -180,6 +199,7 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "coalesce": coalesce, "if_null": if_null, "lower": lower, "upper": upper,
     "contains": contains, "startswith": startswith, "decimal": _to_decimal, "int": _to_int,
     "today": today, "days_between": days_between, "year": year, "month": month,
+    "working_days": working_days, "add_working_days": add_working_days,
 })
 
 

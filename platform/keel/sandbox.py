@@ -1,5 +1,5 @@
 """The one Jinja sandbox for templates written in definitions (connector URLs and headers, notification
-texts). SECURITY.md, "template injection": templates render in Jinja's immutable sandbox, values are
+texts). docs/security.md, "template injection": templates render in Jinja's immutable sandbox, values are
 data, and the operators that can allocate without limit are bounded."""
 from __future__ import annotations
 

@@ -10,6 +10,15 @@ from keel.audit.query import list_audit as query_audit
 
 @bp.get("/audit")
 def list_audit():
+    """Audit events the caller may see (every event for administrators), newest first.
+
+    Query:
+        app: app id
+        entity: entity id
+        record (integer): record id
+        page (integer): page number, from 1
+        per_page (integer): events per page
+    """
     args = request.args
     kwargs = {k: v for k, v in {
         "app": args.get("app") or None, "entity": args.get("entity") or None,

@@ -25,6 +25,11 @@ def _check_may_submit(built, form_id: str, who) -> None:
 
 @bp.get("/apps/<app_id>/forms/<form_id>")
 def form_schema(app_id: str, form_id: str):
+    """The JSON Schema of a form, titles in the request's language.
+
+    Responses:
+        403: the form is not open to the caller
+    """
     built = built_app(app_id)
     _check_may_submit(built, form_id, actor())
     return json_response(form_json_schema(built, form_id, current_lang()))
@@ -32,6 +37,14 @@ def form_schema(app_id: str, form_id: str):
 
 @bp.post("/apps/<app_id>/forms/<form_id>")
 def submit(app_id: str, form_id: str):
+    """Submit a form: creates its record (and starts its workflow, if any).
+
+    Responses:
+        201: the created record, with `Location` and `ETag`
+        400: the body is not a JSON object
+        403: the form is not open to the caller
+        422: problems per field; nothing was written
+    """
     built = built_app(app_id)
     entity_id = form_def(built, form_id).entity
     data = json_object()

@@ -34,6 +34,13 @@ def _flag(name: str) -> bool:
 
 @bp.get("/inbox")
 def inbox_list():
+    """My inbox messages, newest first, in my language.
+
+    Query:
+        unread (boolean): only unread messages
+        page (integer): page number, from 1
+        per_page (integer): messages per page (at most 100)
+    """
     who = actor()
     page = int_arg("page", request.args.get("page")) or 1
     per_page = int_arg("per_page", request.args.get("per_page")) or 20
@@ -49,6 +56,7 @@ def inbox_list():
 
 @bp.post("/inbox/<int:message_id>/read")
 def inbox_read(message_id: int):
+    """Mark one of my messages read (idempotent); answers the remaining unread count."""
     who = actor()
     with runtime().engine.begin() as conn:
         read_at = inbox_store.mark_read(conn, who.user_id, message_id)
@@ -58,6 +66,7 @@ def inbox_read(message_id: int):
 
 @bp.post("/inbox/read_all")
 def inbox_read_all():
+    """Mark all my messages read."""
     who = actor()
     with runtime().engine.begin() as conn:
         marked = inbox_store.mark_all_read(conn, who.user_id)
@@ -78,6 +87,18 @@ def _since(raw: str | None) -> dt.datetime | None:
 
 @bp.get("/workflows/metrics")
 def workflow_metrics():
+    """Approval metrics: per workflow (aggregates for dashboards) or per step of one instance.
+
+    Administrators and the strategy role only.
+
+    Query:
+        app: app id (required without `instance`)
+        workflow: workflow id (required without `instance`)
+        since: ISO 8601 date or time; only instances started since then
+        instance (integer): one instance, per step
+    Responses:
+        403: neither an administrator nor in the strategy role
+    """
     from keel.workflow import metrics
 
     who = actor()

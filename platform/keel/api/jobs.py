@@ -36,6 +36,11 @@ def _errors(errors: FieldErrors):
 
 @bp.get("/jobs")
 def list_jobs():
+    """Every job with its schedule, next run and last run (administrators only).
+
+    Responses:
+        403: administrators only
+    """
     require_admin()
     env = jobs_env()
     return json_response({"jobs": job_rows(env, env.clock())})
@@ -43,6 +48,16 @@ def list_jobs():
 
 @bp.get("/jobs/runs")
 def list_job_runs():
+    """Job runs, newest first (administrators only).
+
+    Query:
+        app: app id
+        job: job id
+        status: a run status (queued, running, succeeded, failed, ...)
+        limit (integer): at most this many (default 50, at most 500)
+    Responses:
+        403: administrators only
+    """
     require_admin()
     args = request.args
     errors = FieldErrors()
@@ -67,6 +82,11 @@ def list_job_runs():
 
 @bp.get("/jobs/runs/<int:run_id>")
 def get_job_run(run_id: int):
+    """One job run with its chunks and every attempt (administrators only).
+
+    Responses:
+        403: administrators only
+    """
     require_admin()
     with jobs_env().engine.connect() as conn:
         run = run_with_chunks(conn, run_id)
@@ -105,6 +125,18 @@ def _plain(value):
 
 @bp.post("/jobs/<name>/run")
 def run_job(name: str):
+    """Run a job now (administrators only); answers 202 with the run's `Location`.
+
+    Body:
+        app (string): the app of the job, when several apps have a job of that name
+        params (object): parameters overriding the job's own
+    Responses:
+        202: the run is queued
+        400: the body is not a JSON object
+        403: administrators only
+        409: a run for this period is already active or done (see the job's `idempotency`)
+        503: the job queue is unavailable; nothing was written, or the run waits for the queue
+    """
     actor = require_admin()
     env = jobs_env()
     try:

@@ -14,9 +14,9 @@ import re
 from importlib.metadata import version as package_version
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 
-from keel.api import bp
+from keel.api import bp, routedoc
 from keel.api.common import json_response, runtime
 from keel.forms.schema import entity_json_schema, form_json_schema
 from keel.storage.built import BuiltApp
@@ -44,10 +44,12 @@ def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
+ERROR_RESPONSES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+                   422: "ValidationFailed", 428: "PreconditionRequired"}
+
+
 def _errors(*codes: int) -> dict:
-    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-             422: "ValidationFailed", 428: "PreconditionRequired"}
-    return {str(c): ref(names[c], "responses") for c in codes}
+    return {str(c): ref(ERROR_RESPONSES[c], "responses") for c in codes}
 
 
 def _record_response(description: str, schema_name: str, *, location: bool = False) -> dict:
@@ -291,8 +293,21 @@ def _components() -> dict:
     }
 
 
-def build_document(apps: list[BuiltApp]) -> dict:
-    paths = _static_paths()
+def route_paths(app: Flask) -> dict:
+    """The paths of every registered /api/v1 route: generated from the views' docstrings
+    (`keel.api.routedoc`), with the hand-written operations above taking the place of the generated
+    ones they describe in more detail. docs/api.md's route table is made from the same dict."""
+    paths: dict[str, dict] = {}
+    for doc in routedoc.api_routes(app):
+        paths.setdefault(doc.path, {})[doc.method.lower()] = routedoc.operation(doc, ERROR_RESPONSES)
+    for path, item in _static_paths().items():
+        if path in paths:
+            paths[path].update(item)
+    return paths
+
+
+def build_document(apps: list[BuiltApp], routes: dict | None = None) -> dict:
+    paths = {path: dict(item) for path, item in (routes if routes is not None else _static_paths()).items()}
     components = _components()
     for built in sorted(apps, key=lambda a: a.id):
         app_paths, app_schemas = app_part(built)
@@ -317,11 +332,15 @@ def openapi_document() -> dict:
     key = tuple(sorted((a.id, a.version) for a in apps))
     cached = current_app.extensions.get("keel_openapi")
     if cached is None or cached[0] != key:
-        cached = (key, build_document(apps))
+        routes = current_app.extensions.get("keel_route_paths")
+        if routes is None:  # the url_map is fixed once the app serves
+            routes = current_app.extensions["keel_route_paths"] = route_paths(current_app)
+        cached = (key, build_document(apps, routes))
         current_app.extensions["keel_openapi"] = cached  # one assignment: safe across threads
     return cached[1]
 
 
 @bp.get("/openapi.json")
 def openapi_json():
+    """This document: OpenAPI 3.1 of every route and of every entity and form of the apps in force."""
     return json_response(openapi_document())

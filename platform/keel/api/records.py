@@ -40,6 +40,20 @@ SYSTEM_USER_COLUMNS = ("created_by", "updated_by")
 
 @bp.get("/apps/<app_id>/<entity_id>")
 def list_records(app_id: str, entity_id: str):
+    """List the records of an entity the caller may read, with filters, sort and paging.
+
+    Filters are query arguments `field=value` or `field__op=value` (op one of eq, ne, lt, lte, gt, gte,
+    contains, in, isnull) on fields the caller may read. The `Link` header carries first/prev/next/last.
+
+    Query:
+        sort: field ids, comma-separated; `-` for descending
+        page (integer): page number, from 1
+        per_page (integer): records per page (at most 200)
+        expand: link or user fields whose ids become objects
+    Responses:
+        200: one page: `items`, `total`, `page`, `per_page`, `next`, `prev`
+        403: the caller's roles may not read this entity
+    """
     built = built_entity(app_id, entity_id)
     who = actor()
     entity = built.entity(entity_id)
@@ -75,6 +89,14 @@ def _page_links(page: int, per_page: int, total: int) -> dict[str, str]:
 
 @bp.post("/apps/<app_id>/<entity_id>")
 def create_record(app_id: str, entity_id: str):
+    """Create a record from a JSON object of field values.
+
+    Responses:
+        201: the record, with `Location` and `ETag`
+        400: the body is not a JSON object
+        403: the caller may not create records of this entity
+        422: problems per field; nothing was written
+    """
     built = built_entity(app_id, entity_id)
     values = json_object()
     with runtime().engine.begin() as conn:
@@ -84,6 +106,11 @@ def create_record(app_id: str, entity_id: str):
 
 @bp.get("/apps/<app_id>/<entity_id>/<int:record_id>")
 def get_record(app_id: str, entity_id: str, record_id: int):
+    """Read one record (`ETag: W/"<row_version>"`).
+
+    Query:
+        expand: link or user fields whose ids become objects
+    """
     built = built_entity(app_id, entity_id)
     who = actor()
     link_fields, user_fields = _expand_args(built.entity(entity_id), who)
@@ -121,6 +148,16 @@ def _expand_users(conn, items: list[dict], fields: list[str]) -> None:
 
 @bp.patch("/apps/<app_id>/<entity_id>/<int:record_id>")
 def update_record(app_id: str, entity_id: str, record_id: int):
+    """Change fields of a record; needs `If-Match` with the ETag that was read.
+
+    Responses:
+        200: the updated record with its new `ETag`
+        400: the body is not a JSON object, or If-Match is malformed
+        403: the caller may not update this record
+        409: the record changed since it was read (`current_version` in the body)
+        422: problems per field; nothing was written
+        428: no If-Match header
+    """
     built = built_entity(app_id, entity_id)
     expected = if_match_version(required=True)
     values = json_object()
@@ -135,6 +172,15 @@ def update_record(app_id: str, entity_id: str, record_id: int):
 
 @bp.delete("/apps/<app_id>/<entity_id>/<int:record_id>")
 def delete_record(app_id: str, entity_id: str, record_id: int):
+    """Delete a record (soft: kept with its history, hidden from lists).
+
+    With `If-Match`, the delete fails with 409 if the record changed since it was read.
+
+    Responses:
+        204: deleted
+        403: the caller may not delete this record
+        409: the record changed since it was read
+    """
     built = built_entity(app_id, entity_id)
     expected = if_match_version(required=False)
     who = actor()
@@ -160,6 +206,7 @@ def _stale(built, entity_id: str, record_id: int, who, e: Conflict) -> StaleVers
 
 @bp.get("/apps/<app_id>/<entity_id>/<int:record_id>/history")
 def record_history(app_id: str, entity_id: str, record_id: int):
+    """Every version of a record, oldest first: who, when, each field before and after."""
     built = built_entity(app_id, entity_id)
     with runtime().engine.connect() as conn:
         items = query_history(conn, built, entity_id, record_id, actor())
@@ -168,6 +215,13 @@ def record_history(app_id: str, entity_id: str, record_id: int):
 
 @bp.get("/apps/<app_id>/<entity_id>/export.csv")
 def export_records(app_id: str, entity_id: str):
+    """Export the records the caller may read as CSV (formula-like cells neutralised).
+
+    Query:
+        sort: field ids, comma-separated; `-` for descending
+    Responses:
+        200: CSV, one row per readable record
+    """
     built = built_entity(app_id, entity_id)
     who = actor()
     filters, sort, _page, _per_page = parse_query_args(built.entity(entity_id), who, request.args,

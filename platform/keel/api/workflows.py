@@ -19,6 +19,21 @@ TASK_ACTIONS: dict[str, tuple[str, ...]] = {
     "approve": (), "reject": (), "send_back": ("to_step",), "transfer": ("to_user",),
     "add_approvers": ("users",), "cc": ("users",)}
 INSTANCE_ACTIONS = ("withdraw", "remind", "resubmit")
+# The summary and body of each action's route in the API docs (keel.api.routedoc reads them).
+ACTION_DOCS: dict[str, tuple[str, str]] = {
+    "approve": ("Approve a task of mine (同意).", ""),
+    "reject": ("Reject a task of mine (驳回): the request ends rejected.", ""),
+    "send_back": ("Send a request back (退回) to an earlier step or to the submitter.",
+                  "to_step (string, required): a step this request has passed, or `submitter`"),
+    "transfer": ("Transfer a task of mine (转交) to another user, who decides instead.",
+                 "to_user (integer, required): the user id"),
+    "add_approvers": ("Add approvers (加签) at this step.", "users (array, required): user ids"),
+    "cc": ("Copy people in (抄送): they are told and may read, but do not decide.",
+           "users (array, required): user ids"),
+    "withdraw": ("Withdraw my request (撤回); its open tasks are cancelled.", ""),
+    "remind": ("Remind the approvers of my request (催办; at most once every ten minutes).", ""),
+    "resubmit": ("Resubmit my request after it was sent back for changes.", ""),
+}
 
 
 def _body(allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -37,6 +52,13 @@ def _body(allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str,
 
 @bp.get("/workflows/tasks")
 def list_my_tasks():
+    """My approval tasks, newest first.
+
+    Query:
+        status: `pending` (default), `open`, `all` or another task status
+        page (integer): page number, from 1
+        per_page (integer): tasks per page
+    """
     who = actor()
     status = request.args.get("status", "pending")
     page = int_arg("page", request.args.get("page")) or 1
@@ -64,6 +86,11 @@ def _route_action(kind: str, action: str, extra: tuple[str, ...]) -> None:
         return json_response(result)
 
     view.__name__ = f"{kind}_{action}"
+    summary, body = ACTION_DOCS[action]
+    body_lines = "".join(f"    {line}\n" for line in (body, "comment (string): a comment kept with the decision") if line)
+    view.__doc__ = (f"{summary}\n\nBody:\n{body_lines}Responses:\n"
+                    "    403: the caller may not do this to this task or request\n"
+                    "    409: the task or request is no longer open for this\n")
     bp.add_url_rule(f"/workflows/{kind}s/<int:target_id>/{action}", view_func=view, methods=["POST"])
 
 
@@ -75,6 +102,17 @@ for _action in INSTANCE_ACTIONS:
 
 @bp.post("/workflows/tasks/bulk_approve")
 def bulk_approve():
+    """Approve many tasks at once; above the queue threshold the approval runs as a job.
+
+    Steps must allow bulk approval. Every task is decided in the caller's name.
+
+    Body:
+        task_ids (array, required): ids of the tasks
+        comment (string): a comment on every decision
+    Responses:
+        200: approved at once: `approved`, `results` per task
+        202: queued as job run `run_id` (`sent` false: recorded, sent when the queue is back)
+    """
     from keel.jobs import EXTENSION
 
     data = _body(("task_ids", "comment"), ("task_ids",))
@@ -94,12 +132,23 @@ def bulk_approve():
 
 @bp.get("/workflows/instances/<int:instance_id>")
 def get_instance(instance_id: int):
+    """One workflow instance with its steps, tasks and timeline (for its submitter, approvers and admins).
+
+    Responses:
+        403: the caller takes no part in this request
+    """
     with runtime().engine.connect() as conn:
         return json_response(queries.instance_view(conn, runtime(), instance_id, actor(), current_lang()))
 
 
 @bp.put("/workflows/delegation")
 def set_delegation():
+    """Delegate my approval tasks to another user (until a time, or until cleared).
+
+    Body:
+        to_user (integer, required): the user who decides instead of me
+        until (string): ISO 8601 date-time the delegation ends
+    """
     data = _body(("to_user", "until"), ("to_user",))
     until = data.get("until")
     if until is not None:
@@ -118,6 +167,7 @@ def set_delegation():
 
 @bp.delete("/workflows/delegation")
 def clear_delegation():
+    """End my delegation."""
     with runtime().engine.begin() as conn:
         delegation.clear_delegation(conn, actor())
     return json_response({"to_user": None})

@@ -40,8 +40,10 @@ def _visible_records(apps: list[BuiltApp], actor: Actor, entity: str | None) -> 
 
 
 def list_audit(conn: sa.Connection, runtime: Runtime, actor: Actor, app: str | None = None,
-               entity: str | None = None, record: Any = None, page: int = 1, per_page: int = 50) -> Page:
-    """Audit events, newest first."""
+               entity: str | None = None, record: Any = None, page: int = 1, per_page: int = 50,
+               user_id: int | None = None, since: Any = None, until: Any = None) -> Page:
+    """Audit events, newest first; optionally only those by one user (`user_id`) and at or after
+    `since` / before `until` (aware datetimes)."""
     if record is not None and (app is None or entity is None):
         errors = FieldErrors()
         errors.add("record", "Give the app and the entity with a record.")
@@ -49,6 +51,12 @@ def list_audit(conn: sa.Connection, runtime: Runtime, actor: Actor, app: str | N
     page = max(1, int(page))
     per_page = min(max(1, int(per_page)), MAX_PER_PAGE)
     conds = []
+    if user_id is not None:
+        conds.append(ae.user_id == user_id)
+    if since is not None:
+        conds.append(ae.at >= since)
+    if until is not None:
+        conds.append(ae.at < until)
     if app is not None:
         conds.append(ae.app == app)
     if entity is not None:

@@ -363,3 +363,108 @@ def record_directory_history(conn: sa.Connection, actor: Actor, entity: str,
     conn.execute(record_versions.insert(), versions)
     if audit:
         conn.execute(audit_events.insert(), events)
+
+
+# ---- administering the org (CLI `keel dept`, REST /departments, the admin pages) -----------------
+
+def list_departments(conn: sa.Connection) -> list[dict]:
+    """Every department with its parent's code, its head and how many active people it has, in
+    tree order (parents before children, siblings by code)."""
+    head = users.alias("head")
+    parent = departments.alias("parent")
+    members = (sa.select(users.c.department_id, sa.func.count().label("n"))
+               .where(users.c.active.is_(True)).group_by(users.c.department_id).subquery())
+    rows = conn.execute(
+        sa.select(departments.c.id, departments.c.code, departments.c.name, departments.c.name_en,
+                  departments.c.active, departments.c.external_key, parent.c.code.label("parent"),
+                  head.c.username.label("head"), head.c.display_name.label("head_name"),
+                  sa.func.coalesce(members.c.n, 0).label("members"))
+        .select_from(departments.outerjoin(parent, parent.c.id == departments.c.parent_id)
+                     .outerjoin(head, head.c.id == departments.c.head_id)
+                     .outerjoin(members, members.c.department_id == departments.c.id))
+        .order_by(departments.c.code)).mappings().all()
+    children: dict[str | None, list[dict]] = {}
+    for r in rows:
+        children.setdefault(r["parent"], []).append(dict(r))
+    out: list[dict] = []
+
+    def walk(code: str | None, depth: int) -> None:
+        for d in children.get(code, []):
+            if len(out) > len(rows):  # a cycle typed into the data: stop rather than loop
+                return
+            out.append({**d, "depth": depth})
+            walk(d["code"], depth + 1)
+
+    walk(None, 0)
+    placed = {d["code"] for d in out}
+    out += [{**dict(r), "depth": 0} for r in rows if r["code"] not in placed]  # under a cycle
+    return out
+
+
+def move_users(conn: sa.Connection, usernames: Sequence[str], department_code: str, actor: Actor,
+               manager_username: str | None = None) -> list[int]:
+    """Move people into a department. Their explicit superior is replaced by `manager_username`, or
+    cleared so that they report to the new department's head (see `manager_of`): a superior kept from
+    the old department would route their approvals there. All or nothing: any unknown name or
+    department is reported (every problem at once) and nobody moves."""
+    _require_admin(actor)
+    errors = FieldErrors()
+    if isinstance(usernames, str) or not usernames:
+        errors.add("users", "Name at least one user.")
+        usernames = []
+    dept_id = _resolve_department(conn, errors, "department", department_code)
+    manager_id = _resolve_user(conn, errors, "manager", manager_username)
+    rows = []
+    for name in usernames:
+        row = find_user(conn, name) if isinstance(name, str) else None
+        if row is None:
+            errors.add("users", "No user named %(username)s.", username=str(name)[:150])
+        elif manager_id is not None and row.id == manager_id:
+            errors.add("manager", "%(username)s cannot be their own superior.", username=row.username)
+        else:
+            rows.append(row)
+    if errors:
+        raise errors
+    ids = []
+    for row in rows:
+        conn.execute(users.update().where(users.c.id == row.id)
+                     .values(department_id=dept_id, manager_id=manager_id,
+                             auth_version=users.c.auth_version + 1))
+        ids.append(row.id)
+        before = conn.execute(sa.select(departments.c.code).where(departments.c.id == row.department_id)) \
+            .scalar() if row.department_id is not None else None
+        record_event(conn, actor, "user.move", detail={
+            "user_id": row.id, "username": row.username, "from": before, "to": department_code,
+            "manager": manager_username})
+    return ids
+
+
+def list_users(conn: sa.Connection, q: str | None = None, department: str | None = None,
+               limit: int = 100) -> list[dict]:
+    """Users by username with department code, superior, roles and whether they have a password or
+    come from a synced directory; `q` matches part of the username or display name."""
+    manager = users.alias("manager")
+    query = (sa.select(users.c.id, users.c.username, users.c.display_name, users.c.email, users.c.active,
+                       users.c.is_admin, users.c.external_key, departments.c.code.label("department"),
+                       manager.c.username.label("manager"),
+                       (users.c.password_hash.is_not(None)).label("has_password"))
+             .select_from(users.outerjoin(departments, departments.c.id == users.c.department_id)
+                          .outerjoin(manager, manager.c.id == users.c.manager_id))
+             .order_by(users.c.username).limit(limit))
+    if q:
+        like = f"%{q.strip().lower()[:100]}%"
+        query = query.where(sa.or_(sa.func.lower(users.c.username).like(like),
+                                   sa.func.lower(users.c.display_name).like(like)))
+    if department:
+        query = query.where(departments.c.code == department)
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    roles: dict[int, list[str]] = {}
+    if rows:
+        for uid, role in conn.execute(sa.select(user_roles.c.user_id, user_roles.c.role)
+                                      .where(user_roles.c.user_id.in_([r["id"] for r in rows]))
+                                      .order_by(user_roles.c.role)):
+            roles.setdefault(uid, []).append(role)
+    for r in rows:
+        r["roles"] = roles.get(r["id"], [])
+        r["synced"] = r.pop("external_key") is not None
+    return rows

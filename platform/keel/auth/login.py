@@ -140,6 +140,7 @@ def _json_error(status: int, message: str, **extra):
 @bp.post("/api/v1/auth/token")
 @public
 def create_token():
+    """Exchange a username and password for an API token (shown once)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _json_error(400, translate("Send a JSON object with username and password."))
@@ -188,6 +189,7 @@ def delete_token():
 
 @bp.get("/api/v1/me")
 def me():
+    """Who the token belongs to: roles, department, manager."""
     actor = current_actor()
     with _engine().connect() as conn:
         return jsonify(describe_user(conn, actor.user_id))

@@ -222,6 +222,22 @@ def app_rollback(app_id: str, version: int) -> None:
         click.echo(f"unchanged: app '{app_id}' already matches version {version} (current: v{result.version})")
 
 
+@app_group.command("export")
+@click.argument("app_id")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--version", type=int, default=None, help="A stored version (default: the current one).")
+def app_export(app_id: str, path: str, version: int | None) -> None:
+    """Write the current version of APP back to files in PATH (what `apply` reads), so a change made on
+    the admin pages or by a rollback is not undone by the next apply from an old folder."""
+    from keel.apply import export_app
+
+    runtime = _app().extensions["keel"]
+    result = export_app(runtime.engine, app_id, path, runtime.registries, version)
+    for rel in result.removed:
+        click.echo(f"  removed {rel}")
+    click.echo(f"exported: app '{app_id}' version {result.version} to {path} ({len(result.written)} files)")
+
+
 # -- users ------------------------------------------------------------------------------------------
 
 @cli.group("user")
@@ -269,12 +285,15 @@ def user_token(username: str, name: str) -> None:
 
 
 def _attach_subcommands() -> None:
+    from keel.cli.api import api_group
+    from keel.cli.directory import dept_group, user_passwd
     from keel.cli.imports import import_command
     from keel.cli.jobs import jobs_group, scheduler, worker
     from keel.cli.plugins import plugin_group
 
-    for command in (plugin_group, worker, scheduler, jobs_group, import_command):
+    for command in (plugin_group, worker, scheduler, jobs_group, api_group, dept_group, import_command):
         cli.add_command(command)
+    user_group.add_command(user_passwd)
 
 
 _attach_subcommands()

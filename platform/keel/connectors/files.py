@@ -1,6 +1,6 @@
 """File imports: CSV and Excel tables, zip archives, and the import folder.
 
-Users never name a server path (SECURITY.md, "path traversal / archives"): callers pass the bytes of
+Users never name a server path (docs/security.md, "path traversal / archives"): callers pass the bytes of
 an upload, or a name inside the configured import folder, checked by `safe_import_path`. Archives are
 read in memory with caps on members, total size and compression ratio, and members that would land
 outside the target (`../x`, absolute names, symlinks) are refused rather than skipped.
@@ -199,7 +199,7 @@ def _records(name: str, columns: list[str], cells: Iterator[list[Any]]) -> Itera
 
 def csv_safe_cell(value: Any) -> Any:
     """A cell value safe to put in an exported CSV/XLSX: text a spreadsheet would run as a formula
-    (SECURITY.md, "CSV/formula injection") gets a leading apostrophe."""
+    (docs/security.md, "CSV/formula injection") gets a leading apostrophe."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value

@@ -1,6 +1,6 @@
 """Templates in connector URLs, headers, query parameters and bodies.
 
-They render in Jinja's immutable sandbox (SECURITY.md, "template injection"): the template text comes
+They render in Jinja's immutable sandbox (docs/security.md, "template injection"): the template text comes
 from an admin's definition, the values are data. A value is inserted once and never rendered again, so
 a record holding `{{7*7}}` comes out literally. Autoescape is off because the outputs are URLs and header
 values, not HTML; URL parts are escaped explicitly with the `urlencode` filter.

@@ -23,6 +23,7 @@ from keel.definitions.model import (
     Option,
     PermissionRule,
     RoleDef,
+    RuleDef,
     freeze,
 )
 from keel.fieldtypes.base import FieldValueError
@@ -101,7 +102,10 @@ def entity(d: Mapping[str, Any], field_types: Mapping[str, Any]) -> EntityDef:
                                          update=p.get("update", "none"), delete=p.get("delete", "none"))
                           for p in d.get("permissions", ())),
         owner_field=d.get("owner_field"), title_field=d.get("title_field"),
-        track_changes=d.get("track_changes", True), raw=freeze(d))
+        track_changes=d.get("track_changes", True),
+        rules=tuple(RuleDef(id=r["id"], check=r["check"], message=Label.parse(r["message"], r["id"]),
+                            field=r.get("field")) for r in d.get("rules", ())),
+        raw=freeze(d))
 
 
 def field(d: Mapping[str, Any], field_types: Mapping[str, Any]) -> FieldDef:

@@ -143,6 +143,7 @@ def _entity_errors(ctx: _Context, path: str, e: EntityDef, app_id: str | None) -
                                   f"({', '.join(SYSTEM_COLUMNS)}); choose another id")
         yield from _field_errors(ctx, path, where, f, cell=False)
     yield from _computed_errors(path, e)
+    yield from _rule_errors(path, e)
     for key, expected in (("owner_field", "user"), ("title_field", None)):
         ref = getattr(e, key)
         if ref is None:
@@ -281,6 +282,18 @@ def _computed_errors(path: str, e: EntityDef) -> Iterator[DefinitionError]:
     for cycle in _cycles(depends):
         yield DefinitionError(path, pointer("fields", index[cycle[0]], "computed"),
                               "computed fields depend on each other in a cycle: " + " -> ".join(cycle))
+
+
+def _rule_errors(path: str, e: EntityDef) -> Iterator[DefinitionError]:
+    ids = {f.id for f in e.fields}
+    seen: set[str] = set()
+    for i, r in enumerate(e.rules):
+        if r.id in seen:
+            yield DefinitionError(path, pointer("rules", i, "id"), f"duplicate rule id '{r.id}'")
+        seen.add(r.id)
+        yield from _compile(path, pointer("rules", i, "check"), r.check, ids, "fields of this entity")
+        if r.field is not None and r.field not in ids:
+            yield DefinitionError(path, pointer("rules", i, "field"), f"no field '{r.field}' in this entity")
 
 
 def _cycles(depends: Mapping[str, list[str]]) -> list[list[str]]:

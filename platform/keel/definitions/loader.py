@@ -7,6 +7,7 @@ Nothing here touches a database.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -172,10 +173,20 @@ def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError], registr
     frozen = freeze({path: doc for path, (_, doc) in docs.items()})  # once; the model's `raw` views it
     canonical: dict[str, str] = {}
     valid: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    removed: dict[str, list[tuple]] = {}  # file -> the parts the schema refused, left out to go on checking
     for path, (kind, doc) in docs.items():
         problems = _document_errors(path, kind, doc, canonical, registries)
         if problems:
             errors.extend(problems)
+            # Every problem at once: what is left of an app, entity or form without the parts the schema
+            # refused is still checked, and against the others (its links, the forms and workflows
+            # naming it). Other kinds' checks already run on their invalid documents (`invalid_others`).
+            core = kind in ("app", *CORE_FOLDERS.values()) and path in canonical
+            rest, cut = _without_schema_errors(_validator(kind, registries), doc) if core else (None, [])
+            if isinstance(rest, dict):
+                valid[path] = (kind, freeze(rest))
+                removed[path] = cut
+                continue
             ident = doc.get("id") if isinstance(doc, dict) else None
             broken.add((kind, ident if isinstance(ident, str) else Path(path).stem))
         else:
@@ -188,7 +199,8 @@ def _load(bundle: Mapping[str, Any], file_errors: list[DefinitionError], registr
     sources.invalid_others = [Definition(doc["id"], kind, path, frozen[path]) for path, (kind, doc) in docs.items()
                               if path not in valid and kind in registries.definition_kinds
                               and isinstance(doc, dict) and isinstance(doc.get("id"), str)]
-    errors.extend(check_app(sources, registries, errors))
+    errors.extend(e for e in check_app(sources, registries, errors)
+                  if not _follows_from(e.pointer, removed.get(e.file, ())))
     if errors:
         raise DefinitionErrors(errors)
     return build.app(sources, bundle=frozen, checksum=_checksum(canonical), registries=registries)
@@ -215,6 +227,57 @@ def _document_errors(path: str, kind: str, doc: Any, canonical: dict[str, str],
         return [DefinitionError(path, "", f"file too large (at most {MAX_FILE_BYTES} bytes)")]
     canonical[path] = text
     return list(schema_errors(path, _validator(kind, registries), doc))
+
+
+MAX_REPAIR_ROUNDS = 5
+
+
+def _without_schema_errors(validator: Draft202012Validator, doc: Any) -> tuple[Any, list[tuple]]:
+    """A copy of `doc` without every part its schema refuses (an unknown key, a value of the wrong type
+    or shape, an object missing a required key) and the paths left out; None when the document as a
+    whole is refused. Used only to go on checking references; the schema errors themselves are reported
+    as they are."""
+    current = copy.deepcopy(doc)
+    cut: list[tuple] = []
+    for _ in range(MAX_REPAIR_ROUNDS):
+        found = list(validator.iter_errors(current))
+        if not found:
+            return current, cut
+        doomed: set[tuple] = set()
+        for err in found:
+            where = tuple(err.absolute_path)
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+                doomed |= {(*where, key) for key in set(err.instance) - set(err.schema.get("properties", {}))}
+            elif where:
+                doomed.add(where)
+            else:
+                return None, cut
+        # Deepest first and, within a list, from the end, so earlier indices stay valid.
+        for where in sorted(doomed, key=lambda p: (len(p), [(isinstance(x, str), x) for x in p]), reverse=True):
+            parent = current
+            try:
+                for step in where[:-1]:
+                    parent = parent[step]
+                del parent[where[-1]]
+                cut.append(where)
+            except (KeyError, IndexError, TypeError):
+                continue  # inside something already removed
+    return None, cut
+
+
+def _follows_from(error_pointer: str, cut: Iterable[tuple]) -> bool:
+    """Whether a check's error may only be a consequence of a part left out (a field's default once its
+    refused option is gone): errors inside the same
+    list item (a field, an option, a permission) as a refused part wait until the schema errors are
+    fixed."""
+    parts = error_pointer.split("/")[1:] if error_pointer else []
+    for where in cut:
+        first_index = next((i for i, step in enumerate(where) if isinstance(step, int)), None)
+        if first_index is not None:
+            owner = [str(step) for step in where[:first_index + 1]]
+            if parts[:len(owner)] == owner:
+                return True
+    return False
 
 
 def _depth_exceeds(doc: Any, limit: int) -> bool:

@@ -110,6 +110,19 @@ class PermissionRule:
     delete: str = "none"
 
 
+@dataclass(frozen=True)
+class RuleDef:
+    """A check across fields (`entities/*.json` "rules"): `check` is a safe expression over the record
+    after the change that must be true; otherwise the write is refused with `message`, shown at
+    `field` (or for the record as a whole). A check that cannot be evaluated because a value it needs is
+    empty does not refuse: a rule about an end date waits until there is one."""
+
+    id: str
+    check: str
+    message: Label
+    field: str | None = None
+
+
 # Row scopes, from widest to narrowest. `own`: the record's owner is the user; `team`: owned by the
 # user or one of the user's direct reports; `department`: owned by someone in the user's department.
 ROW_SCOPES = ("all", "department", "team", "own", "none")
@@ -124,6 +137,7 @@ class EntityDef:
     owner_field: str | None = None   # a `user` field; defaults to created_by for row scopes
     title_field: str | None = None   # shown for links, graphs and lists
     track_changes: bool = True
+    rules: tuple[RuleDef, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     def field(self, field_id: str) -> FieldDef | None:

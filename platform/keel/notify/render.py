@@ -1,6 +1,6 @@
 """Rendering a notification definition's subject and body, once per language, when a message is sent.
 
-SECURITY.md, "template injection" (Frappe #8464, n8n CVE-2026-27493, Budibase #13259): the template
+docs/security.md, "template injection" (Frappe #8464, n8n CVE-2026-27493, Budibase #13259): the template
 text comes from an admin's definition and renders in Jinja's immutable sandbox with autoescape; the
 context (record values, a comment) is data. The output is stored and never rendered again, so a value
 `{{7*7}}` stays `{{7*7}}` everywhere it is shown or sent. A template that reaches for `_`-attributes

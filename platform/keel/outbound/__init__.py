@@ -1,5 +1,5 @@
 """Keel's one outbound HTTP client: connectors, robot webhooks and anything else that calls out send
-through it (SECURITY.md, "SSRF via connectors/webhooks"). A base-layer package: it imports nothing of
+through it (docs/security.md, "SSRF via connectors/webhooks"). A base-layer package: it imports nothing of
 Keel but keel.errors, so every layer above may use it.
 
     from keel.outbound import Credential, OutboundClient, OutboundError

@@ -161,6 +161,34 @@ def _compute(built: BuiltApp, entity: EntityDef, full: dict[str, Any]) -> dict[s
     return out
 
 
+def _check_rules(built: BuiltApp, entity: EntityDef, record: Mapping[str, Any], errors: FieldErrors,
+                 changed: set[str] | None = None) -> None:
+    """The entity's rules over the record as it would be saved (computed fields included). A rule is
+    skipped when a value it names already has an error, when it cannot be evaluated (a value it needs
+    is empty) and, on an update, when it names none of the changed fields: a platform write such as a
+    workflow's status change is not refused for dates typed before the rule existed."""
+    from keel.errors import LabelMessage
+    from keel.expressions import ExpressionError, compile_expression
+
+    if not entity.rules:
+        return
+    full = dict(record)
+    computed = _compute(built, entity, full)
+    if changed is not None:
+        changed = changed | {k for k, v in computed.items() if v != record.get(k)}
+    for rule in entity.rules:
+        expr = built.product(("rule", entity.id, rule.id), lambda r=rule: compile_expression(r.check))
+        if expr.names & set(errors.errors) or (changed is not None and not expr.names & changed):
+            continue
+        try:
+            ok = expr.evaluate(full)
+        except ExpressionError:
+            continue
+        if ok is not None and not ok:
+            errors.errors.setdefault(rule.field or "_record", []).append(
+                LabelMessage.of_label(rule.message.zh, rule.message.en))
+
+
 # ---------------------------------------------------------------- shared steps of every write
 
 def _require(conn: sa.Connection, table: sa.Table, entity: EntityDef, actor: Actor, action: str,
@@ -269,6 +297,7 @@ def create(conn: sa.Connection, built: BuiltApp, entity_id: str, values: Mapping
     given = {k: v for k, v in record.items() if v is not None and k not in errors.errors}
     _check_unique(conn, table, entity, given, None, errors)
     _check_links(conn, built, entity, actor, {k: v for k, v in sent.items() if k not in errors.errors}, errors)
+    _check_rules(built, entity, record, errors)
     if errors:
         raise errors
     _compute(built, entity, record)
@@ -326,6 +355,7 @@ def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
                if k not in errors.errors and _as_json(fields[k], v) != _as_json(fields[k], before[k])}
     _check_unique(conn, table, entity, changed, row.id, errors)
     _check_links(conn, built, entity, actor, changed, errors)
+    _check_rules(built, entity, {**before, **changed}, errors, changed=set(changed))
     if errors:
         raise errors
     after = {**before, **changed}

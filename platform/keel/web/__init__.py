@@ -42,14 +42,22 @@ def init_app(app: Flask) -> None:
     app.__dict__.pop("jinja_loader", None)
     _serve_static(app)
 
-    from keel.web import admin_pages, context, forms_pages, records_pages, workbench  # noqa: F401 - routes
+    from keel.web import (  # noqa: F401 - routes
+        admin_editor,
+        admin_pages,
+        context,
+        forms_pages,
+        records_pages,
+        workbench,
+    )
     from keel.web.pages import bp, register_error_pages
 
     app.register_blueprint(bp)
-    from keel.web import jobs_pages, workflow_pages
+    from keel.web import admin_org, jobs_pages, workflow_pages
 
     app.register_blueprint(workflow_pages.bp)
     app.register_blueprint(jobs_pages.bp)
+    app.register_blueprint(admin_org.bp)
     from keel.web.workflow_view import local_time
 
     # Every page shows stored (UTC) times in the working calendar's zone, the same one SLAs count in.

@@ -108,9 +108,36 @@ def admin_app_post(app_id: str):
             flash(translate("Nothing changed: the definition equals version %(v)s.", v=result.version),
                   "info")
         return redirect(url_for("web.admin_app", app_id=app_id))
+    from keel.web import admin_diff
+
     diff = diff_app(engine, app_def)
+    built = built_app(app_id)
+    with engine.connect() as conn:
+        effects = admin_diff.effects(conn, app_id, built.definition.bundle, app_def.bundle, built.version + 1,
+                                     lang())
     return _render(app_id, texts, 200, validated=True, steps=diff.plan.descriptions(),
-                   refusals=diff.plan.refusals, changes=diff.changes)
+                   refusals=diff.plan.refusals, changes=admin_diff.describe(built.definition.bundle,
+                                                                            app_def.bundle, lang()),
+                   effects=effects)
+
+
+@bp.get("/admin/apps/<app_id>/rollback")
+def admin_app_rollback_confirm(app_id: str):
+    """Before a rollback: what it changes and does, and the button that confirms it."""
+    from keel.web import admin_diff
+
+    _admin()
+    built = built_app(app_id)
+    try:
+        version = int(request.args.get("version", ""))
+    except ValueError:
+        abort(400)
+    with runtime().engine.connect() as conn:
+        target = versions.get_bundle(conn, app_id, version)  # NotFound → 404
+        effects = admin_diff.effects(conn, app_id, built.definition.bundle, target, built.version + 1, lang())
+    changes = admin_diff.describe(built.definition.bundle, target, lang())
+    return render_template("admin/rollback.html", app_id=app_id, built=built, version=version, changes=changes,
+                           effects=effects, title=translate("Roll back to version %(v)s", v=version))
 
 
 @bp.post("/admin/apps/<app_id>/rollback")
@@ -125,6 +152,11 @@ def admin_app_rollback(app_id: str):
         version = int(request.form.get("version", ""))
     except ValueError:
         abort(400)
+    if request.form.get("confirm") != "yes":
+        # A rollback replaces the definition every user works with: only from the confirmation page,
+        # which shows what it changes.
+        return render_template("error.html", status=400, title=translate("Not rolled back"),
+                               detail=translate("A rollback needs confirmation: review what it changes first.")), 400
     try:
         result = rollback_app(runtime().engine, app_id, version, who, runtime().registries)
     except SyncRefused as e:

@@ -160,11 +160,12 @@ def test_demo_creates_the_case_once(env):
     engine = sa.create_engine(env["KEEL_DATABASE_URL"])
     with engine.connect() as c:
         people = c.exec_driver_sql("SELECT count(*) FROM keel_users").scalar()
-        goals = c.exec_driver_sql("SELECT title, target FROM goal_agility__goal").all()
+        goals = c.exec_driver_sql("SELECT title, target, metric FROM goal_agility__goal").all()
         versions = c.exec_driver_sql("SELECT count(*) FROM keel_record_versions").scalar()
     engine.dispose()
     assert people == 80
-    assert any("新增客户数 ≥ 40" in t for t, _ in goals)
+    assert ("销售部 Q4 核心目标", 40, "新增客户数") in [(t, int(v), m) for t, v, m in goals]
+    assert not any("≥" in t for t, _, _ in goals)  # titles name the goal; metric and target are fields
     assert versions >= len(goals)  # demo records went through the write path, with history
 
 

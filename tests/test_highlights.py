@@ -21,17 +21,17 @@ def test_a_change_by_someone_else_marks_the_owner_until_acknowledged(demo_app):
         goal = conn.execute(sa.select(built.table("goal").c.id).where(
             built.table("goal").c.owner == owner.id)).scalar_one()
         lead = _actor(conn, "strategy_lead")
-        records.update_current(conn, built, "goal", goal, {"resources": "专属客户成功经理"}, lead)
-        records.update_current(conn, built, "goal", goal, {"resources": "专属客户成功经理 + 线索"}, lead)
+        records.update_current(conn, built, "goal", goal, {"period_end": "2025-12-20"}, lead)
+        records.update_current(conn, built, "goal", goal, {"period_end": "2025-12-25"}, lead)
         marks = highlights.marked(conn, owner.id, "goal_agility", "goal")
         assert list(marks) == [("goal_agility", "goal", goal)]          # one mark, refreshed, not two
-        assert marks[("goal_agility", "goal", goal)]["detail"] == {"fields": ["resources"], "by": "strategy_lead"}
-        assert "资源倾斜" in marks[("goal_agility", "goal", goal)]["reason"]
+        assert marks[("goal_agility", "goal", goal)]["detail"] == {"fields": ["period_end"], "by": "strategy_lead"}
+        assert "结束日期" in marks[("goal_agility", "goal", goal)]["reason"]
         assert highlights.marked(conn, lead.user_id) == {}              # the writer is not marked
         # the owner's own change marks nobody
         me = _actor(conn, "rep_li")
         assert highlights.acknowledge(conn, me, "goal_agility", "goal", goal) == 1
-        records.update_current(conn, built, "goal", goal, {"resources": "线索"}, me)
+        records.update_current(conn, built, "goal", goal, {"period_end": "2025-12-31"}, me)
         assert highlights.count_marked(conn, owner.id) == 0
         audit = conn.execute(sa.select(audit_events.c.user_id).where(
             audit_events.c.action == "highlight.acknowledge")).scalars().all()

@@ -491,8 +491,20 @@ def test_demo_a_delegation_to_the_other_line_leaves_the_task_with_its_approver(d
 
 
 def test_demo_the_strategy_head_filing_a_revision_is_not_silently_rerouted(demo):
+    from keel.actor import SYSTEM
+    from keel.auth.directory import find_user
+    from keel.storage import records
+
     w = demo
-    r = _file_revision(w, "strategy_lead")
+    # Only a goal's owner and the owner's managers may request its revision (starts_on.who): the head of
+    # strategy files one for a goal of their own, where they would be one of the two approvers.
+    runtime = w.app.extensions["keel"]
+    with w.engine.begin() as conn:
+        goal = records.create(conn, runtime.get("goal_agility"), "goal", {
+            "title": "战略部 Q4 目标", "owner": find_user(conn, "strategy_lead").id, "level": "department",
+            "category": "other", "metric": "战略项目数", "unit": "count", "target": "4"}, SYSTEM)["id"]
+    r = w.post("/apps/goal_agility/forms/revision_request", "strategy_lead", {
+        "goal": goal, "title": "战略项目改为 3 个", "proposed_target": "3", "reason": "聚焦", "resources": "无"})
     assert r.status_code == 422
     assert "申请人 strategy_lead 将审批自己的申请" in r.get_json()["errors"]["_record"][0]
 

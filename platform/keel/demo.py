@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from decimal import Decimal
 
 from keel.actor import SYSTEM
 from keel.auth.directory import add_department, add_user, find_user
@@ -66,7 +65,8 @@ def _stage_hr_roster(app) -> None:
 
 
 def seed_demo(app) -> list[tuple[str, str]]:
-    """Create the demo org and goals unless they exist; return the logins (username, title)."""
+    """Create the demo org unless it exists, then let the apps' plugins add their data (the Goal Agility plugin
+    its goal tree); return the logins (username, title)."""
     _stage_hr_roster(app)
     runtime = app.extensions["keel"]
     engine = runtime.engine
@@ -93,55 +93,7 @@ def seed_demo(app) -> list[tuple[str, str]]:
             head_id = conn.execute(sa.select(users.c.id).where(users.c.username == head)).scalar_one()
             conn.execute(departments.update().where(departments.c.code == code).values(head_id=head_id))
     runtime.refresh()
-    if APP in {a.id for a in runtime.apps()}:
-        _seed_goals(runtime)
     # Apps' plugins add their own demo data (the Goal Agility plugin its case) through the same hook.
     app.extensions["keel_plugins"].pm.hook.keel_demo(app=app, logins=logins)
     return logins
 
-
-def _seed_goals(runtime) -> None:
-    from keel.storage import records
-
-    built = runtime.get(APP)
-    with runtime.engine.begin() as conn:
-        uid = {u: find_user(conn, u).id for u in ("ceo", "cro", "strategy_lead", "east_mgr", "north_mgr",
-                                                  "rep_li", "rep_zhang", "cs_lead")}
-
-        def create(entity, **values):
-            return records.create(conn, built, entity, values, SYSTEM)["id"]
-
-        card = create("strategy_card", title="高客单价客户深耕", period="2025-Q4", owner=uid["ceo"], priority=1,
-                      keywords="高客单价,增购,续约,客户成功,LTV",
-                      description="9 月起公司战略转向高客单价客户深耕：提升存量客户增购与续约。")
-        create("strategy_card", title="产品化交付提效", period="2025-Q4", owner=uid["strategy_lead"], priority=2,
-               keywords="交付,标准化,实施周期")
-        company = create("goal", title="Q4 营收 1,200 万元", owner=uid["ceo"], level="company", category="other",
-                         metric="季度营收", unit="cny", target=Decimal("12000000"), strategy_card=card,
-                         period_start="2025-10-01", period_end="2025-12-31")
-        sales = create("goal", title="Q4 新增客户数 ≥ 40", owner=uid["cro"], level="department",
-                       category="new_business", metric="新增客户数", unit="count", target=Decimal("40"),
-                       parent=company, strategy_card=card, incentive_weight=Decimal("0.70"),
-                       resources="线索分配优先", period_start="2025-10-01", period_end="2025-12-31",
-                       dimensions=[{"dimension": "core_metric", "value": "新增客户数≥40",
-                                    "rationale": "年初计划"},
-                                   {"dimension": "incentive_weight", "value": "拓新占比70%",
-                                    "rationale": "年初计划"},
-                                   {"dimension": "resource_allocation", "value": "线索分配优先",
-                                    "rationale": "年初计划"}])
-        east = create("goal", title="华东新增客户 ≥ 14", owner=uid["east_mgr"], level="team",
-                      category="new_business", metric="新增客户数", unit="count", target=Decimal("14"),
-                      parent=sales, strategy_card=card)
-        create("goal", title="华北新增客户 ≥ 13", owner=uid["north_mgr"], level="team",
-               category="new_business", metric="新增客户数", unit="count", target=Decimal("13"),
-               parent=sales, strategy_card=card)
-        li = create("goal", title="李娜：新增客户 ≥ 5", owner=uid["rep_li"], level="personal",
-                    category="new_business", metric="新增客户数", unit="count", target=Decimal("5"), parent=east)
-        create("goal", title="续约率 ≥ 90%", owner=uid["cs_lead"], level="department", category="renewal",
-               metric="续约率", unit="percent", target=Decimal("90"), parent=company, strategy_card=card)
-        create("task", title="每日寻找 3 条新线索", owner=uid["rep_li"], goal=li, status="doing",
-               estimate_hours=Decimal("3"))
-        create("task", title="回访 TOP50 存量客户", owner=uid["rep_zhang"], goal=east, status="todo",
-               due="2025-10-31")
-        create("task", title="整理 12 家扩容咨询客户清单", owner=uid["east_mgr"], goal=east, status="done")
-        create("task", title="周报", owner=uid["rep_zhang"], status="todo")

@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
         directory,
         errors,
         forms,
+        imports,
         inbox,
         jobs,
         openapi,

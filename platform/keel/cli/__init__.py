@@ -289,10 +289,11 @@ def user_token(username: str, name: str) -> None:
 def _attach_subcommands() -> None:
     from keel.cli.api import api_group
     from keel.cli.directory import dept_group, user_passwd
+    from keel.cli.imports import import_command
     from keel.cli.jobs import jobs_group, scheduler, worker
     from keel.cli.plugins import plugin_group
 
-    for command in (plugin_group, worker, scheduler, jobs_group, api_group, dept_group):
+    for command in (plugin_group, worker, scheduler, jobs_group, api_group, dept_group, import_command):
         cli.add_command(command)
     user_group.add_command(user_passwd)
 

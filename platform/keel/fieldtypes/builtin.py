@@ -426,6 +426,7 @@ class Json(FieldType):
                 value = json.loads(value)
             except ValueError:
                 raise FieldValueError("Must be valid JSON.") from None
+        value = _json_numbers(value)
         if len(json.dumps(value, default=str)) > self.MAX_BYTES:
             raise FieldValueError("At most %(n)s characters.", n=self.MAX_BYTES)
         for _place, problem in unstorable(value):
@@ -434,6 +435,19 @@ class Json(FieldType):
 
     def json_schema(self, f):
         return {}
+
+
+def _json_numbers(value):
+    """Free JSON as the column stores it: the API reads numbers as Decimal (no float rounding on the way in),
+    which a JSON column cannot serialise; here they become plain JSON numbers again."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) and "E" not in str(value) \
+            else float(value)
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    return value
 
 
 class Table(Json):

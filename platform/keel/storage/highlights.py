@@ -41,6 +41,26 @@ def mark(conn: sa.Connection, app: str, entity: str, record_id: int, user_ids: I
     return len(users)
 
 
+def mark_many(conn: sa.Connection, app: str, marks: Iterable[tuple[str, int, int]], reason: str,
+              detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> int:
+    """`mark` for many records at once — (entity, record_id, user_id) triples, e.g. everything a change
+    cascades to — as one multi-row upsert however many there are. Same result as calling `mark` per
+    record; returns how many (record, user) marks are open afterwards."""
+    wanted = sorted({(str(e), int(r), int(u)) for e, r, u in marks if u is not None})
+    if not wanted:
+        return 0
+    at = at or utcnow()
+    rows = [{"user_id": u, "app": app, "entity": e, "record_id": r, "reason": reason[:REASON_MAX],
+             "detail": detail, "marked_at": at} for e, r, u in wanted]
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(highlights)
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=["user_id", "app", "entity", "record_id"],
+        index_where=highlights.c.acknowledged_at.is_(None),
+        set_={"reason": insert.excluded.reason, "detail": insert.excluded.detail,
+              "marked_at": insert.excluded.marked_at}), rows)
+    return len(wanted)
+
+
 def marked(conn: sa.Connection, user_id: int, app: str | None = None, entity: str | None = None,
            record_ids: Iterable[int] | None = None) -> dict[tuple[str, str, int], dict[str, Any]]:
     """The viewer's open marks, as {(app, entity, record_id): {"reason", "detail", "marked_at"}}."""

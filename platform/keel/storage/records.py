@@ -332,17 +332,21 @@ def update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
 
 
 def update_current(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any,
-                   values: Mapping[str, Any], actor: Actor, origin: Mapping[str, Any] | None = None) -> int | None:
+                   values: Mapping[str, Any], actor: Actor, origin: Mapping[str, Any] | None = None,
+                   mark_owner: bool = True) -> int | None:
     """Change the record as it is now, under its row lock, for the platform's own writes (the workflow
     engine keeping its status field, its `set_fields` actions): they act on the current version, not
     on one somebody edited. Checked, versioned and audited exactly like `update`; the record is not
-    read back, as nobody is shown it. Returns the new row version, or None when nothing changed."""
-    return _update(conn, built, entity_id, record_id, values, actor, None, read_back=False, origin=origin)
+    read back, as nobody is shown it. Returns the new row version, or None when nothing changed.
+    `mark_owner=False`: the caller marks the affected people itself (a cascade marking everyone at once
+    with `highlights.mark_many`), so the owner's yellow mark is not written twice."""
+    return _update(conn, built, entity_id, record_id, values, actor, None, read_back=False, origin=origin,
+                   mark_owner=mark_owner)
 
 
 def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any, values: Mapping[str, Any],
             actor: Actor, expected: int | None, read_back: bool = True,
-            origin: Mapping[str, Any] | None = None) -> Any:
+            origin: Mapping[str, Any] | None = None, mark_owner: bool = True) -> Any:
     entity, table = built.entity(entity_id), built.table(entity_id)
     row = _locked_row(conn, built, entity_id, record_id, actor, "update")
     origin = origin or {}
@@ -380,7 +384,8 @@ def _update(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
         raise _conflict(conn, table, row.id, expected)
     diff = {k: [_as_json(fields[k], before[k]), _as_json(fields[k], v)] for k, v in changed.items()}
     _store(conn, built, entity_id, row.id, expected + 1, "update", diff, actor, now)
-    _mark_for_owner(conn, built, entity, row, after, diff, actor, now)
+    if mark_owner:
+        _mark_for_owner(conn, built, entity, row, after, diff, actor, now)
     built.events.after(RecordEvent(conn, built, entity_id, "update", actor, row.id, _mapping(values), diff,
                                    expected + 1, origin))
     return _result(conn, built, entity_id, row.id, actor) if read_back else expected + 1
@@ -437,3 +442,97 @@ def restore(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: Any
     _store(conn, built, entity_id, row.id, row.row_version + 1, "restore", {}, actor, now)
     built.events.after(RecordEvent(conn, built, entity_id, "restore", actor, row.id, version=row.row_version + 1))
     return _result(conn, built, entity_id, row.id, actor)
+
+
+def update_many_current(conn: sa.Connection, built: BuiltApp, entity_id: str,
+                        updates: Mapping[int, Mapping[str, Any]], actor: Actor,
+                        origin: Mapping[str, Any] | None = None, mark_owner: bool = True) -> dict[int, int]:
+    """`update_current` for many records of one entity at once — a platform write that changes hundreds of
+    records in one go (a cascade re-splitting every goal under a revised one). Same guarantees per record:
+    permission, the before/after record events, parsing and checks (every error at once, keyed
+    `"<record id>.<field>"`), a version row and an audit event; but the rows are read and locked with one
+    statement per 500, the updates, version rows and audit events go out as multi-row statements, and a
+    link value is checked once however many records get it. Returns {record id: new row version} for the
+    records that changed. Nothing is written when any record is refused."""
+    entity, table = built.entity(entity_id), built.table(entity_id)
+    origin = origin or {}
+    ids = sorted({record_id_of(i) for i in updates})
+    cond = row_filter(table, entity, actor, "update")
+    if cond is None:
+        raise PermissionDenied(f"you may not update this {entity.id} record")
+    rows: dict[int, Any] = {}
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(sa.select(table, cond.label("_keel_may")).where(
+                table.c.id.in_(ids[i:i + 500]), read_condition(table, entity, actor)).with_for_update()):
+            rows[row.id] = row
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise NotFound(f"no {entity_id} record {missing[0]}")
+    if any(not rows[i]._keel_may for i in ids):
+        raise PermissionDenied(f"you may not update this {entity.id} record")
+    fields = entity.field_map
+    errors = FieldErrors()
+    checked_links: set[tuple[str, Any]] = set()
+    planned: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
+    for rid in ids:
+        row, values = rows[rid], updates.get(rid, updates.get(str(rid), {}))
+        built.events.before(RecordEvent(conn, built, entity_id, "update", actor, rid, _mapping(values),
+                                        version=row.row_version, origin=origin))
+        mine = FieldErrors()
+        sent = _parse_values(entity, actor, values, mine)
+        before = {f.id: row._mapping.get(f.id) for f in entity.fields}
+        for fid, value in sent.items():
+            if value is None and fields[fid].required:
+                mine.add(fid, "This field is required.")
+        changed = {k: v for k, v in sent.items()
+                   if k not in mine.errors and _as_json(fields[k], v) != _as_json(fields[k], before[k])}
+        _check_unique(conn, table, entity, changed, rid, mine)
+        links = {k: v for k, v in changed.items() if (k, _as_json(fields[k], v)) not in checked_links}
+        _check_links(conn, built, entity, actor, links, mine)
+        checked_links |= {(k, _as_json(fields[k], v)) for k, v in links.items() if k not in mine.errors}
+        for fid, messages in mine.errors.items():
+            errors.errors.setdefault(f"{rid}.{fid}", []).extend(messages)
+        if mine:
+            continue
+        after = {**before, **changed}
+        for fid, value in _compute(built, entity, after).items():
+            if _as_json(fields[fid], value) != _as_json(fields[fid], before[fid]):
+                changed[fid] = value
+        if changed:
+            planned.append((row, changed, after))
+    if errors:
+        raise errors
+    now = utcnow()
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row, changed, _ in planned:
+        cols = tuple(sorted(changed))
+        by_columns.setdefault(cols, []).append({"_id": row.id, "_rv": row.row_version, **changed})
+    for cols, params in by_columns.items():
+        stmt = table.update().where(table.c.id == sa.bindparam("_id"), table.c.row_version == sa.bindparam("_rv"),
+                                    table.c.deleted_at.is_(None)).values(
+            {**{c: sa.bindparam(c) for c in cols}, "row_version": table.c.row_version + 1, "updated_at": now,
+             "updated_by": actor.user_id})
+        result = conn.execute(stmt, params)
+        if result.rowcount not in (-1, len(params)):
+            raise Conflict(f"some {entity_id} records were changed meanwhile; nothing was written")
+    versions, events, out, diffs = [], [], {}, {}
+    for row, changed, after in planned:
+        diff = diffs[row.id] = {k: [_as_json(fields[k], row._mapping.get(k)), _as_json(fields[k], v)]
+                                for k, v in changed.items()}
+        out[row.id] = row.row_version + 1
+        versions.append({"app": built.id, "entity": entity_id, "record_id": row.id, "version": row.row_version + 1,
+                         "action": "update", "changes": diff, "user_id": actor.user_id, "at": now})
+        events.append({"at": now, "user_id": actor.user_id, "action": "record.update", "app": built.id,
+                       "entity": entity_id, "record_id": row.id,
+                       "detail": {"by": actor.username, "version": row.row_version + 1}})
+        if mark_owner:
+            _mark_for_owner(conn, built, entity, row, after, diff, actor, now)
+    if versions:
+        from keel.storage.system import audit_events
+
+        conn.execute(_INSERT_VERSION, versions)
+        conn.execute(audit_events.insert(), events)
+    for row, _, _ in planned:
+        built.events.after(RecordEvent(conn, built, entity_id, "update", actor, row.id,
+                                       _mapping(updates.get(row.id, {})), diffs[row.id], out[row.id], origin))
+    return out

@@ -9,7 +9,6 @@ import pytest
 
 pytest.importorskip("keel.dashboards.graph", reason="the dashboards (graph, Dash pages) are not on this branch yet")
 from helpers_browser import browser, live_server, logged_in_page, require_browser, screenshot  # noqa: E402
-
 from helpers_goal import Demo  # noqa: E402
 
 pytestmark = require_browser()

@@ -79,10 +79,26 @@ def _uses(value: Any, notification_id: str, step: str = "") -> Iterator[tuple[st
             yield from _uses(item, notification_id, step)
 
 
+def declared_context(declared: Any, ctx) -> Any:
+    """A notification's own `context` (what a plugin sends it) as sample data: `{"entity": id}` is a
+    sample record of that entity, everything else is the value given."""
+    if isinstance(declared, Mapping):
+        if set(declared) == {"entity"} and isinstance(declared["entity"], str):
+            return sample_record(ctx.entities.get(declared["entity"]))
+        return {k: declared_context(v, ctx) for k, v in declared.items()}
+    if isinstance(declared, (list, tuple)):
+        return [declared_context(v, ctx) for v in declared]
+    return declared
+
+
 def sample_contexts(notification_id: str, ctx) -> list[tuple[str, dict[str, Any]]]:
-    """(what sends it, sample context) for every workflow that sends the notification; when none does
-    (yet), the action context with a record of unknown fields."""
+    """(what sends it, sample context) for every workflow that sends the notification and for its own
+    declared `context` (a plugin sends it); when neither, the action context with a record of unknown
+    fields."""
     out = []
+    own = ctx.definitions_of("notification").get(notification_id)
+    if own is not None and isinstance(own.data.get("context"), Mapping):
+        out.append(("its declared context", declared_context(own.data["context"], ctx)))
     for workflow in ctx.definitions_of("workflow").values():
         data = workflow.data
         entity = _entity_of(data, ctx)

@@ -5,7 +5,6 @@ the graph in dashboards/board.json:
   link for those who may request a revision;
 - `goal_revision_pipeline`: open revision requests with their SLA status;
 - `goal_lead_times`: request → decision → everyone notified, against the settings' targets and the case;
-- `goal_alignment`: the alignment index and its trend (the measures' data, when they are installed).
 
 Each has `data(ctx, widget)` (JSON, also the export) and `layout(ctx, widget)` (Dash components, imported only
 when a page is drawn). Rows come through the viewer's permissions (ctx.records); the figures only for managers,
@@ -15,7 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from keel_goal_agility import leadtimes, requests
-from keel_goal_agility.formats import amount, metric_text
+from keel_goal_agility.formats import metric_text
 
 WORDS = {
     "goal": {"zh": "目标", "en": "Goal"}, "owner": {"zh": "责任人", "en": "Owner"},
@@ -180,32 +179,4 @@ class LeadTimes(_Widget):
             html.Div(f"{w('decided', ctx.lang)}: {f['decided']}", className="summary")], className="goal-lead-times")
 
 
-class Alignment(_Widget):
-    name = "goal_alignment"
-
-    def data(self, ctx, widget):
-        try:
-            from keel_goal_agility.measure import alignment  # type: ignore[import-not-found]
-
-            span = alignment.latest_months(ctx.conn, ctx.built)
-            series = alignment.monthly(ctx.conn, ctx.built, alignment.COMPANY, *span)["series"] if span else []
-        except Exception:  # the measures are optional here: an empty widget rather than no board
-            series = []
-        series = [s for s in (series or []) if isinstance(s, dict)]
-        return {"columns": [{"id": "period", "label": ""}, {"id": "index", "label": w("index", ctx.lang)}],
-                "rows": [[s.get("period"), s.get("index")] for s in series], "series": series}
-
-    def layout(self, ctx, widget):
-        from dash import html
-
-        series = self.data(ctx, widget)["series"]
-        if not series:
-            return html.Div(w("none", ctx.lang), className="empty")
-        last = series[-1]
-        trend = [html.Span(f"{s.get('period')}: {amount(s.get('index'), None)}", className="trend-point")
-                 for s in series]
-        return html.Div([html.Div(amount(last.get("index"), None), className="kpi-value"),
-                         html.Div(trend, className="trend")], className="goal-alignment")
-
-
-WIDGETS = (FlaggedGoals(), RevisionPipeline(), LeadTimes(), Alignment())
+WIDGETS = (FlaggedGoals(), RevisionPipeline(), LeadTimes())

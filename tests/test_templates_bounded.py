@@ -118,18 +118,29 @@ def test_the_shipped_app_still_validates(tmp_path):
     ("{{ workflow.label.zh }} {{ record.title }} {{ instance.id }} {{ app }}", None),
 ])
 def test_validate_renders_notification_templates_with_the_workflows_data(tmp_path, template, words):
-    app = _goal_agility(tmp_path)
-    _edit(app / "notifications" / "goal_changed.json", lambda d: d["body"].update(en=template))
+    app = _with_outcome_message(_goal_agility(tmp_path), template)
     code, output = _validate(app)
     if words is None:
         assert code == 0, output
     else:
-        assert code != 0 and "notifications/goal_changed.json: /body/en" in output and words in output, output
+        assert code != 0 and "notifications/outcome.json: /body/en" in output and words in output, output
+
+
+def _with_outcome_message(app: Path, body_en: str) -> Path:
+    """A message the revision workflow's own notify action sends on approval (so it gets the workflow's
+    data: the request record, the workflow, the instance, the decision)."""
+    (app / "notifications" / "outcome.json").write_text(json.dumps(
+        {"id": "outcome", "subject": {"zh": "已通过：{{ record.reason }}", "en": "Approved"},
+         "body": {"zh": "{{ decider.name }}：{{ comment }}", "en": body_en}}, ensure_ascii=False))
+    _edit(app / "workflows" / "revision_approval.json",
+          lambda d: d["on_approved"].append({"action": "notify", "template": "outcome", "to": ["submitter"]}))
+    return app
 
 
 def test_a_notification_sent_by_an_sla_timer_is_checked_with_the_timers_data(tmp_path):
     app = _goal_agility(tmp_path)
     note = json.loads((app / "notifications" / "goal_changed.json").read_text())
+    note.pop("context", None)  # sent by a timer, not by a plugin
     note.update(id="due_soon", subject={"zh": "到期 {{ due_at }}", "en": "Due {{ due_at }} {{ workflow_label.en }}"},
                 body={"zh": "{{ record.title }}", "en": "step {{ step }}"})
     (app / "notifications" / "due_soon.json").write_text(json.dumps(note, ensure_ascii=False))

@@ -119,18 +119,22 @@ class _WebWrites:
 
         self.engine = create_engine(url, lock_timeout=60.0)
         with self.engine.begin() as conn:
-            conn.exec_driver_sql("CREATE TABLE bench_web_writes (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE bench_web_writes (n INTEGER)")
         self.waits: list[float] = []
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, daemon=True)
 
     def _write(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("INSERT INTO bench_web_writes DEFAULT VALUES")
-            self.waits.append(time.perf_counter() - started)
-            self._stop.wait(0.02)
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("INSERT INTO bench_web_writes (n) VALUES (1)")
+                self.waits.append(time.perf_counter() - started)
+                self._stop.wait(0.02)
+        except BaseException as e:  # reported by __exit__, on the bench's thread
+            self.error = e
 
     def __enter__(self) -> _WebWrites:
         self._thread.start()
@@ -140,6 +144,8 @@ class _WebWrites:
         self._stop.set()
         self._thread.join()
         self.engine.dispose()
+        if self.error is not None:
+            raise RuntimeError(f"the web writes failed: {self.error}") from self.error
 
 
 def _sync_on(kind: str, url: str, folder: Path, hr: _HR) -> dict:

@@ -33,7 +33,7 @@ def leave_app(tmp_path: Path) -> Path:
     (folder / "dashboards").mkdir()
     (folder / "dashboards" / "overview.json").write_text(json.dumps(
         {"id": "overview", "title": {"zh": "请假概览", "en": "Leave overview"},
-         "widgets": [{"id": "open", "type": "table", "entity": "leave_request"}]}))
+         "widgets": [{"id": "open", "type": "table", "entity": "leave_request", "columns": ["reason"]}]}))
     return folder
 
 
@@ -265,7 +265,7 @@ def test_widgets_are_edited_added_and_reordered_as_json(site):
         widget = json.loads(data["w0_json"])
         widget["title"] = {"zh": "待批", "en": "Open"}
         data["w0_json"] = json.dumps(widget, ensure_ascii=False)
-        data["new_widget"] = json.dumps({"id": "mine", "type": "table", "entity": "leave_request"})
+        data["new_widget"] = json.dumps({"id": "mine", "type": "table", "entity": "leave_request", "columns": ["reason"]})
 
     r, _ = edit(root, APP + "/dashboards/overview/widgets", change)
     text = html.unescape(r.text)

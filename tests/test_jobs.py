@@ -226,7 +226,9 @@ def test_jobs_page_shows_jobs_and_runs_to_admins(world):
     page = login("root").get("/admin/jobs")
     assert page.status_code == 200
     assert "0 2 * * *" in page.text and "Asia/Shanghai" in page.text
-    assert "diagnostic failure on attempt 3" in page.text and "failed" in page.text
+    assert "diagnostic failure on attempt 3" in page.text
+    assert '<span class="status status-failed">失败</span>' in page.text  # status words in the reader's language
+    assert ">failed<" not in page.text and ">scheduler<" not in page.text
     assert login("rita").get("/admin/jobs").status_code == 403
     assert client.get("/admin/jobs").status_code == 302  # not signed in: to the login page
 

@@ -151,12 +151,22 @@ def test_a_users_own_locale_is_used_until_they_choose_another(site):
     assert "新建事项" in c.get(FORM).text
 
 
-def test_accept_language_picks_english_when_nothing_else_is_set(site):
+def test_a_new_user_reads_zh_cn_and_a_language_choice_sticks_across_sessions(site):
     c = site.client("alice")
-    page = c.get(FORM, headers={"Accept-Language": "en-US,en;q=0.9"})
-    assert "New item" in page.text
-    page = c.get(FORM, headers={"Accept-Language": "fr-FR"})
-    assert "新建事项" in page.text  # no match: zh_CN
+    assert "新建事项" in c.get(FORM).text  # never chose, the browser names no language: zh-CN
+    assert "新建事项" in c.get(FORM, headers={"Accept-Language": "fr-FR"}).text
+    assert "New item" in c.get(FORM, headers={"Accept-Language": "en-US,en;q=0.9"}).text  # the browser's
+    assert "New item" in c.get(FORM + "?lang=en").text  # a link switches this session only
+    assert "新建事项" in site.client("alice").get(FORM).text
+    page = c.get(FORM).text
+    r = c.post("/language", data={"csrf_token": csrf_of(page), "lang": "en", "next": FORM})
+    assert r.status_code == 302 and r.headers["Location"].endswith(FORM)
+    assert c.post("/language", data={"lang": "en"}).status_code == 400  # no CSRF token
+    again = site.client("alice")  # a new session (another device): the choice is in her profile
+    assert "New item" in again.get(FORM, headers={"Accept-Language": "zh-CN"}).text  # and beats the browser
+    with site.engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT detail FROM keel_audit_events WHERE action = 'user.locale'")).all()
+    assert len(events) == 1 and "en" in str(events[0][0])  # audited once, as her own change
 
 
 # ---------------------------------------------------------------- submitting a form
@@ -305,10 +315,10 @@ def test_record_list_sorts_pages_and_links_records(site):
         site.create("alice", title=title)
     c = site.client("alice")
     page = c.get("/apps/webtest/item?sort=title").text
-    assert [m for m in re.findall(r"<td>([abc])</td>", page)] == ["a", "b", "c"]
+    assert [m for m in re.findall(r"<td[^>]*>(?:<a [^>]*>)?([abc])(?:</a>)?</td>", page)] == ["a", "b", "c"]
     assert 'href="?sort=-title"' in page  # clicking the sorted column again reverses it
     page = c.get("/apps/webtest/item?sort=-title&per_page=2").text
-    assert re.findall(r"<td>([abc])</td>", page) == ["c", "b"]
+    assert re.findall(r"<td[^>]*>(?:<a [^>]*>)?([abc])(?:</a>)?</td>", page) == ["c", "b"]
     assert "第 1 页，共 2 页" in page and "page=2" in page
     page = c.get("/apps/webtest/item?sort=nope").text
     assert "无法按“nope”排序。" in page  # a bad sort is explained, not a 500
@@ -368,7 +378,7 @@ def test_someone_elses_record_has_no_edit_form_and_a_missing_one_is_404(site):
 # ---------------------------------------------------------------- workbench and chrome
 
 
-def test_workbench_lists_apps_forms_entities_and_my_tree(site):
+def test_workbench_shows_my_records_as_cards_with_their_parent_chain_and_the_app_menu(site):
     alice = site.user_id("alice")
     top = site.create("alice", title="Company goal")
     mid = site.create("alice", title="Team goal", parent=top)
@@ -377,8 +387,10 @@ def test_workbench_lists_apps_forms_entities_and_my_tree(site):
     c = site.client("alice")
     assert c.get("/").headers["Location"].endswith("/workbench")
     page = c.get("/workbench").text
+    # no workbench/ files: a "mine" section per owned entity; the menu offers the list and the form
     assert "网页测试" in page and "新建事项" in page and 'href="/apps/webtest/item"' in page
-    assert re.search(r"Company goal</a> › <a[^>]*>Team goal</a> ›\s*<a[^>]*><strong>My goal", page)
+    assert re.search(r'Company goal</a> › <a[^>]*>Team goal</a> › </p>\s*<p class="card-title"><a[^>]*>'
+                     r'<strong>My goal', page)
     assert "Bob&#39;s goal" not in page
     assert 'id="unread-count"' in page and "Alice 艾" in page
     assert re.search(r'<form class="logout" method="post" action="/logout">\s*<input type="hidden" '

@@ -71,7 +71,7 @@ def test_builtins_register_through_the_same_hooks():
     by_name = {p.name: p for p in host.plugins}
     # Keel's own subsystems are plugins of the same host, in the order of keel.plugins.discovery
     assert [p.name for p in host.plugins] == ["keel.fieldtypes", "keel.jobs", "keel.connectors", "keel.notify",
-                                              "keel.workflow", "keel.dashboards"]
+                                              "keel.workflow", "keel.dashboards", "keel.web"]
     assert all(p.source == "builtin" for p in host.plugins)
     assert host.pm.get_plugin("keel.fieldtypes") is keel.fieldtypes.plugin
     assert by_name["keel.connectors"].obj is keel.connectors.plugin
@@ -82,7 +82,7 @@ def test_builtins_register_through_the_same_hooks():
     # the definition kinds beyond entities and forms come from the subsystems, like any plugin's would
     assert {k: host.owner("definition_kinds", k) for k in host.definition_kinds} == {
         "job": "keel.jobs", "connector": "keel.connectors", "notification": "keel.notify",
-        "workflow": "keel.workflow", "dashboard": "keel.dashboards"}
+        "workflow": "keel.workflow", "dashboard": "keel.dashboards", "workbench": "keel.web", "list": "keel.web"}
     # what the engine is handed: one immutable value, built once per host
     registries = host.registries()
     assert registries is host.registries() and registries.field_types["money"] is host.field_types["money"]
@@ -423,7 +423,7 @@ def test_two_plugins_claiming_one_kind_is_a_clear_conflict(tmp_path):
         assert errors["core_again"][0].endswith("claims 'forms2/', which Keel's core defines")
         assert host.registries().definition_kinds["okr"].label == "OKR sets"
         assert set(host.registries().definition_kinds) == {"okr", "job", "connector", "notification", "workflow",
-                                                           "dashboard"}
+                                                           "dashboard", "workbench", "list"}
     finally:
         for name in ("okr_kind", "zz_okr_again", "wf_again", "core_again"):
             forget(name)

@@ -18,6 +18,7 @@ PUBLIC_ENDPOINTS = {
     "static",             # CSS and the one script, needed by the login page
     "auth.login",         # the login page itself
     "auth.create_token",  # POST /api/v1/auth/token: how an API client signs in
+    "language.choose_language",  # POST /language: the login page's language switch (CSRF still applies)
 }
 
 

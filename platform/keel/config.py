@@ -53,4 +53,7 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         # SQLite: how long a write waits for the database's write lock before the request gets a 503
         # (default 10; checked by create_app)
         "KEEL_DB_LOCK_TIMEOUT": env.get("KEEL_DB_LOCK_TIMEOUT") or None,
+        # the one zone every page shows times in (keel.formats.display_zone); default: the working
+        # calendar's zone, Asia/Shanghai
+        "KEEL_TIMEZONE": env.get("KEEL_TIMEZONE") or None,
     }

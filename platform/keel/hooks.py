@@ -58,6 +58,12 @@ def keel_dashboard_widgets() -> list[Any]:
 
 
 @hookspec
+def keel_workbench_sections() -> list[Any]:
+    """Add workbench sections (keel.web.workbench_model.WorkbenchSection): a board section of cards that
+    every user's /workbench shows (placement "auto") or that an app's `workbench/*.json` places by name."""
+
+
+@hookspec
 def keel_delivery_channels() -> list[Any]:
     """Add channels (keel.notify.delivery.DeliveryChannel) that deliver inbox messages outside Keel."""
 

@@ -31,6 +31,7 @@ class Registries:
     approver_rules: Mapping[str, Any] = field(default_factory=_empty)
     dashboard_widgets: Mapping[str, Any] = field(default_factory=_empty)
     delivery_channels: Mapping[str, Any] = field(default_factory=_empty)
+    workbench_sections: Mapping[str, Any] = field(default_factory=_empty)
     record_events: Any = None
     # keel_review_panels(conn=, app=, entity=, record=, task=, actor=) -> one list of panels per plugin
     review_panels: Any = None

@@ -15,6 +15,7 @@ def init_app(app: Flask) -> None:
     # every app built by `create_app` (one per test) registers the same, complete set of routes.
     from keel.api import (  # noqa: F401
         audit,
+        dashboards,
         directory,
         errors,
         forms,

@@ -14,7 +14,7 @@ from keel.auth import current_actor
 from keel.boundary.security import json_body
 from keel.errors import FieldErrors
 from keel.i18n import translate
-from keel.json_values import jsonable
+from keel.json_values import INT64_MAX, jsonable
 from keel.runtime import BuiltApp, Runtime
 
 
@@ -76,8 +76,11 @@ def int_arg(name: str, value: str | None) -> int | None:
         n = int(value)
     except ValueError:
         n = 0
+    errors = FieldErrors()
     if n < 1:
-        errors = FieldErrors()
         errors.add(name, "Must be a whole number of at least 1.")
+    elif n > INT64_MAX:  # an id, a page or a count: none is larger than a BIGINT column holds
+        errors.add(name, "The number is too large.")
+    if errors:
         raise errors
     return n

@@ -144,6 +144,9 @@ def csp_for(app: Flask, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def init_app(app: Flask) -> None:
+    from keel.boundary import inputs
+
+    inputs.init_app(app)
     app.config.setdefault("KEEL_CSP", DEFAULT_CSP)
     app.config.setdefault("KEEL_CSP_BY_PREFIX", {})
     app.config.setdefault("KEEL_JSON_MAX_DEPTH", DEFAULT_JSON_MAX_DEPTH)
@@ -167,6 +170,7 @@ def init_app(app: Flask) -> None:
             depth = _max_depth()
             if json_depth_exceeds(data, depth):
                 raise JSONBodyError(translate("JSON nested deeper than %(n)s levels.", n=depth))
+        inputs.check_request()  # text, integers and pages, before any view or hook reads them
 
     @app.errorhandler(JSONBodyError)
     def _json_body_error(e: JSONBodyError):

@@ -125,6 +125,8 @@ def demo(host: str, port: int, no_serve: bool) -> None:
     for username, title in users:
         click.echo(f"  {username:<14} {title}")
     click.echo("")
+    click.echo(f"Dashboards: http://{host}:{port}/dash/  (the demo's: /dash/goal_agility/goals_overview)")
+    click.echo("")
     if not no_serve:
         _serve(app, host, port)
 

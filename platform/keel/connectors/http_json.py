@@ -37,6 +37,7 @@ from keel.outbound import (
     redact,
     redact_url,
 )
+from keel.sandbox import AnyKeys
 
 log = logging.getLogger("keel.connectors.http_json")
 
@@ -123,11 +124,15 @@ def validate_config(config: Any) -> list[str]:
     problems = [f"{e.json_path}: {e.message}" for e in _validator.iter_errors(config)]
     if problems or not isinstance(config, Mapping):
         return sorted(problems)
-    templates = [("$.url", config["url"])]
-    templates += [(f"$.headers.{k}", v) for k, v in config.get("headers", {}).items()]
-    templates += [(f"$.params.{k}", v) for k, v in config.get("params", {}).items() if isinstance(v, str)]
-    templates += list(_string_leaves(config.get("body"), "$.body"))
-    problems += [f"{place}: {p}" for place, text in templates if (p := template_problem(text))]
+    # Rendered against the data each part gets at run time (see `_items`): `vars` everywhere, `secrets`
+    # only in headers and parameters; their names are known only then, so any name reads as a sample.
+    plain, with_secrets = {"vars": AnyKeys()}, {"vars": AnyKeys(), "secrets": AnyKeys()}
+    templates = [("$.url", config["url"], plain)]
+    templates += [(f"$.headers.{k}", v, with_secrets) for k, v in config.get("headers", {}).items()]
+    templates += [(f"$.params.{k}", v, with_secrets) for k, v in config.get("params", {}).items()
+                  if isinstance(v, str)]
+    templates += [(place, text, plain) for place, text in _string_leaves(config.get("body"), "$.body")]
+    problems += [f"{place}: {p}" for place, text, sample in templates if (p := template_problem(text, sample))]
     for name, text in config.get("headers", {}).items():
         if is_sensitive_name(name) and "secrets." not in text:
             problems.append(f"$.headers.{name}: must take its value from a secret ({{{{ secrets.NAME }}}}), "

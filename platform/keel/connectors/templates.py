@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Template, TemplateSyntaxError
 
 from keel.errors import KeelError
-from keel.sandbox import BoundedSandbox, RenderFailed, render_or_explain, sandbox
+from keel.sandbox import BoundedSandbox, RenderFailed, render_or_explain, sandbox, underscore_names
 
 MAX_OUTPUT = 1_000_000  # characters one rendering may produce
 
@@ -62,12 +62,21 @@ def compile_template(template: str) -> Template:
         raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}", template) from None
 
 
-def template_problem(template: str) -> str | None:
-    """The syntax error of a template as text, or None; for validating definitions."""
+def template_problem(template: str, sample: Mapping[str, Any] | None = None) -> str | None:
+    """Why a template cannot be used, or None; for validating definitions: a syntax error, a `_` name,
+    or — rendered against `sample`, the data it will get — an unknown name, an unsafe operation or a
+    template over its budget."""
     try:
         compile_template(template)
     except TemplateError as exc:
         return exc.message
+    for name in underscore_names(_ENV.parse(template)):
+        return f"the template reads '{name}': names starting with '_' are not available in templates"
+    if sample is not None:
+        try:
+            render(template, sample)
+        except TemplateError as exc:
+            return exc.message
     return None
 
 

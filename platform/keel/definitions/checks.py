@@ -29,7 +29,7 @@ BUILTIN_ROLES = frozenset({"admin"})
 MAX_IDENTIFIER = 63  # PostgreSQL's limit for a table or column name
 # Keys every field may use, whatever its type; a type adds its own (FieldType.keys).
 COMMON_KEYS = frozenset({"id", "type", "label", "help", "required", "unique", "read_only", "changed_by", "default",
-                         "computed", "read_roles", "write_roles"})
+                         "computed", "read_roles", "write_roles", "format", "empty_label"})
 # A cell of a table field is a value inside one JSON column: it has no column, history or permissions
 # of its own, so these keys would promise something Keel does not do.
 CELL_FORBIDDEN = frozenset({"unique", "read_only", "changed_by", "default", "computed", "read_roles", "write_roles"})
@@ -142,6 +142,14 @@ def _entity_errors(ctx: _Context, path: str, e: EntityDef, app_id: str | None) -
             yield DefinitionError(path, where + "/id", f"'{f.id}' is a column every record has already "
                                   f"({', '.join(SYSTEM_COLUMNS)}); choose another id")
         yield from _field_errors(ctx, path, where, f, cell=False)
+        fmt = f.raw.get("format")
+        unit_field = fmt.get("unit_field") if isinstance(fmt, Mapping) else None
+        if unit_field is not None:
+            target = e.field(unit_field)
+            if target is None or target.type != "select":
+                yield DefinitionError(path, where + "/format/unit_field",
+                                      f"'{unit_field}' is not a select field of this entity; unit_field names "
+                                      "the select whose option (cny, count, percent, ...) is the value's unit")
     yield from _computed_errors(path, e)
     yield from _rule_errors(path, e)
     for key, expected in (("owner_field", "user"), ("title_field", None)):

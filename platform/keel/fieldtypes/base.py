@@ -37,6 +37,12 @@ class FieldType:
         Never called with None."""
         raise NotImplementedError
 
+    def from_computed(self, f: FieldDef, value: Any) -> Any:
+        """The stored value of a computed field's result (never None): parsed like an input, except
+        that a number is first rounded to what the column keeps (see DecimalType). Raises
+        FieldValueError for a result the column cannot hold."""
+        return self.parse(f, value)
+
     def check(self, f: FieldDef, value: Any) -> list[Message]:
         """Constraint messages (min/max, length, pattern, options) for a parsed, non-None value."""
         return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 import nh3
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from keel.definitions.model import FieldDef
 from keel.errors import Message
 from keel.fieldtypes.base import FieldType, FieldValueError
+from keel.json_values import integer_problem, text_problem, unstorable
 
 TEXT_MAX = 10_000       # a `text` field without max_length
 LONG_TEXT_MAX = 100_000  # long and rich text without max_length
@@ -53,7 +54,11 @@ class Text(FieldType):
     def parse(self, f, value):
         if isinstance(value, (dict, list, bool)):
             raise FieldValueError("Must be text.")
-        return str(value)
+        text = str(value)
+        problem = text_problem(text)  # whichever path it came by: a form, the API, a connector
+        if problem:
+            raise FieldValueError(problem)
+        return text
 
     def check(self, f, value):
         return _length_checks(f, value, TEXT_MAX)
@@ -119,6 +124,8 @@ class Integer(FieldType):
         if isinstance(value, bool):
             raise FieldValueError("Must be a whole number.")
         if isinstance(value, int):
+            if integer_problem(value):  # the column is a BIGINT
+                raise FieldValueError("The number is too large.")
             return value
         try:
             d = Decimal(str(value).strip())
@@ -129,6 +136,11 @@ class Integer(FieldType):
         if abs(d) >= 2**63:
             raise FieldValueError("The number is too large.")
         return int(d)
+
+    def from_computed(self, f, value):
+        if isinstance(value, Decimal) and value.is_finite():  # e.g. `total / 3`: rounded, not refused
+            value = value.to_integral_value(rounding=ROUND_HALF_EVEN)
+        return self.parse(f, value)
 
     def check(self, f, value):
         return _range_checks(value, f.min, f.max)
@@ -181,6 +193,15 @@ class DecimalType(FieldType):
         if d.as_tuple().exponent < -s and d != d.quantize(quantum):
             raise FieldValueError("At most %(n)s digits after the decimal point.", n=s)
         return d.quantize(quantum)
+
+    def from_computed(self, f, value):
+        # A division rarely terminates (4 / 14); the result is rounded to the field's scale, half to
+        # even, as the column would keep it. Only a result too large for the column is an error.
+        if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+            d = Decimal(value)
+            if d.is_finite() and d.adjusted() < self.digits(f)[0]:
+                value = d.quantize(Decimal(1).scaleb(-self.digits(f)[1]), rounding=ROUND_HALF_EVEN)
+        return self.parse(f, value)
 
     def check(self, f, value):
         return _range_checks(value, f.min, f.max)
@@ -407,6 +428,8 @@ class Json(FieldType):
                 raise FieldValueError("Must be valid JSON.") from None
         if len(json.dumps(value, default=str)) > self.MAX_BYTES:
             raise FieldValueError("At most %(n)s characters.", n=self.MAX_BYTES)
+        for _place, problem in unstorable(value):
+            raise FieldValueError(problem)
         return value
 
     def json_schema(self, f):

@@ -27,9 +27,13 @@ def reference_choices(conn: sa.Connection, built, form, who) -> dict[str, list[t
             continue
         if spec.target == "user":
             if people is None:
-                rows = conn.execute(sa.select(users.c.id, users.c.display_name, users.c.username)
-                                    .where(users.c.active.is_(True))
-                                    .order_by(users.c.display_name, users.c.id).limit(MAX_CHOICES))
+                from keel.formats import pinyin_of
+
+                # by the pinyin of the name, as Chinese readers look names up (the type-ahead, keel.web.pickers,
+                # finds anyone past the cap)
+                rows = sorted(conn.execute(sa.select(users.c.id, users.c.display_name, users.c.username)
+                                           .where(users.c.active.is_(True))).all(),
+                              key=lambda r: (pinyin_of(r.display_name or r.username)[0], r.id))[:MAX_CHOICES]
                 people = [(str(r.id), f"{r.display_name} ({r.username})") for r in rows]
             out[fid] = people
             continue
@@ -43,6 +47,7 @@ def fill_choices(conn: sa.Connection, built, form, who, current: Mapping[str, An
     """Set the options of a form instance's link and user selects. A value the record already has stays
     selectable even when it is not listed (past the cap, or no longer readable), so saving an edit
     never silently clears a reference."""
+    form.keel_app_id = built.id  # pages add a type-ahead over all records (keel.web.pickers) to these selects
     found = reference_choices(conn, built, form, who)
     for fid, opts in found.items():
         value = (current or {}).get(fid)

@@ -75,6 +75,10 @@ def merged_params(env: JobEnv, spec: JobSpec, override: Mapping[str, Any] | None
             # The JSON Schema validator's own words (English, like definition errors): a value, not
             # a msgid, so it is shown as it is.
             errors.errors.setdefault("params" + ptr, []).append(Message(message))
+        check = getattr(job_type, "params_problems", None)  # optional for job types not built on JobType
+        if not errors and check is not None:
+            for ptr, message in check(params):
+                errors.errors.setdefault("params" + ptr, []).append(Message(message))
     if errors:
         raise errors
     return params

@@ -54,7 +54,7 @@ class BackgroundServices:
         close = getattr(self.dispatcher, "close", None)
         if close is not None:
             close(wait=False)
-        for p in self.processes:
+        for p in reversed(self.processes):  # the worker before the redis-server it talks to
             _stop_process(p)
         for t in self.threads:
             t.join(timeout=5)
@@ -133,7 +133,8 @@ def ensure_redis(app: Flask, started: list[subprocess.Popen] | None = None) -> s
     try:
         proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
                                  "--save", "", "--appendonly", "no", "--dir", str(sock.parent)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+                                start_new_session=True)  # see _worker_process: Ctrl+C is the server's to handle
     except OSError:
         os.close(lock)
         raise
@@ -174,8 +175,11 @@ def _worker_process(app: Flask, redis_url: str) -> subprocess.Popen:
             env[key] = str(app.config[key])
     env["KEEL_REDIS_URL"] = redis_url
     # Quiet: it shares the terminal of `keel serve`/`demo`; runs are recorded on the jobs page anyway.
+    # Its own session: Ctrl+C in the terminal reaches only the server, which then stops the worker and
+    # only after it the redis-server (BackgroundServices.stop). Were they in the terminal's process group,
+    # redis-server would quit at the same instant and the stopping worker would print Redis tracebacks.
     proc = subprocess.Popen([sys.executable, "-m", "keel.cli", "worker", "--quiet"], env=env,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent, start_new_session=True)
     atexit.register(_stop_process, proc)
     return proc
 

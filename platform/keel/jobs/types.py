@@ -72,6 +72,12 @@ class JobType:
         starts and again before every chunk, so a permission revoked mid-run stops the run."""
         return None
 
+    def params_problems(self, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Problems with the params of a run being asked for now that a JSON Schema cannot express (a
+        date in the future, say), as (JSON pointer inside params, message). Checked after the schema,
+        before the run is recorded: the API answers 422, the CLI an error, and nothing is written."""
+        return []
+
     def definition_errors(self, app_def, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Problems with `params` that need the app definition (an unknown entity, say), as
         (JSON pointer inside params, message). The params JSON Schema is checked before this."""

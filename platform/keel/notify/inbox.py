@@ -17,7 +17,7 @@ from keel.actor import Actor
 from keel.definitions.model import AppDef, thaw
 from keel.errors import FieldErrors, NotFound
 from keel.notify import delivery
-from keel.notify.render import literal_message, pick, render_message
+from keel.notify.render import NotificationTemplateError, literal_message, pick, render_message
 from keel.registries import Registries
 from keel.storage.audit import record_event
 from keel.storage.notify_tables import inbox
@@ -127,8 +127,12 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
     if template is not None:
         app_def = app_def or current_app_def(conn, app, registries)
         definition = notification(app_def, template)
-        subjects, bodies = render_message(definition["subject"], definition["body"], context,
-                                          where=f"notifications/{template}.json")
+        try:
+            subjects, bodies = render_message(definition["subject"], definition["body"], context,
+                                              where=f"notifications/{template}.json")
+        except NotificationTemplateError as exc:
+            subjects, bodies = _template_failed(conn, app, template, exc, subject, body, entity, record_id,
+                                                registries)
     else:
         if subject is None:
             errors = FieldErrors()
@@ -162,6 +166,40 @@ def send(conn: sa.Connection, *, app: str, template: str | None, recipients: Ite
     if queued:
         _after_commit(queued)
     return list(inbox_ids.values())
+
+
+# What a message says when its template fails and the sender gave no text of its own.
+FALLBACK_SUBJECT = {"zh": "通知", "en": "Notification"}
+FALLBACK_BODY = {"zh": "此通知的模板无法生成，已通知管理员。", "en": "This notification's template could not be "
+                 "rendered; an administrator has been told."}
+ALERT_SUBJECT = {"zh": "通知模板出错：%(template)s", "en": "Notification template failed: %(template)s"}
+ALERT_BODY = {"zh": "应用 %(app)s 的通知模板 %(template)s 无法生成，已改发内置文本。原因：%(error)s",
+              "en": "The notification template %(template)s of app %(app)s could not be rendered; the built-in "
+                    "text was sent instead. Reason: %(error)s"}
+
+
+def _template_failed(conn: sa.Connection, app: str, template: str, exc: Exception,
+                     subject: Mapping[str, str] | None, body: Mapping[str, str] | None,
+                     entity: str | None, record_id: int | None, registries: Registries):
+    """A template that fails at run time (validation renders it against sample data, but real data can
+    still differ) never blocks what sent the message — an approval commits all the same. The message
+    falls back to the sender's built-in text; the failure is in the audit trail and in every admin's
+    inbox, in the same transaction."""
+    from keel.actor import SYSTEM
+
+    error = str(exc)[:1000]
+    log.warning("notification template %s of app %s failed: %s", template, app, error)
+    record_event(conn, SYSTEM, "notification.template_failed", app=app, entity=entity, record_id=record_id,
+                 detail={"template": template, "error": error})
+    admins = list(conn.execute(sa.select(users.c.id).where(users.c.is_admin.is_(True), users.c.active.is_(True))
+                               .order_by(users.c.id)).scalars())
+    if admins:
+        params = {"app": app, "template": template, "error": error}
+        send(conn, app=app, template=None, recipients=admins, context={}, link=None, actor=SYSTEM,
+             subject={k: v % params for k, v in ALERT_SUBJECT.items()},
+             body={k: v % params for k, v in ALERT_BODY.items()}, entity=entity, record_id=record_id,
+             registries=registries)
+    return literal_message(subject or FALLBACK_SUBJECT, body if subject else FALLBACK_BODY)
 
 
 def _after_commit(delivery_ids: list[int]) -> None:

@@ -32,9 +32,34 @@ def notification_problems(data: Mapping, channels: Mapping) -> list[tuple[str, s
     return out
 
 
+def render_problems(notification_id: str, data: Mapping, ctx: CheckContext) -> list[tuple[str, str]]:
+    """Each template rendered against the sample context of every workflow that sends it
+    (`notify.samples`): unknown names, missing record fields, unsafe attributes and templates over
+    their budget are found here, before `apply`, instead of at the final approval."""
+    from keel.definitions.model import thaw
+    from keel.notify.render import NotificationTemplateError, render_text
+    from keel.notify.samples import sample_contexts
+
+    out = []
+    contexts = sample_contexts(notification_id, ctx)
+    for part in ("subject", "body"):
+        for lang, text in (thaw(data.get(part)) or {}).items():
+            for sender, context in contexts:
+                try:
+                    render_text(text, context)
+                except NotificationTemplateError as exc:
+                    out.append((f"/{part}/{lang}", f"{exc.message} (rendered with the data {sender} sends)"))
+                    break
+    return out
+
+
 def _check(d: Definition, ctx: CheckContext) -> Iterator[DefinitionError]:
-    for where, message in notification_problems(d.data, ctx.registries.delivery_channels):
+    problems = notification_problems(d.data, ctx.registries.delivery_channels)
+    for where, message in problems:
         yield DefinitionError(d.file, where, message)
+    if not any(where.startswith(("/subject", "/body")) for where, _ in problems):
+        for where, message in render_problems(d.id, d.data, ctx):
+            yield DefinitionError(d.file, where, message)
 
 
 @hookimpl

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import nh3
-from jinja2 import Template, TemplateSyntaxError, nodes
+from jinja2 import Template, TemplateSyntaxError
 from markupsafe import escape
 
 from keel.errors import KeelError
-from keel.sandbox import BoundedSandbox, RenderFailed, render_or_explain, sandbox
+from keel.sandbox import BoundedSandbox, Budget, RenderFailed, render_or_explain, sandbox, underscore_names
 
 LANGS = ("zh", "en")
 MAX_SUBJECT = 500
@@ -30,6 +30,9 @@ MAX_BODY = 20_000
 # The template's own markup that survives in a body; everything else (script, style, on* attributes)
 # is removed. Values never bring markup: they are escaped before this runs.
 BODY_TAGS = frozenset({"b", "strong", "i", "em", "br", "p", "ul", "ol", "li", "code", "a"})
+# A message is rendered inside the transaction of the approval that sends it (on SQLite, holding the
+# write lock): far less than the default budget, and a little more output than a body keeps.
+BUDGET = Budget(max_output=5 * MAX_BODY, max_steps=20_000, max_string=100_000, seconds=0.5)
 
 
 class NotificationTemplateError(KeelError):
@@ -61,10 +64,8 @@ def template_problem(text: str) -> str | None:
         tree = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         return f"template syntax error on line {exc.lineno}: {exc.message}"
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-        if isinstance(name, str) and name.startswith("_"):
-            return f"the template reads '{name}': names starting with '_' are not available in templates"
+    for name in underscore_names(tree):
+        return f"the template reads '{name}': names starting with '_' are not available in templates"
     return None
 
 
@@ -74,7 +75,7 @@ def render_text(text: str, context: Mapping[str, Any], where: str = "") -> str:
     if problem:
         raise NotificationTemplateError(problem, where)
     try:
-        out = render_or_explain(_compile(text), context)
+        out = render_or_explain(_compile(text), context, BUDGET)
     except RenderFailed as exc:
         raise NotificationTemplateError(f"the template {exc}", where) from None
     return out

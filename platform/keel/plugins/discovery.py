@@ -36,7 +36,8 @@ FOLDER = "folder"
 # and in this order. This list is the composition of the engine: the packages below never name each other.
 BUILTIN_PLUGINS = (("keel.fieldtypes", "keel.fieldtypes.plugin"), ("keel.jobs", "keel.jobs.plugin"),
                    ("keel.connectors", "keel.connectors.plugin"), ("keel.notify", "keel.notify.plugin"),
-                   ("keel.workflow", "keel.workflow.plugin"), ("keel.dashboards", "keel.dashboards.plugin"))
+                   ("keel.workflow", "keel.workflow.plugin"), ("keel.dashboards", "keel.dashboards.plugin"),
+                   ("keel.web", "keel.web.plugin"))
 
 
 @dataclass(frozen=True)

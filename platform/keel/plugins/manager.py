@@ -111,6 +111,7 @@ KINDS = (
     Kind("approver_rules", "keel_approver_rules", "approver rule"),
     Kind("dashboard_widgets", "keel_dashboard_widgets", "dashboard widget"),
     Kind("delivery_channels", "keel_delivery_channels", "delivery channel"),
+    Kind("workbench_sections", "keel_workbench_sections", "workbench section"),
 )
 
 
@@ -144,6 +145,7 @@ class PluginHost:
         self.approver_rules: dict[str, Any] = {}
         self.dashboard_widgets: dict[str, Any] = {}
         self.delivery_channels: dict[str, Any] = {}
+        self.workbench_sections: dict[str, Any] = {}
         self._owners: dict[tuple[str, str], str] = {}
 
     @classmethod

@@ -45,8 +45,13 @@ class ApproverRule(Protocol):
 
 
 class DashboardWidget(Protocol):
-    """A widget a dashboard definition can place: `{"widget": name, ...params}`. `layout(context,
-    params)` returns the Dash component tree; data goes through the permission-checked query path."""
+    """A widget type dashboard definitions can place: `{"id": ..., "type": name, ...params}`
+    (docs/dashboards.md). `params_schema`: the JSON Schema of the widget's own keys (Keel checks `id`, `type`,
+    `title`, `width`, `roles`). Optional `check(widget, ctx)`: (JSON pointer inside the widget, message)
+    pairs for what the schema cannot say (ctx: the app's CheckContext). `layout(ctx, widget)` returns the
+    Dash component tree, reading only through `ctx` (a keel.dashboards.context.WidgetContext: the viewer's
+    permissions). Optional `data(ctx, widget)` returning {"columns": [{"id", "label"}], "rows": [[...]]}
+    gives the widget CSV/xlsx export."""
 
     name: str
     params_schema: Mapping[str, Any]

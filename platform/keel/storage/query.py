@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -384,27 +384,58 @@ def get_record(conn: sa.Connection, built: BuiltApp, entity_id: str, record_id: 
     return item
 
 
+@dataclass(frozen=True)
+class Search:
+    """Free text matched (case-insensitively, as a part) against any of `fields` — the search box of a
+    list view. Fields the actor may not read are left out, so a search never reveals a hidden value."""
+
+    text: str
+    fields: tuple[str, ...]
+
+
+def _search_condition(table: sa.Table, entity: EntityDef, actor: Actor, search: Search | None):
+    if search is None or not search.text.strip():
+        return None
+    readable = {f.id for f in readable_fields(entity, actor)}
+    cols = [table.c[f] for f in search.fields if f in readable and f in table.c]
+    if not cols:
+        return sa.false()
+    text = search.text.strip()[:MAX_FILTER_TEXT]
+    return sa.or_(*(c.icontains(text, autoescape=True) for c in cols))
+
+
 def select_records(built: BuiltApp, entity_id: str, actor: Actor, filters=(), sort=(),
-                   include_deleted: bool = False) -> tuple[sa.Select, list]:
-    """The permission-checked SELECT (without paging) and ORDER BY for a list; shared by list, export."""
+                   include_deleted: bool = False, search: Search | None = None,
+                   where: Callable[[sa.Table], Any] | None = None) -> tuple[sa.Select, list]:
+    """The permission-checked SELECT (without paging) and ORDER BY for a list; shared by list, export.
+    `where(table)`: an extra condition the caller builds (a workbench's "owned by my team")."""
     entity, table = built.entity(entity_id), built.table(entity_id)
     flts = normalise_filters(entity, actor, filters)
     sorts = normalise_sort(entity, actor, sort)
     stmt = sa.select(table).where(read_condition(table, entity, actor, include_deleted),
                                   *(_condition(table, f, entity) for f in flts))
+    found = _search_condition(table, entity, actor, search)
+    if found is not None:
+        stmt = stmt.where(found)
+    if where is not None:
+        stmt = stmt.where(where(table))
     return stmt, _order_by(table, sorts)
 
 
 def list_records(conn: sa.Connection, built: BuiltApp, entity_id: str, actor: Actor, filters=(), sort=(),
                  page: int = 1, per_page: int = 50, include_deleted: bool = False,
-                 expand: Iterable[str] = ()) -> Page:
+                 expand: Iterable[str] = (), search: Search | None = None,
+                 where: Callable[[sa.Table], Any] | None = None) -> Page:
     entity = built.entity(entity_id)
     links = _check_expand(entity, actor, expand)
-    stmt, order = select_records(built, entity_id, actor, filters, sort, include_deleted)
+    stmt, order = select_records(built, entity_id, actor, filters, sort, include_deleted, search, where)
     page = min(max(1, int(page)), MAX_PAGE)
     per_page = min(max(1, int(per_page)), MAX_PER_PAGE)
-    total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = conn.execute(stmt.order_by(*order).limit(per_page).offset((page - 1) * per_page))
+    rows = conn.execute(stmt.order_by(*order).limit(per_page).offset((page - 1) * per_page)).all()
+    if page > 1 or len(rows) >= per_page:
+        total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
+    else:  # the whole list is on this first page: its length is the total, no second query
+        total = len(rows)
     fields = readable_fields(entity, actor)
     items = [to_json(entity, r, fields) for r in rows]
     _expand(conn, built, actor, items, links)

@@ -19,6 +19,7 @@ from keel.actor import Actor
 from keel.definitions.model import EntityDef, FieldDef, thaw
 from keel.errors import Conflict, FieldErrors, NotFound, PermissionDenied
 from keel.fieldtypes.base import FieldValueError
+from keel.json_values import integer_problem
 from keel.storage import highlights
 from keel.storage.audit import record_event, utcnow
 from keel.storage.built import BuiltApp
@@ -144,20 +145,30 @@ def _compute(built: BuiltApp, entity: EntityDef, full: dict[str, Any]) -> dict[s
     (each sees those computed before it). A computed value that cannot be evaluated for this record —
     a division by an empty or zero target, an input not filled in yet — is stored as None: it must
     not block saving what the user actually typed, and None says "no value" honestly instead of
-    keeping a stale one."""
+    keeping a stale one. A result is rounded to the field's scale; one its column cannot hold at all
+    (an integer beyond 64 bits, a decimal with too many digits) is a 422 naming the field — never a
+    driver error, never silently dropped."""
     from keel.expressions import ExpressionError, compile_expression
 
-    out = {}
+    out, errors = {}, FieldErrors()
     for f in entity.fields:
         if not f.computed:
             continue
         try:
             expr = built.product(("computed", entity.id, f.id), lambda f=f: compile_expression(f.computed))
             value = expr.evaluate(full)
-            value = None if value is None else f.ftype.parse(f, value)
-        except (ExpressionError, FieldValueError):
+        except ExpressionError:
             value = None
+        if value is not None:
+            try:
+                value = f.ftype.from_computed(f, value)
+            except FieldValueError as e:
+                errors.add(f.id, "The computed value cannot be stored: %(reason)s",
+                           reason=e.messages[0])  # rendered with the message, in its language
+                value = None
         full[f.id] = out[f.id] = value
+    if errors:
+        raise errors
     return out
 
 
@@ -228,7 +239,8 @@ def _conflict(conn: sa.Connection, table: sa.Table, record_id: int, expected: in
 
 
 def _check_expected(expected_version: Any) -> int:
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+    if (isinstance(expected_version, bool) or not isinstance(expected_version, int)
+            or integer_problem(expected_version)):  # a form's text can hold any number
         errors = FieldErrors()
         errors.add("row_version", "Give the version of the record you edited.")
         raise errors

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from keel.definitions.model import AppDef, thaw
 from keel.errors import NotFound
+from keel.json_values import integer_problem
 from keel.registries import Registries
 from keel.storage.system import app_versions, users
 
@@ -64,6 +65,8 @@ def latest(conn: sa.Connection, app_id: str, registries: Registries) -> tuple[in
 
 
 def get_bundle(conn: sa.Connection, app_id: str, version: int) -> dict:
+    if integer_problem(version):  # typed into a page: no stored version is that large
+        raise NotFound(f"app '{app_id}' has no version {str(version)[:30]}")
     bundle = conn.execute(sa.select(app_versions.c.bundle).where(
         app_versions.c.app == app_id, app_versions.c.version == version)).scalar()
     if bundle is None:

@@ -58,10 +58,20 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(workflow_pages.bp)
     app.register_blueprint(jobs_pages.bp)
     app.register_blueprint(admin_org.bp)
-    from keel.web.workflow_view import local_time
+    from keel.web import pickers
 
-    # Every page shows stored (UTC) times in the working calendar's zone, the same one SLAs count in.
-    app.add_template_filter(local_time, "local_time")
+    app.register_blueprint(pickers.bp)
+    from keel.web import language
+
+    app.register_blueprint(language.bp)
+    app.jinja_env.globals["picker_url"] = pickers.picker_url
+    from keel import formats
+
+    # One formatting module for every page (and for Dash, exports): money, counts, percentages, units,
+    # and stored (UTC) times in the one display zone (KEEL_TIMEZONE, default the working calendar's).
+    for name, fn in formats.jinja_filters().items():
+        app.add_template_filter(fn, name)
+    app.jinja_env.globals["zone_label"] = formats.zone_label
     context.init_app(app)
     from keel.web import inbox_pages
 

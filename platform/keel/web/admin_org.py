@@ -338,7 +338,9 @@ def audit_page():
     from flask import current_app
 
     from keel.audit.query import list_audit
-    from keel.workflow.calendar import DEFAULT_TZ
+    from keel.formats import display_zone
+
+    zone = display_zone().key  # the days a reader types are days in the zone every page shows
 
     form = AuditFilterForm(request.args)
     items, total, page, status, names = [], 0, 1, 200, {}
@@ -355,13 +357,13 @@ def audit_page():
                     status = 422
                 else:
                     user_id = row.id
-            until = _day_start(form.until.data + dt.timedelta(days=1), DEFAULT_TZ) if form.until.data else None
+            until = _day_start(form.until.data + dt.timedelta(days=1), zone) if form.until.data else None
             if status == 200:
                 try:
                     result = list_audit(conn, current_app.extensions["keel"], who, app=_or_none(form.app.data),
                                         entity=_or_none(form.entity.data), record=form.record.data,
                                         page=max(1, form.page.data or 1), per_page=PAGE, user_id=user_id,
-                                        since=_day_start(form.since.data, DEFAULT_TZ), until=until)
+                                        since=_day_start(form.since.data, zone), until=until)
                 except FieldErrors as e:
                     for field_id, messages in e.rendered().items():
                         getattr(form, field_id, form.record).errors = list(messages)

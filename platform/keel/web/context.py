@@ -47,35 +47,33 @@ def usable_forms(built, who, lang: str) -> list[NavLink]:
     return out
 
 
-def _lang_links() -> list[NavLink]:
-    args = request.args.to_dict()
+def app_lists(built, who, lang: str) -> list[NavLink]:
+    """The app's list views this user may open (the app menu offers them before the "new" forms)."""
+    from keel.web.list_views import menu_views
+
     out = []
-    for code, text in (("zh", "中文"), ("en", "English")):
-        args["lang"] = code
-        out.append(NavLink(request.path + "?" + "&".join(f"{k}={v}" for k, v in _quoted(args)), text))
+    for view, entity in menu_views(built, who):
+        query = "" if view.generated else f"?view={view.id}"
+        out.append(NavLink(url_for("web.record_list", app_id=built.id, entity_id=entity.id) + query,
+                           view.title(entity, lang)))
     return out
-
-
-def _quoted(args: dict):
-    from urllib.parse import quote
-
-    return [(quote(k, safe=""), quote(str(v), safe="")) for k, v in args.items()]
 
 
 def _context() -> dict:
     lang = current_lang()
     who = signed_in_actor()
-    nav: list[tuple[str, list[NavLink]]] = []
+    nav: list[tuple[str, list[NavLink], list[NavLink]]] = []
     if who is not None:
         from keel.web.pages import runtime
 
         for built in sorted(runtime().apps(), key=lambda b: b.id):
             forms = usable_forms(built, who, lang)
-            if forms:
-                nav.append((built.definition.label.get(lang), forms))
+            lists = app_lists(built, who, lang)
+            if forms or lists:
+                nav.append((built.definition.label.get(lang), lists, forms))
     return {"lang": lang, "html_lang": "en" if lang == "en" else "zh-CN", "actor": who,
             "user_name": _display_name(who),
-            "nav_forms": nav, "lang_links": _lang_links(), "unread_count": 0}
+            "nav_forms": nav, "unread_count": 0}
 
 
 def _display_name(who) -> str:
@@ -92,8 +90,9 @@ def _display_name(who) -> str:
 
 
 def _remember_lang() -> None:
-    # Flask-Babel asks for the locale lazily; store an explicit choice even on a page that
-    # translates nothing, so the next page keeps it.
+    # Flask-Babel asks for the locale lazily; store an explicit ?lang= even on a page that translates
+    # nothing, so the next page keeps it (for this session; the header's switch also keeps it in the
+    # user's profile: keel.web.language).
     chosen = normalise(request.args.get("lang"))
     if chosen:
         from flask import session

@@ -1,7 +1,9 @@
 """Flask-Babel set-up: which language a request is answered in.
 
-Order: `?lang=` (and remembered in the session, so one click switches the whole site), the signed-in
-user's own locale, the browser's Accept-Language best match, then zh_CN.
+Order: `?lang=` (remembered in the session), the session's choice, the signed-in user's own locale (set by
+the header's switch, keel.web.language, so a choice sticks across sessions and devices), the browser's
+Accept-Language best match, then zh_CN — the default for a new user whose browser names no language Keel
+speaks.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def select_locale() -> str:
     own = _user_locale()
     if own:
         return own
+    # nobody chose: the browser's language (Keel's test kit and API clients rely on it), else zh_CN;
     # werkzeug matches 'zh-CN' against 'zh_CN'; map 'zh' and 'zh-TW' etc. ourselves
     best = request.accept_languages.best_match(["zh_CN", "zh", "en"])
     return normalise(best) or DEFAULT_LOCALE

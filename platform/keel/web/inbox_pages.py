@@ -8,11 +8,11 @@ import logging
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
+from keel import formats
 from keel.i18n import current_lang
 from keel.notify import channel_settings
 from keel.notify import inbox as inbox_store
 from keel.web.context import signed_in_actor
-from keel.web.workflow_view import DEFAULT_TZ
 
 log = logging.getLogger("keel.notify")
 
@@ -46,7 +46,7 @@ def inbox_page():
         # The body was rendered once when it was sent: values escaped, markup limited by nh3.
         item["body_html"] = Markup(item["body"])
     pages = max(1, -(-data["total"] // PER_PAGE))
-    return render_template("inbox.html", title="Inbox", data=data, unread_only=unread_only, page=page, tz=DEFAULT_TZ,
+    return render_template("inbox.html", title="Inbox", data=data, unread_only=unread_only, page=page, tz=formats.zone_label(),
                            pages=pages)
 
 

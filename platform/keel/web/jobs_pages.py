@@ -28,7 +28,20 @@ def jobs_page():
     lang = current_lang()
     for j in jobs:
         j["title"] = j["label"]["en" if lang == "en" else "zh"]
-    return render_template("jobs/index.html", title="Jobs", jobs=jobs, runs=runs, queue=queue_status())
+    return render_template("jobs/index.html", title="Jobs", jobs=jobs, runs=runs, queue=_queue_in_words())
+
+
+def _queue_in_words() -> dict:
+    """The queue's state with the engine's two fixed explanations in the reader's language (a Redis error
+    stays as Redis wrote it: it is for the administrator who fixes it)."""
+    from keel.i18n import translate
+
+    queue = dict(queue_status())
+    if queue["status"] == "in-process":
+        queue["detail"] = translate("No Redis: jobs run inside the web process.")
+    elif queue["status"] == "unavailable" and "KEEL_REDIS_URL is not set" in (queue.get("detail") or ""):
+        queue["detail"] = translate("No job queue: KEEL_REDIS_URL is not set.")
+    return queue
 
 
 @bp.get("/admin/jobs/runs/<int:run_id>")

@@ -18,6 +18,7 @@ from flask import Blueprint, current_app, render_template, request
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
+from keel import formats
 from keel.definitions.model import EntityDef, FieldDef
 from keel.errors import Conflict, FieldErrors, KeelError, NotFound, PermissionDenied
 from keel.i18n import current_lang, translate
@@ -73,9 +74,22 @@ def user_ids_in(entity: EntityDef, items: Iterable[Mapping[str, Any]]) -> set[in
     return {item.get(k) for item in items for k in user_fields if isinstance(item.get(k), int)}
 
 
-def cell(built: BuiltApp, f: FieldDef, value: Any, names: Mapping[int, str]) -> Cell:
+def _empty_label(f: FieldDef) -> str:
+    """A field's `empty_label` in the page's language ("暂无数据" where a blank would read as zero), or ""."""
+    label = f.raw.get("empty_label") if f.raw else None
+    if isinstance(label, str):
+        return label
+    if isinstance(label, Mapping):
+        return str(label.get(lang()) or label.get("zh") or label.get("en") or "")
+    return ""
+
+
+def cell(built: BuiltApp, f: FieldDef, value: Any, names: Mapping[int, str],
+         record: Mapping[str, Any] | None = None) -> Cell:
+    """A value as the reader sees it; numbers, money, times and units through keel.formats (the same
+    text on every page), links as links, JSON and long text as blocks."""
     if value is None:
-        return Cell("")
+        return Cell(_empty_label(f))
     lg = lang()
     if f.type == "rich_text":
         return Cell(html=Markup(value))  # nh3-sanitised when it was written (fieldtypes.RichText)
@@ -86,28 +100,20 @@ def cell(built: BuiltApp, f: FieldDef, value: Any, names: Mapping[int, str]) -> 
             rid, title = value, None
         return Cell(str(title) if title is not None else f"#{rid}",
                     href=f"/apps/{built.id}/{f.entity}/{rid}")
-    if f.type == "user":
-        return Cell(names.get(value, f"#{value}"))
-    if f.type in ("select", "multi_select"):
-        labels = {o.id: o.label.get(lg) for o in f.options}
-        vals = value if isinstance(value, list) else [value]
-        return Cell(", ".join(labels.get(v, str(v)) for v in vals))
-    if f.type == "boolean":
-        return Cell(translate("Yes") if value else translate("No"))
-    if f.type == "percent":
-        try:
-            from decimal import Decimal
-
-            return Cell(f"{(Decimal(str(value)) * 100).normalize():f}%")
-        except Exception:  # show the stored text rather than fail the page
-            return Cell(str(value))
     if f.type in ("json", "table"):
         return Cell(json.dumps(value, ensure_ascii=False, indent=2), block=True)
     if f.type == "long_text":
         return Cell(str(value), block=True)
-    if f.type == "money":
-        return Cell(f"{value} {f.currency or 'CNY'}")
-    return Cell(str(value))
+    siblings = _siblings(built, f) if record is not None and f.raw.get("format") else None
+    return Cell(formats.format_value(f, value, record=record, lang=lg, names=names, fields=siblings))
+
+
+def _siblings(built: BuiltApp, f: FieldDef) -> Mapping[str, FieldDef] | None:
+    """The fields of the entity `f` belongs to (a unit field names a sibling), memoised per version."""
+    def build():
+        return {id(x): {y.id: y for y in e.fields} for e in built.definition.entities.values() for x in e.fields}
+
+    return built.product("keel.web.siblings", build).get(id(f))
 
 
 def system_cell(name: str, value: Any, names: Mapping[int, str]) -> Cell:
@@ -115,7 +121,7 @@ def system_cell(name: str, value: Any, names: Mapping[int, str]) -> Cell:
         return Cell("")
     if name in ("created_by", "updated_by"):
         return Cell(names.get(value, f"#{value}"))
-    return Cell(str(value).replace("T", " ")[:19] if name.endswith("_at") else str(value))
+    return Cell(formats.format_datetime(value) if name.endswith("_at") else str(value))
 
 
 # ---------------------------------------------------------------- error pages

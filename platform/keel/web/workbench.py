@@ -1,68 +1,90 @@
-"""The personal workbench: the apps, forms and entities this user can use, and their goal tree — records
-of any self-linked entity (a goal with a parent goal) that they own, each with its chain of parents."""
+"""The personal workbench: a board of sections of cards. What a user sees is decided by definitions — each
+app's `workbench/*.json` (entity sections: mine, my team's, my department's; or a section a plugin
+registered, placed by name; each optionally for some roles) — plus the engine's sections every user has
+(pending approvals, changed items in yellow, unread inbox), all registered through `keel_workbench_sections`.
+Records changed for the viewer are yellow wherever they appear, with an acknowledge button."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from flask import redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 
-from keel.definitions.model import EntityDef, FieldDef
-from keel.errors import FieldErrors, NotFound
-from keel.storage import query
-from keel.storage.permissions import allowed_scope
+from keel.errors import KeelError
+from keel.i18n import translate
 from keel.web.context import usable_forms
 from keel.web.pages import actor, bp, lang, runtime
+from keel.web.workbench_cards import default_definitions, entity_section, label_text
+from keel.web.workbench_model import AUTO, SectionView, WorkbenchContext
 
-MAX_TREE_ITEMS = 50
-MAX_CHAIN = 10  # a parent chain longer than this (or a cycle) is cut, never followed forever
-
-
-@dataclass
-class TreeItem:
-    id: int
-    title: str
-    href: str
-    chain: list[tuple[str, str]]  # (title, href) from the top down to the direct parent
+log = logging.getLogger("keel.web.workbench")
 
 
-def parent_field(entity: EntityDef) -> FieldDef | None:
-    for f in entity.fields:
-        if f.type == "link" and f.entity == entity.id:
-            return f
-    return None
+@dataclass(frozen=True)
+class PlacedSection:
+    id: str
+    app_label: str | None
+    view: SectionView
+    order: int
 
 
-def _title(entity: EntityDef, item: dict) -> str:
-    value = item.get(entity.title_field) if entity.title_field else None
-    return str(value) if value not in (None, "") else f"#{item['id']}"
+def _sections(registries) -> dict:
+    return dict(getattr(registries, "workbench_sections", {}) or {})
 
 
-def goal_tree(conn, built, entity: EntityDef, who) -> list[TreeItem]:
-    parent = parent_field(entity)
-    if parent is None or not entity.owner_field:
-        return []
+def _for_roles(data, who) -> bool:
+    roles = data.get("roles")
+    return not roles or who.is_admin or bool(set(roles) & set(who.roles))
+
+
+def _safe_render(section_name: str, render, ctx: WorkbenchContext) -> SectionView | None:
+    """A section that fails is logged and left out: one plugin's bug never takes the workbench down."""
     try:
-        page = query.list_records(conn, built, entity.id, who,
-                                  filters=[query.Filter(entity.owner_field, "eq", who.user_id)],
-                                  sort=["id"], per_page=MAX_TREE_ITEMS)
-    except FieldErrors:  # the owner field is not readable for this user: no tree
-        return []
-    base = f"/apps/{built.id}/{entity.id}/"
-    out = []
-    for item in page.items:
-        chain: list[tuple[str, str]] = []
-        seen = {item["id"]}
-        up = item.get(parent.id)
-        while up is not None and up not in seen and len(chain) < MAX_CHAIN:
-            seen.add(up)
-            try:
-                p = query.get_record(conn, built, entity.id, up, who)
-            except NotFound:  # a parent this user may not read stays out of the picture
-                break
-            chain.insert(0, (_title(entity, p), base + str(p["id"])))
-            up = p.get(parent.id)
-        out.append(TreeItem(item["id"], _title(entity, item), base + str(item["id"]), chain))
-    return out
+        return render(ctx)
+    except KeelError:
+        return None
+    except Exception:
+        log.exception("workbench section %s failed", section_name)
+        # the board only reads: ending the transaction loses nothing, and on PostgreSQL a failed statement
+        # would otherwise leave it aborted for every section after this one
+        ctx.conn.rollback()
+        return None
+
+
+def build_board(conn, rt, who, lg: str) -> list[PlacedSection]:
+    """Every section this user sees, in order (auto sections first by their order, then each app's)."""
+    placed: list[PlacedSection] = []
+    apps = sorted(rt.apps(), key=lambda b: b.id)
+    registered = _sections(rt.registries)
+    base = WorkbenchContext(conn=conn, actor=who, lang=lg, runtime=rt)
+    for name, section in sorted(registered.items(), key=lambda kv: (kv[1].order, kv[0])):
+        if section.placement != AUTO:
+            continue
+        view = _safe_render(name, section.render, base)
+        if view is not None and (view.cards or view.empty_text):
+            placed.append(PlacedSection(name, None, view, section.order))
+    for built in apps:
+        defs = [dict(d.data) for d in built.definition.definitions_of("workbench").values()] \
+            or default_definitions(built)
+        app_label = built.definition.label.get(lg)
+        sections = _sections(built.registries)
+        for d in sorted(defs, key=lambda d: (d.get("order", 100), d["id"])):
+            if not _for_roles(d, who):
+                continue
+            ctx = WorkbenchContext(conn=conn, actor=who, lang=lg, runtime=rt, app=built, definition=d,
+                                   params=d.get("params") or {})
+            if "section" in d:
+                section = sections.get(d["section"])
+                view = _safe_render(d["section"], section.render, ctx) if section is not None else None
+                if view is not None and d.get("label"):
+                    from dataclasses import replace
+
+                    view = replace(view, title=label_text(d["label"], lg))
+            else:
+                view = _safe_render(d["id"], entity_section, ctx)
+            if view is not None and (view.cards or view.empty_text):
+                placed.append(PlacedSection(f"{built.id}-{d['id']}", app_label, view, 1000 + d.get("order", 100)))
+    return placed
 
 
 @bp.get("/")
@@ -72,21 +94,36 @@ def home():
 
 @bp.get("/workbench")
 def workbench():
-    who, lg = actor(), lang()
-    apps = []
-    with runtime().engine.connect() as conn:
-        for built in sorted(runtime().apps(), key=lambda b: b.id):
-            entities, trees = [], []
-            for e in built.definition.entities.values():
-                if allowed_scope(e, who, "read") == "none":
-                    continue
-                href = url_for("web.record_list", app_id=built.id, entity_id=e.id)
-                entities.append((e.label.get(lg), href))
-                tree = goal_tree(conn, built, e, who)
-                if tree:
-                    trees.append((e.label.get(lg), tree))
-            forms = usable_forms(built, who, lg)
-            if entities or forms:
-                apps.append({"label": built.definition.label.get(lg), "id": built.id, "forms": forms,
-                             "entities": entities, "trees": trees})
-    return render_template("workbench.html", apps=apps)
+    who, lg, rt = actor(), lang(), runtime()
+    with rt.engine.connect() as conn:
+        board = build_board(conn, rt, who, lg)
+    shortcuts = []
+    for built in sorted(rt.apps(), key=lambda b: b.id):
+        forms = usable_forms(built, who, lg)
+        if forms:
+            shortcuts.append((built.definition.label.get(lg), forms))
+    return render_template("workbench.html", board=board, shortcuts=shortcuts, title=translate("Workbench"))
+
+
+@bp.post("/workbench/acknowledge")
+def acknowledge():
+    """Close the viewer's yellow mark on one record (app, entity, record_id) or all of an app (app only)."""
+    from keel.storage import highlights
+
+    # CSRF: checked for every page POST by keel.auth (CSRFProtect) before this runs.
+    app_id = (request.form.get("app") or "").strip()
+    entity = (request.form.get("entity") or "").strip() or None
+    raw_id = (request.form.get("record_id") or "").strip()
+    if not app_id or (raw_id and entity is None):
+        abort(400)
+    try:
+        record_id = int(raw_id) if raw_id else None
+    except ValueError:
+        abort(400)
+    with runtime().engine.begin() as conn:
+        n = highlights.acknowledge(conn, actor(), app_id, entity, record_id)
+    flash(translate("Marked as seen: %(n)s.", n=n) if n else translate("Nothing left to mark as seen."), "success")
+    back = request.form.get("next") or ""
+    from keel.auth import safe_next
+
+    return redirect(safe_next(back) or url_for("web.workbench"))

@@ -13,6 +13,7 @@ import re
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
+from keel import formats
 from keel.api.workflows import INSTANCE_ACTIONS, TASK_ACTIONS
 from keel.errors import Conflict, FieldErrors, KeelError, NotFound, PermissionDenied
 from keel.i18n import current_lang, translate
@@ -62,7 +63,7 @@ def _render_tasks(tab: str = "pending", errors: list[str] | None = None, status:
     pages = max(1, -(-data["total"] // PER_PAGE))
     return render_template("tasks.html", title=translate("My tasks"), tab=tab, rows=rows, total=data["total"],
                            page=page, pages=pages, errors=errors or [],
-                           any_bulk=any(r["bulk"] for r in rows), tz=view.DEFAULT_TZ), status
+                           any_bulk=any(r["bulk"] for r in rows), tz=formats.zone_label()), status
 
 
 @bp.get("/workflows/tasks")
@@ -180,7 +181,7 @@ def _render_instance(instance_id: int, errors: list[str] | None = None, status: 
         mine = view.task_rows(conn, who, _my_pending(conn, who, page["my_task_ids"], lang), lang, _now())
         panels = _panels(conn, page, who, lang)
     return render_template("instance.html", title=f"{page['workflow_label']} #{instance_id}", inst=page,
-                           my_tasks=mine, panels=panels, errors=errors or [], tz=view.DEFAULT_TZ), status
+                           my_tasks=mine, panels=panels, errors=errors or [], tz=formats.zone_label()), status
 
 
 def _panels(conn, page: dict, who, lang: str) -> list[dict]:
@@ -280,7 +281,7 @@ def metrics_page():
                            **{k: m[k] for k in ("time_to_first_action_hours", "approval_hours",
                                                  "lead_time_hours")}})
     return render_template("workflow_metrics.html", title=translate("Approval metrics"), flows=flows,
-                           recent=recent, tz=view.DEFAULT_TZ)
+                           recent=recent, tz=formats.zone_label())
 
 
 # ---- on every page: the pending count and a record's workflows -----------------------------------------

@@ -7,13 +7,13 @@ read through `storage.query` as the reader, so a task never shows what its appro
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from flask import url_for
 
+from keel import formats
 from keel.actor import Actor
 from keel.errors import Conflict, KeelError, NotFound, PermissionDenied
 from keel.i18n import translate
@@ -21,7 +21,6 @@ from keel.storage.notify_tables import timers
 from keel.storage.workflow_tables import wf_instances, wf_tasks
 from keel.web.pages import N_, runtime, user_names
 from keel.workflow import steps as machine
-from keel.workflow.calendar import DEFAULT_TZ
 from keel.workflow.definition import workflows_of
 
 STATUS_LABELS = {
@@ -62,11 +61,8 @@ def status_label(status: str | None, of_instance: bool = False) -> str:
 
 
 def local_time(value: dt.datetime | None) -> str:
-    """A stored time (UTC; SQLite gives it back naive) in the working calendar's zone."""
-    if value is None:
-        return ""
-    value = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-    return value.astimezone(zoneinfo.ZoneInfo(DEFAULT_TZ)).strftime("%Y-%m-%d %H:%M")
+    """A stored time (UTC; SQLite gives it back naive) in the one display zone (keel.formats)."""
+    return formats.format_datetime(value)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

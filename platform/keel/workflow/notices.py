@@ -204,6 +204,14 @@ def send_template(ctx, template: str, people: list[int]) -> list[int]:
     box = inbox()
     if box is None or not people:
         return []
+    # The engine's own text for the instance's status: what the message says if the template fails.
+    fallback = {}
+    if ctx.instance["status"] in MESSAGES:
+        subject, body = MESSAGES[ctx.instance["status"]]
+        params = {lang: {"id": ctx.instance["id"], "workflow": ctx.workflow.label.get(lang), "step": ""}
+                  for lang in ("zh", "en")}
+        fallback = {"subject": {lang: subject[lang] % params[lang] for lang in ("zh", "en")},
+                    "body": {lang: body[lang] % params[lang] for lang in ("zh", "en")}}
     return box.send(ctx.conn, app=ctx.instance["app"], template=template, recipients=people,
                     context=template_context(ctx), link=link(ctx.instance["id"]), actor=ctx.actor,
-                    app_def=ctx.built.definition)
+                    app_def=ctx.built.definition, **fallback)

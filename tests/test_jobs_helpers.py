@@ -235,7 +235,7 @@ class PrivateRedis:
     def client(self):
         import redis
 
-        return redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+        return redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=30)
 
     def kill(self) -> None:
         """Gone without a word, and with it everything it held (no persistence)."""

@@ -311,7 +311,7 @@ def test_re2_is_linear_on_catastrophic_pattern():
     text = "a" * 100_000 + "!"
     with cpu_seconds() as spent:
         assert re2.search("(a+)+$", text) is None
-    assert spent.seconds < 0.05  # Python's re takes longer than the universe's age here
+    assert spent.seconds < 0.5  # linear: milliseconds; Python's re takes longer than the universe's age here
 
 
 def test_text_field_pattern_check_uses_re2():

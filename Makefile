@@ -14,8 +14,10 @@ redis:
 	  && (apt-get install -y -qq redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)) \
 	  || echo "note: redis-server not installed; jobs will run in process"; }
 
+# pytest's exit 5 (no tests collected) is a failure too, said in words.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	@$(VENV)/bin/python -m pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run.py

@@ -2,8 +2,11 @@
 resolved in the second pass) from a paginated HTTP JSON API on 127.0.0.1 into the org directory, through
 the jobs engine's foreground path (`keel jobs run`): fetch, diff, bulk writes with a version row and an
 audit event per change. Then the same sync again with no upstream change, which must write nothing.
-Budget: the first sync < 10 s; the repeated sync writes 0 rows. SQLite, and PostgreSQL when it answers
-(KEEL_TEST_POSTGRES_URL or the local default)."""
+Beside the first sync a thread writes as web requests do; its longest wait for the write lock is a figure
+(tests/test_hr_plugin.py shows that web writes get in between the sync's commits; how long one waits
+depends on the machine, so it is measured here, not asserted there).
+Budget: the first sync < 10 s; no web write waits 2 s; the repeated sync writes 0 rows. SQLite, and
+PostgreSQL when it answers (KEEL_TEST_POSTGRES_URL or the local default)."""
 from __future__ import annotations
 
 import json
@@ -24,6 +27,7 @@ EMPLOYEES = 10_000
 DEPARTMENTS = 200
 PAGE = 500
 BUDGET_SECONDS = 10.0
+WEB_WAIT_BUDGET_SECONDS = 2.0
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 PG_ADMIN = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -106,6 +110,44 @@ def _writes(engine: sa.Engine) -> int:
                    for t in (audit_events, record_versions))
 
 
+class _WebWrites:
+    """A thread inserting rows one transaction at a time, as web requests would, until stopped; it
+    records how long each insert waited (a lock timeout of a minute: a wait is measured, not failed)."""
+
+    def __init__(self, url: str):
+        from keel.storage.db import create_engine
+
+        self.engine = create_engine(url, lock_timeout=60.0)
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE bench_web_writes (n INTEGER)")
+        self.waits: list[float] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def _write(self) -> None:
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("INSERT INTO bench_web_writes (n) VALUES (1)")
+                self.waits.append(time.perf_counter() - started)
+                self._stop.wait(0.02)
+        except BaseException as e:  # reported by __exit__, on the bench's thread
+            self.error = e
+
+    def __enter__(self) -> _WebWrites:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+        if self.error is not None:
+            raise RuntimeError(f"the web writes failed: {self.error}") from self.error
+
+
 def _sync_on(kind: str, url: str, folder: Path, hr: _HR) -> dict:
     from keel import create_app
     from keel.actor import SYSTEM
@@ -131,7 +173,9 @@ def _sync_on(kind: str, url: str, folder: Path, hr: _HR) -> dict:
                 raise RuntimeError(f"the sync failed: {run['error']}")
             return run["counts"], seconds, _writes(env.engine) - before
 
-        counts, first_seconds, first_writes = sync()
+        with _WebWrites(url) as web:
+            counts, first_seconds, first_writes = sync()
+        web_wait = max(web.waits)
         if counts["users_created"] != EMPLOYEES or counts["problems"]:
             raise RuntimeError(f"the first sync did not create every employee: {counts}")
         again, second_seconds, second_writes = sync()
@@ -140,10 +184,13 @@ def _sync_on(kind: str, url: str, folder: Path, hr: _HR) -> dict:
     return {"bench": f"hr_sync_10k_employees_{kind}",
             "figures": {"employees": EMPLOYEES, "departments": DEPARTMENTS, "page_size": PAGE,
                         "first_sync_seconds": round(first_seconds, 3), "first_sync_writes": first_writes,
+                        "web_writes_beside": len(web.waits), "longest_web_write_wait_seconds": round(web_wait, 3),
                         "repeat_sync_seconds": round(second_seconds, 3), "repeat_sync_writes": second_writes,
                         "repeat_unchanged": again["users_unchanged"]},
-            "budget": {"first_sync_seconds": BUDGET_SECONDS, "repeat_sync_writes": 0},
-            "within_budget": first_seconds < BUDGET_SECONDS and second_writes == 0}
+            "budget": {"first_sync_seconds": BUDGET_SECONDS, "longest_web_write_wait_seconds": WEB_WAIT_BUDGET_SECONDS,
+                       "repeat_sync_writes": 0},
+            "within_budget": first_seconds < BUDGET_SECONDS and web_wait < WEB_WAIT_BUDGET_SECONDS
+            and second_writes == 0}
 
 
 def _postgres() -> tuple[str, object] | None:

@@ -70,6 +70,10 @@ def _browser_required():
     pytest.fail(f"KEEL_REQUIRE_BROWSER=1 but {_missing()}")
 
 
+# Playwright's limit for any one wait, in milliseconds (see logged_in_page).
+BROWSER_PATIENCE_MS = 120_000
+
+
 @contextmanager
 def live_server(app) -> Iterator[str]:
     """Serve a Flask app on 127.0.0.1 (a free port) in a thread; yields the base URL, stops on exit."""
@@ -110,7 +114,9 @@ def logged_in_page(b, base: str, username: str, password: str = DEMO_PASSWORD, w
     our own pages (a CSP refusal, a failed callback) fail the test when the context closes."""
     context = b.new_context(viewport={"width": width, "height": height}, locale="zh-CN" if lang == "zh" else "en-US")
     page = context.new_page()
-    page.set_default_timeout(20_000)
+    # Every wait (a selector, a navigation) is for a condition; the limit is only for a hang. Chromium and
+    # Dash's bundles on a busy two-CPU machine can take far longer than their usual second.
+    page.set_default_timeout(BROWSER_PATIENCE_MS)
     errors: list[str] = []
     page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url', '')})") if m.type == "error"
             else None)

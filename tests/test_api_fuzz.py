@@ -45,7 +45,7 @@ def _exercise(operation, mode, base: str, admin: dict, deadline: float, tried: d
         if tried[key] and time.monotonic() > deadline:
             return
         tried[key] += 1
-        response = case.call(base_url=base, headers=admin, timeout=30)
+        response = case.call(base_url=base, headers=admin, timeout=120)  # a limit for hangs only
         try:
             case.validate_response(response, checks=[not_a_server_error], headers=admin)
         except Exception as failure:  # noqa: BLE001 - every failure is reported by the test

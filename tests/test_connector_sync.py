@@ -279,49 +279,56 @@ def test_definition_errors_name_the_connector_entity_key_and_mapping(tmp_path, s
 
 
 def run_beside_web_writes(sqlite_url: str, job, table: sa.Table, total: int, half_way: int) -> dict:
-    """Run `job()` (returning a run) on a thread while this one writes as a web request would, with a
-    two-second lock timeout (then a 503). No write may wait that long, and at least `half_way` of them
-    must see the job half-way through filling `table` with `total` rows. Returns the run."""
+    """Run `job()` (returning a run) on a thread while this one writes as a web request would, and
+    require at least `half_way` of those writes to see the job half-way through filling `table` with
+    `total` rows: they got in between the job's commits. Returns the run.
+
+    Nothing here depends on the machine's speed: the caller makes the job commit at checkpoints however
+    fast it runs (`checkpoint_seconds`), so a fast machine does not finish between two writes, and a web
+    write waits as long as it takes (a busy machine makes one batch slow; how long a batch holds the
+    lock is measured in bench/, not asserted here). A job that held the lock from its first write to its
+    last would let every write in only before it began or after it ended: none would see it half-way."""
     import threading
     import time
 
+    from helpers_timing import PATIENCE
     from keel.storage.db import create_engine
 
-    web = create_engine(sqlite_url, lock_timeout=2.0)
+    web = create_engine(sqlite_url, lock_timeout=PATIENCE)
     with web.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE web_writes (id INTEGER PRIMARY KEY)")
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(job()))
     thread.start()
-    waits, seen_half_way = [], 0
+    seen_half_way = 0
     try:
         while thread.is_alive():
-            started = time.monotonic()
-            with web.begin() as conn:  # raises "database is locked" after two seconds of waiting
+            with web.begin() as conn:
                 conn.exec_driver_sql("INSERT INTO web_writes DEFAULT VALUES")
-            waits.append(time.monotonic() - started)
             with web.connect() as conn:
                 seen_half_way += 0 < conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() < total
             time.sleep(0.02)
     finally:
         thread.join()
         web.dispose()
-    assert seen_half_way >= half_way, "no web write got in while the job was half-way"
-    assert max(waits) < 2.0
     assert result["status"] == "succeeded", result["error"]
+    assert seen_half_way >= half_way, f"{seen_half_way} web write(s) got in while the job was half-way"
     return result
 
 
 def test_a_long_sync_commits_as_it_goes_so_web_writes_never_wait_for_all_of_it(tmp_path, sqlite_url):
     """SQLite has one write lock. A sync of thousands of items used to hold it from its first write to
     its last, and every web write in that time waited (or failed after the lock timeout)."""
-    rows = [{"id": f"C{i}", "name": f"customer {i}"} for i in range(3000)]
+    rows = [{"id": f"C{i}", "name": f"customer {i}"} for i in range(1000)]
     with LoopbackServer() as crm:
         serve_pages(crm, rows)
         world = make_world(tmp_path, sqlite_url, entities=[CUSTOMER],
                            connectors=[crm_connector(crm, pagination={
-                               "type": "page", "page_param": "page", "size_param": "size", "page_size": 500})],
+                               "type": "page", "page_param": "page", "size_param": "size", "page_size": 250})],
                            jobs=[sync_job()])
+        # Commit every 50 ms of writing: even the fastest machine spends well over half a second on these
+        # items, so the job commits many times (on a slow one, more often still).
+        world.env = replace(world.env, checkpoint_seconds=0.05)
         table = world.env.runtime.get("crm").table("customer")
         run = run_beside_web_writes(sqlite_url, lambda: world.run("crm_sync"), table, len(rows), half_way=3)
     assert run["counts"]["created"] == len(rows)

@@ -157,6 +157,22 @@ def test_a_future_or_unfinished_or_malformed_period_is_refused_and_no_run_is_rec
         assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 0
 
 
+def test_half_a_pause_drill_or_a_negative_pause_is_refused_and_no_run_is_recorded(world):
+    """The `pause_chunk` drill (tests/test_goal_measure_worker_kill.py) needs both its values."""
+    from keel.storage.job_tables import job_runs
+
+    client = world.app.test_client()
+    for params, key, words in (({"pause_chunk": 1}, "params", "'pause_seconds' is a dependency"),
+                               ({"pause_seconds": 5}, "params", "'pause_chunk' is a dependency"),
+                               ({"pause_chunk": 1, "pause_seconds": -1}, "params/pause_seconds", "minimum"),
+                               ({"pause_chunk": 1, "pause_seconds": 3601}, "params/pause_seconds", "maximum")):
+        r = client.post("/api/v1/jobs/goal_snapshot/run", json={"params": {"period": "2025-10", **params}},
+                        headers=world.token("admin"))
+        assert r.status_code == 422 and words in " ".join(r.json["errors"][key]), (params, r.json)
+    with world.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(job_runs)).scalar() == 0
+
+
 def test_snapshots_api_lists_red_goals_with_their_signals_and_history(world):
     red = world.goal("rep_a", "新增客户数", 100)
     world.goal("rep_b", "新增客户数", 100)

@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import make_app
+from helpers_timing import PATIENCE, wait_until
 from keel.hooks import hookimpl
 
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -161,17 +162,8 @@ def rq_dispatcher(env, redis_queue):
     return env.dispatcher
 
 
-# Generous: a condition is waited for, never a time. A busy machine (two cores shared with other test
-# runs and benchmarks) makes a one-second job take several; only a real hang should reach this.
-PATIENCE = 180.0
-
-
-def wait_for(condition, what: str, timeout: float = PATIENCE, every: float = 0.05) -> None:
-    """Poll `condition()` until it holds; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        time.sleep(every)
+# `wait_for(condition, what)`: the shared wait for a condition (helpers_timing), under its old name.
+wait_for = wait_until
 
 
 def _test_worker_class():
@@ -243,7 +235,7 @@ class PrivateRedis:
     def client(self):
         import redis
 
-        return redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+        return redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=30)
 
     def kill(self) -> None:
         """Gone without a word, and with it everything it held (no persistence)."""

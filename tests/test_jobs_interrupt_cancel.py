@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from helpers_timing import PATIENCE
 from keel.cli.jobs import jobs_group, scheduler
 from test_jobs_helpers import csrf_of, make_job_world, redis_queue_fixture, wait_for  # noqa: F401 - the `redis_queue` fixture
 
@@ -69,7 +70,7 @@ def test_a_stopped_foreground_run_is_recorded_as_interrupted_and_its_period_runs
         wait_for(lambda: any(o == "running" for *_, o in attempts_of(world, 1)) if world.runs() else False,
                  "the foreground run to start its first chunk")
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=PATIENCE)
     finally:
         if proc.poll() is None:
             proc.kill()

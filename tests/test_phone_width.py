@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from helpers_browser import BROWSER_PATIENCE_MS
 from keel.demo import DEMO_PASSWORD
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -84,6 +85,7 @@ def test_no_page_scrolls_sideways(server, artefacts, width):
                 context = browser.new_context(viewport={"width": width, "height": 900}, locale="zh-CN",
                                               device_scale_factor=1, is_mobile=width < 500)
                 page = context.new_page()
+                page.set_default_timeout(BROWSER_PATIENCE_MS)  # waits are for conditions; the limit, for hangs
                 sign_in(page, server, username)
                 wide = {}
                 for path in pages:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from decimal import Decimal
 
 import pytest
 import re2
 
+from helpers_timing import cpu_seconds
 from keel.boundary.security import DEFAULT_CSP, json_body, json_depth_exceeds, register_csp
 
 MB = 1024 * 1024
@@ -121,14 +121,14 @@ def test_csp_is_configurable_and_a_prefix_can_loosen_it(tmp_path, sqlite_url):
 
 def test_100_mb_body_is_413_json_on_the_api_without_reading_it(client, echo):
     body = LazyBody(100 * MB)
-    start = time.perf_counter()
-    r = client.post("/api/v1/_test/echo", input_stream=body,
-                    headers={"Content-Type": "application/json", "Content-Length": str(100 * MB), **EN})
+    with cpu_seconds() as spent:  # the test client serves on this thread
+        r = client.post("/api/v1/_test/echo", input_stream=body,
+                        headers={"Content-Type": "application/json", "Content-Length": str(100 * MB), **EN})
     assert r.status_code == 413
     assert r.is_json and "limit" in r.get_json()["error"]
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert body.read_bytes <= 2 * MB  # refused from the header, not after buffering 100 MB
-    assert time.perf_counter() - start < 2
+    assert spent.seconds < 2
     assert echo == []  # the view never ran
 
 
@@ -172,9 +172,9 @@ def test_default_limit_is_2_mb_and_a_configured_limit_is_kept(app, tmp_path, sql
 
 def test_10000_deep_json_is_400_quickly(client, echo):
     deep = "[" * 10_000 + "]" * 10_000
-    start = time.perf_counter()
-    r = post_json_text(client, "/api/v1/_test/echo", deep)
-    assert time.perf_counter() - start < 1
+    with cpu_seconds() as spent:
+        r = post_json_text(client, "/api/v1/_test/echo", deep)
+    assert spent.seconds < 1
     assert r.status_code == 400
     assert r.get_json() == {"error": "JSON nested deeper than 64 levels."}
     assert echo == []
@@ -259,9 +259,9 @@ def test_depth_scan_agrees_with_the_parsed_depth_on_random_documents():
 
 def test_depth_scan_is_linear_on_a_large_flat_body():
     data = b"[" + b'"x[{",' * 300_000 + b"[]" * 100_000 + b"1]"
-    start = time.perf_counter()
-    assert json_depth_exceeds(data, 64) is False
-    assert time.perf_counter() - start < 1
+    with cpu_seconds() as spent:
+        assert json_depth_exceeds(data, 64) is False
+    assert spent.seconds < 1
 
 
 @pytest.mark.parametrize("text,position", [
@@ -309,9 +309,9 @@ def test_numbers_with_a_fraction_are_exact_decimals(client, echo):
 
 def test_re2_is_linear_on_catastrophic_pattern():
     text = "a" * 100_000 + "!"
-    start = time.perf_counter()
-    assert re2.search("(a+)+$", text) is None
-    assert time.perf_counter() - start < 0.05
+    with cpu_seconds() as spent:
+        assert re2.search("(a+)+$", text) is None
+    assert spent.seconds < 0.5  # linear: milliseconds; Python's re takes longer than the universe's age here
 
 
 def test_text_field_pattern_check_uses_re2():

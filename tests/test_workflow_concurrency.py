@@ -7,6 +7,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from helpers_timing import PATIENCE
 from test_workflow_support import make_world
 
 pytestmark = pytest.mark.postgres
@@ -33,7 +34,8 @@ def _at_once(w, calls):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(PATIENCE)
+    assert not any(t.is_alive() for t in threads), f"a request was still running after {PATIENCE:.0f} s"
     return codes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -37,7 +38,16 @@ class GoalSnapshot(JobType):
             "allow_no_actuals": {"type": "boolean",
                                  "description": "take the snapshot even when the CRM has no actual at all for the "
                                                 "month (every goal then reads 'no data')"},
+            # A lost-worker drill: one chunk waits on its first attempt, before it writes anything, so
+            # a test (or an operator checking a deployment) can kill the worker at a known point of the
+            # run rather than racing it. The retry of that chunk does not wait.
+            "pause_chunk": {"type": "integer", "minimum": 0,
+                            "description": "drill: the chunk (0-based) that waits pause_seconds on its first "
+                                           "attempt, before writing anything"},
+            "pause_seconds": {"type": "number", "minimum": 0, "maximum": 3600,
+                              "description": "drill: how long pause_chunk waits"},
         },
+        "dependentRequired": {"pause_chunk": ["pause_seconds"], "pause_seconds": ["pause_chunk"]},
     }
 
     def definition_errors(self, app_def, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -86,6 +96,11 @@ class GoalSnapshot(JobType):
         return [{"period": period, "lo": lo, "hi": hi} for lo, hi in ranges]
 
     def run_chunk(self, ctx: JobContext, params: Mapping[str, Any], chunk: Any) -> dict[str, int | float]:
+        if ctx.attempt == 1 and ctx.chunk_index == params.get("pause_chunk"):
+            # Before the chunk's first statement: its transaction has not begun, so the pause holds no
+            # lock (on SQLite, the write lock) and the heartbeat keeps renewing the chunk's lease.
+            ctx.log.info("pausing %s s before this chunk (pause_chunk drill)", params["pause_seconds"])
+            time.sleep(params["pause_seconds"])
         built = ctx.built
         counts = snapshot.take(ctx.conn, built, chunk["period"], built.definition.settings,
                                (chunk["lo"], chunk["hi"]), run_id=ctx.run_id)

@@ -90,6 +90,9 @@ def test_the_cros_revision_changes_the_goal_and_cascades_once_approved(demo):
                                             "(SELECT id FROM goal_agility__goal WHERE last_revision = :r)",
                                             r=request_id)}
     assert {r["user_id"] for r in told} == expected | owners
+    # the CRO (the submitter) hears of the outcome once: the cascade's message, not also the engine's "已通过"
+    to_cro = demo.rows("SELECT template, subject FROM keel_inbox WHERE user_id = :u", u=demo.ids["cro"])
+    assert [m["template"] for m in to_cro] == ["goal_changed"], to_cro
     [message] = demo.get("/inbox", "rep_li").get_json()["items"][:1]
     assert "销售部 Q4 核心目标" in message["subject"]
     assert "新增客户数 ≥ 40 个 → 客户增购额 ≥ ¥800,000.00" in message["body"]

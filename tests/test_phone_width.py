@@ -34,9 +34,9 @@ def liven_up(app) -> None:
     from test_workbench import LI_GOAL, goal_of, update_goal, user_id
 
     update_goal(app, goal_of(app, LI_GOAL), None, actual="2")
-    update_goal(app, goal_of(app, "华东新增客户 ≥ 14"), None, actual="12")
-    update_goal(app, goal_of(app, "Q4 营收 1,200 万元"), None, actual="7300000")
-    update_goal(app, goal_of(app, "华东新增客户 ≥ 14"), "cro", metric="新增客户数（含增购）")
+    update_goal(app, goal_of(app, "华东大区 Q4 目标"), None, actual="12")
+    update_goal(app, goal_of(app, "公司 Q4 营收"), None, actual="7300000")
+    update_goal(app, goal_of(app, "华东大区 Q4 目标"), "cro", period_end="2025-12-20")
     runtime = app.extensions["keel"]
     with runtime.engine.begin() as conn:
         submit_form(conn, runtime.get("goal_agility"), "revision_request",

@@ -55,14 +55,14 @@ def update_goal(app, goal_id: int, username: str | None, **values) -> None:
         records.update(conn, runtime.get("goal_agility"), "goal", goal_id, values, who, version)
 
 
-LI_GOAL = "李娜：新增客户 ≥ 5"
+LI_GOAL = "李娜 Q4 个人目标"
 
 
 def test_a_manager_sees_his_team_goals_and_a_rep_only_her_own(demo_app):
     page = login(demo_app, "east_mgr").get("/workbench").text
     team = section(page, "goal_agility-team_goals")
     assert LI_GOAL in team and "李娜" in team  # her goal, with her name as the card's subtitle
-    assert "华北新增客户" not in team  # north_mgr's goal: not in east_mgr's team
+    assert "华北大区" not in team  # north_mgr's goal: not in east_mgr's team
     rep = login(demo_app, "rep_li").get("/workbench").text
     assert section(rep, "goal_agility-team_goals") == ""  # nobody reports to her, and she is no manager
     assert LI_GOAL in section(rep, "goal_agility-my_goals")
@@ -85,13 +85,13 @@ def test_progress_bar_status_colour_and_money_or_count_units(demo_app):
 
 def test_a_changed_goal_is_yellow_until_acknowledged(demo_app):
     li = goal_of(demo_app, LI_GOAL)
-    update_goal(demo_app, li, "east_mgr", metric="增购客户数")  # someone else changes her goal
+    update_goal(demo_app, li, "east_mgr", period_end="2025-12-20")  # someone else changes her goal
     c = login(demo_app, "rep_li")
     page = c.get("/workbench").text
     changed = section(page, "changed_items")
     assert LI_GOAL in changed and 'class="card colour-amber changed"' in changed
-    assert "已变更：核心指标" in changed  # the changed fields, in her language
-    assert "Changed: Core metric" in section(c.get("/workbench?lang=en").text, "changed_items")
+    assert "已变更：结束日期" in changed  # the changed fields, in her language
+    assert "Changed: End" in section(c.get("/workbench?lang=en").text, "changed_items")
     assert re.search(r'<li class="card[^"]* changed">(?:(?!</li>).)*' + re.escape(LI_GOAL), section(page, "goal_agility-my_goals"), re.DOTALL)
     r = c.post("/workbench/acknowledge", data={"csrf_token": csrf(page), "app": "goal_agility", "entity": "goal",
                                                "record_id": str(li)})
@@ -105,7 +105,7 @@ def test_a_changed_goal_is_yellow_until_acknowledged(demo_app):
 
 def test_acknowledge_without_csrf_or_with_bad_input_changes_nothing(demo_app):
     li = goal_of(demo_app, LI_GOAL)
-    update_goal(demo_app, li, "east_mgr", metric="增购客户数")
+    update_goal(demo_app, li, "east_mgr", period_end="2025-12-20")
     c = login(demo_app, "rep_li")
     page = c.get("/workbench").text
     assert c.post("/workbench/acknowledge", data={"app": "goal_agility", "entity": "goal",
@@ -159,13 +159,13 @@ def test_unread_messages_show_until_read(demo_app):
 
 def test_a_changed_record_is_yellow_in_lists_and_on_its_page_until_seen(demo_app):
     li = goal_of(demo_app, LI_GOAL)
-    update_goal(demo_app, li, "east_mgr", metric="增购客户数")
+    update_goal(demo_app, li, "east_mgr", period_end="2025-12-20")
     c = login(demo_app, "rep_li")
     listing = c.get("/apps/goal_agility/goal").text
-    assert re.search(r'<tr class="changed" title="已变更：核心指标">(?:(?!</tr>).)*' + re.escape(LI_GOAL), listing,
+    assert re.search(r'<tr class="changed" title="已变更：结束日期">(?:(?!</tr>).)*' + re.escape(LI_GOAL), listing,
                      re.DOTALL)
     page = c.get(f"/apps/goal_agility/goal/{li}").text
-    assert 'id="changed"' in page and "已变更：核心指标" in page
+    assert 'id="changed"' in page and "已变更：结束日期" in page
     r = c.post("/workbench/acknowledge", data={"csrf_token": csrf(page), "app": "goal_agility", "entity": "goal",
                                                "record_id": str(li), "next": f"/apps/goal_agility/goal/{li}"})
     assert r.headers["Location"].endswith(f"/apps/goal_agility/goal/{li}")  # back where she was

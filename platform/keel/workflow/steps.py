@@ -346,14 +346,19 @@ def finish(run: Run, state: State, step: Step | None = None) -> None:
     outcome_actions = tuple(state.on_enter) + tuple(run.workflow.outcome_actions.get(state.final, ()))
     run_step_actions(run, outcome_actions)
     audit(run, "finish", outcome=state.final, state=state.id)
-    if state.final != "withdrawn" and not tells_submitter(outcome_actions):
+    if state.final != "withdrawn" and not tells_submitter(outcome_actions, run.built.registries.workflow_actions):
         tell_submitter(run, state.final, step)
 
 
-def tells_submitter(actions) -> bool:
+def tells_submitter(actions, registered=None) -> bool:
     """Whether an outcome's own `notify` actions reach the submitter: then the app's message is the one
-    message of that outcome, and the engine's built-in "Approved: …" is not sent beside it."""
+    message of that outcome, and the engine's built-in "Approved: …" is not sent beside it. A plugin's
+    action that sends a message itself says so with `tells_submitter = True` (then its spec's `notify`
+    names the message)."""
     for spec in actions:
+        impl = (registered or {}).get(spec.get("action"))
+        if getattr(impl, "tells_submitter", False) and spec.get("notify"):
+            return True
         if spec.get("action") == "notify":
             to = spec.get("to", ["submitter"])
             if any(item in ("submitter", "participants") for item in to if isinstance(item, str)):

@@ -252,6 +252,7 @@ class ApplyRevision:
     everyone affected gets (with the submitter and the approvers)."""
 
     name = "apply_revision"
+    tells_submitter = True  # its one message goes to the submitter too: the engine's "已通过" is not sent beside it
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {"notify": {"type": "string"}}}
 
     def check(self, params, scope):

@@ -23,13 +23,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from live_server import serve as live_server  # noqa: F401  (one live-server helper for HTTP and browser tests)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WIDTHS = (1366, 390)
@@ -72,22 +73,6 @@ def _browser_required():
 
 # Playwright's limit for any one wait, in milliseconds (see logged_in_page).
 BROWSER_PATIENCE_MS = 120_000
-
-
-@contextmanager
-def live_server(app) -> Iterator[str]:
-    """Serve a Flask app on 127.0.0.1 (a free port) in a thread; yields the base URL, stops on exit."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="keel-live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
 
 
 @contextmanager

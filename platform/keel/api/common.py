@@ -84,3 +84,16 @@ def int_arg(name: str, value: str | None) -> int | None:
     if errors:
         raise errors
     return n
+
+
+def only_keys(data: dict, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    """`data` when its keys are among `allowed` and every `required` one has a value; else 422 naming each."""
+    errors = FieldErrors()
+    for key in sorted(set(data) - set(allowed)):
+        errors.add(str(key)[:100], "Unknown field.")
+    for key in required:
+        if data.get(key) in (None, "", []):
+            errors.add(key, "This field is required.")
+    if errors:
+        raise errors
+    return data

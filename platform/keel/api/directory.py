@@ -7,24 +7,13 @@ import sqlalchemy as sa
 from flask import request, url_for
 
 from keel.api import bp
-from keel.api.common import json_object, json_response, runtime
+from keel.api.common import json_object, json_response, only_keys, runtime
 from keel.auth import directory, require_admin
 from keel.errors import FieldErrors, NotFound
 from keel.storage.system import users
 
 MAX_USERS = 500
 
-
-def _only(data: dict, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
-    errors = FieldErrors()
-    for key in sorted(set(data) - set(allowed)):
-        errors.add(str(key)[:100], "Unknown field.")
-    for key in required:
-        if data.get(key) in (None, "", []):
-            errors.add(key, "This field is required.")
-    if errors:
-        raise errors
-    return data
 
 
 def _department(conn, code: str) -> dict:
@@ -61,7 +50,7 @@ def create_department():
         403: administrators only
     """
     who = require_admin()
-    data = _only(json_object(), ("code", "name", "name_en", "parent", "head"))
+    data = only_keys(json_object(), ("code", "name", "name_en", "parent", "head"))
     with runtime().engine.begin() as conn:
         directory.add_department(conn, data.get("code"), data.get("name"), who, parent_code=data.get("parent"),
                                  head_username=data.get("head"), name_en=data.get("name_en"))
@@ -96,7 +85,7 @@ def set_department_head(code: str):
         403: administrators only
     """
     who = require_admin()
-    data = _only(json_object(), ("head",))
+    data = only_keys(json_object(), ("head",))
     with runtime().engine.begin() as conn:
         if directory.find_department(conn, code) is None:
             raise NotFound(f"no department with code {code}")
@@ -117,7 +106,7 @@ def move_into_department(code: str):
         403: administrators only
     """
     who = require_admin()
-    data = _only(json_object(), ("users", "manager"), ("users",))
+    data = only_keys(json_object(), ("users", "manager"), ("users",))
     if not isinstance(data["users"], list):
         raise FieldErrors({"users": ["Must be a list of usernames."]})
     with runtime().engine.begin() as conn:
@@ -164,7 +153,7 @@ def reset_password(username: str):
         403: administrators only
     """
     who = require_admin()
-    data = _only(json_object(), ("password",), ("password",))
+    data = only_keys(json_object(), ("password",), ("password",))
     with runtime().engine.begin() as conn:
         row = directory.find_user(conn, username)
         if row is None:

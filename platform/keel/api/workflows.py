@@ -9,7 +9,7 @@ from typing import Any
 from flask import current_app, g, request
 
 from keel.api import bp
-from keel.api.common import actor, int_arg, json_object, json_response, runtime
+from keel.api.common import actor, int_arg, json_object, json_response, only_keys, runtime
 from keel.errors import FieldErrors
 from keel.i18n import current_lang, translate
 from keel.workflow import bulk, delegation, engine, queries
@@ -39,15 +39,7 @@ ACTION_DOCS: dict[str, tuple[str, str]] = {
 def _body(allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The JSON body (empty allowed when nothing is required); unknown keys and missing ones are 422."""
     data = json_object() if (request.get_data(cache=True) or required) else {}
-    errors = FieldErrors()
-    for key in sorted(set(data) - set(allowed)):
-        errors.add(str(key)[:100], "Unknown field.")
-    for key in required:
-        if data.get(key) in (None, "", []):
-            errors.add(key, "This field is required.")
-    if errors:
-        raise errors
-    return data
+    return only_keys(data, allowed, required)
 
 
 @bp.get("/workflows/tasks")

@@ -26,19 +26,7 @@ REASON_MAX = 500
 def mark(conn: sa.Connection, app: str, entity: str, record_id: int, user_ids: Iterable[int], reason: str,
          detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> int:
     """Open (or refresh) a mark on one record for each user; returns how many users were marked."""
-    users = sorted({int(u) for u in user_ids if u is not None})
-    if not users:
-        return 0
-    at = at or utcnow()
-    rows = [{"user_id": uid, "app": app, "entity": entity, "record_id": int(record_id),
-             "reason": reason[:REASON_MAX], "detail": detail, "marked_at": at} for uid in users]
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(highlights)
-    conn.execute(insert.on_conflict_do_update(
-        index_elements=["user_id", "app", "entity", "record_id"],
-        index_where=highlights.c.acknowledged_at.is_(None),
-        set_={"reason": insert.excluded.reason, "detail": insert.excluded.detail,
-              "marked_at": insert.excluded.marked_at}), rows)
-    return len(users)
+    return mark_many(conn, app, ((entity, record_id, u) for u in user_ids), reason, detail, at)
 
 
 def mark_many(conn: sa.Connection, app: str, marks: Iterable[tuple[str, int, int]], reason: str,
